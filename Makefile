@@ -1,0 +1,36 @@
+# Two entry points: `make demo` runs the product end to end, `make test` runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: test demo install toolchain lint sandbox-up sandbox-down clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Builds etcd, the Kubernetes control plane, kubectl and helm once; later runs reuse the cache.
+toolchain: $(STAMP)
+	$(BIN)/cilium-migrate sandbox build
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy plan workflows activities worker client sandbox
+
+test: toolchain lint
+	$(BIN)/pytest -q
+
+demo: toolchain
+	$(BIN)/cilium-migrate sandbox up --nodes 4 --control-planes 1 --zones 2
+
+sandbox-down: $(STAMP)
+	$(BIN)/cilium-migrate sandbox down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

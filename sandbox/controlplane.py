@@ -1,0 +1,196 @@
+"""Starts a real Kubernetes control plane on loopback: etcd, API server, controller manager, scheduler.
+
+Everything binds to 127.0.0.1 on ports chosen free at start, so two sandboxes run side by side.
+The flags follow what kubeadm sets, minus what needs a kubelet; each unusual one says why.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from sandbox import pki
+from sandbox.processes import free_port, start_process
+from sandbox.toolchain import Toolchain
+from sandbox.topology import API_SERVICE_IP, CLUSTER_CIDR, NODE_CIDR_MASK, SERVICE_CIDR
+
+# The API server refuses a loopback advertise address. With the endpoint reconciler off it only
+# names the `kubernetes` Service's endpoint, which nothing here dials (TEST-NET-1, RFC 5737).
+ADVERTISE_ADDRESS = "192.0.2.10"
+
+# The simulator renews node leases every minute to stay cheap with hundreds of nodes, so the
+# node lifecycle controller is told to wait longer than that before calling a node lost.
+NODE_MONITOR_GRACE_PERIOD = "300s"
+
+
+class ControlPlaneError(RuntimeError):
+    pass
+
+
+def write_kubeconfig(path: Path, server: str, paths: pki.PkiPaths,
+                     identity: pki.ClientIdentity, cluster_name: str) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster_name, "cluster": {
+            "server": server, "certificate-authority": str(paths.ca_cert)}}],
+        "users": [{"name": identity.user, "user": {
+            "client-certificate": str(paths.client_cert(identity)),
+            "client-key": str(paths.client_key(identity))}}],
+        "contexts": [{"name": cluster_name, "context": {
+            "cluster": cluster_name, "user": identity.user}}],
+        "current-context": cluster_name,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
+
+
+def _wait_healthy(url: str, what: str, log: Path, timeout: float,
+                  context: ssl.SSLContext | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5, context=context) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as error:
+            last_error = str(error)
+        time.sleep(0.5)
+    raise ControlPlaneError(f"{what} did not become healthy within {timeout:.0f}s "
+                            f"({last_error}); see {log}")
+
+
+class ControlPlane:
+    """Starts the four control-plane processes for one state directory and records their PIDs."""
+
+    def __init__(self, state_dir: Path, toolchain: Toolchain, cluster_name: str) -> None:
+        self.state_dir = state_dir
+        self.toolchain = toolchain
+        self.cluster_name = cluster_name
+        self.log_dir = state_dir / "logs"
+        self.pids: dict[str, int] = {}
+        self.ports: dict[str, int] = {}
+        self.pki = pki.create_pki(state_dir / "pki", API_SERVICE_IP)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    def kubeconfig(self, identity: pki.ClientIdentity) -> Path:
+        if identity is pki.ADMIN:
+            return self.state_dir / "kubeconfig"
+        return self.state_dir / "kubeconfigs" / f"{identity.file_stem}.kubeconfig"
+
+    def start(self, timeout: float = 120.0) -> None:
+        for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler"):
+            self.ports[name] = free_port()
+        self._start_etcd(timeout)
+        self._start_apiserver(timeout)
+        for identity in pki.CLIENT_IDENTITIES:
+            write_kubeconfig(self.kubeconfig(identity), self.server, self.pki, identity,
+                             self.cluster_name)
+        self._start_controller_manager()
+        self._start_scheduler()
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE  # their serving certs are self-signed on the fly
+        for name in ("controller-manager", "scheduler"):
+            _wait_healthy(f"https://127.0.0.1:{self.ports[name]}/healthz", f"kube-{name}",
+                          self.log_dir / f"kube-{name}.log", timeout, insecure)
+
+    def _start_etcd(self, timeout: float) -> None:
+        client = f"http://127.0.0.1:{self.ports['etcd']}"
+        peer = f"http://127.0.0.1:{self.ports['etcd-peer']}"
+        self.pids["etcd"] = start_process("etcd", [
+            str(self.toolchain["etcd"]),
+            "--name=sandbox",
+            f"--data-dir={self.state_dir / 'etcd'}",
+            f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=sandbox={peer}",
+            "--listen-metrics-urls=",
+            # A disposable cluster: durability is not worth an fsync per write on a 2-core box.
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ], self.log_dir)
+        _wait_healthy(f"{client}/health", "etcd", self.log_dir / "etcd.log", timeout)
+
+    def _start_apiserver(self, timeout: float) -> None:
+        paths = self.pki
+        self.pids["kube-apiserver"] = start_process("kube-apiserver", [
+            str(self.toolchain["kube-apiserver"]),
+            f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.ports['apiserver']}",
+            f"--advertise-address={ADVERTISE_ADDRESS}",
+            "--endpoint-reconciler-type=none",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--client-ca-file={paths.ca_cert}",
+            # Without a request-header CA every delegating component logs an error per resync.
+            f"--requestheader-client-ca-file={paths.ca_cert}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--tls-cert-file={paths.apiserver_cert}",
+            f"--tls-private-key-file={paths.apiserver_key}",
+            f"--service-account-key-file={paths.service_account_pub}",
+            f"--service-account-signing-key-file={paths.service_account_key}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            # The node-shell reboot strategy runs a privileged host-PID pod, as on real clusters.
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=1",
+        ], self.log_dir)
+        context = ssl.create_default_context(cafile=str(paths.ca_cert))
+        context.load_cert_chain(str(paths.client_cert(pki.ADMIN)),
+                                str(paths.client_key(pki.ADMIN)))
+        _wait_healthy(f"{self.server}/readyz", "kube-apiserver",
+                      self.log_dir / "kube-apiserver.log", timeout, context)
+
+    def _start_controller_manager(self) -> None:
+        paths = self.pki
+        kubeconfig = self.kubeconfig(pki.CONTROLLER_MANAGER)
+        self.pids["kube-controller-manager"] = start_process("kube-controller-manager", [
+            str(self.toolchain["kube-controller-manager"]),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.ports['controller-manager']}",
+            "--leader-elect=false",
+            "--controllers=*",
+            "--use-service-account-credentials=true",
+            f"--root-ca-file={paths.ca_cert}",
+            f"--service-account-private-key-file={paths.service_account_key}",
+            f"--cluster-signing-cert-file={paths.ca_cert}",
+            f"--cluster-signing-key-file={paths.ca_key}",
+            "--allocate-node-cidrs=true",
+            f"--cluster-cidr={CLUSTER_CIDR}",
+            f"--node-cidr-mask-size={NODE_CIDR_MASK}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--node-monitor-grace-period={NODE_MONITOR_GRACE_PERIOD}",
+            "--v=1",
+        ], self.log_dir)
+
+    def _start_scheduler(self) -> None:
+        kubeconfig = self.kubeconfig(pki.SCHEDULER)
+        self.pids["kube-scheduler"] = start_process("kube-scheduler", [
+            str(self.toolchain["kube-scheduler"]),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.ports['scheduler']}",
+            "--leader-elect=false",
+            "--v=1",
+        ], self.log_dir)

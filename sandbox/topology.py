@@ -1,0 +1,78 @@
+"""What a sandbox is made of: its nodes and the network ranges, shared by `up` and the simulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+# The ranges a kubeadm cluster with flannel uses; the migration's new Cilium range lies outside.
+CLUSTER_CIDR = "10.244.0.0/16"
+NODE_CIDR_MASK = 24
+SERVICE_CIDR = "10.96.0.0/12"
+API_SERVICE_IP = "10.96.0.1"
+
+ZONE_LABEL = "topology.kubernetes.io/zone"
+REGION_LABEL = "topology.kubernetes.io/region"
+CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
+REGION = "sandbox-1"
+
+
+class NodeSpec(BaseModel):
+    name: str
+    internal_ip: str
+    zone: str
+    control_plane: bool = False
+
+    def labels(self) -> dict[str, str]:
+        labels = {
+            "kubernetes.io/hostname": self.name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "beta.kubernetes.io/os": "linux",
+            "beta.kubernetes.io/arch": "amd64",
+            ZONE_LABEL: self.zone,
+            REGION_LABEL: REGION,
+        }
+        if self.control_plane:
+            labels[CONTROL_PLANE_LABEL] = ""
+        return labels
+
+    def taints(self) -> list[dict[str, str]]:
+        if self.control_plane:
+            return [{"key": CONTROL_PLANE_LABEL, "effect": "NoSchedule"}]
+        return []
+
+
+class Topology(BaseModel):
+    nodes: list[NodeSpec] = Field(default_factory=list)
+
+    @classmethod
+    def generate(cls, workers: int, control_planes: int = 1, zones: int = 1,
+                 prefix: str = "") -> Topology:
+        """Names like kubeadm's: ``cp-1``, ``worker-1``...; zones assigned round-robin.
+
+        InternalIPs are in 127.0.0.0/8 so an accidental API-server-to-kubelet call (logs, exec)
+        stays on this machine and fails there.
+        """
+        nodes: list[NodeSpec] = []
+        for index in range(control_planes + workers):
+            is_cp = index < control_planes
+            ordinal = index + 1 if is_cp else index - control_planes + 1
+            name = f"{prefix}{'cp' if is_cp else 'worker'}-{ordinal}"
+            host = index + 2  # 127.0.x.1 looks like a gateway; start at .2
+            nodes.append(NodeSpec(
+                name=name,
+                internal_ip=f"127.1.{host // 250}.{host % 250 + 2}",
+                zone=f"zone-{chr(ord('a') + index % zones)}",
+                control_plane=is_cp,
+            ))
+        return cls(nodes=nodes)
+
+    def save(self, path: Path) -> None:
+        path.write_text(self.model_dump_json(indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> Topology:
+        return cls.model_validate(json.loads(path.read_text()))
