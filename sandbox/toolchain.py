@@ -63,8 +63,15 @@ BINARIES: tuple[Binary, ...] = (
                _kubernetes_ldflags())
         for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
     ),
-    Binary("helm", "helm", "helm.sh/helm/v3/cmd/helm", HELM_VERSION,
-           (f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",)),
+    # Helm's offline default Kubernetes version (for `helm template`) is stamped the same way as
+    # upstream's release builds: from the client-go minor it is built with (0.34 for helm 3.19).
+    Binary("helm", "helm", "helm.sh/helm/v3/cmd/helm", HELM_VERSION, (
+        f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+        "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1",
+        "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=34",
+        "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1",
+        "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=34",
+    )),
 )
 
 

@@ -1,0 +1,51 @@
+"""`cilium-migrate`: the command line. Each command group lives in its own module; this one
+only builds the parser, runs the chosen command and turns expected failures into one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from client import sandbox_commands
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+
+
+class CommandError(Exception):
+    """An expected failure: printed as one line, exit code attached."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cilium-migrate",
+        description="Zero-downtime Flannel to Cilium migration as a durable Temporal workflow.")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+    sandbox_commands.register(groups)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    except Exception as error:  # noqa: BLE001 - every expected failure is one clear line
+        known = getattr(error, "exit_code", None)
+        if known is None and not isinstance(error, sandbox_commands.EXPECTED_ERRORS):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        code = known if known is not None else EXIT_ERROR
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""`sandbox up`, `status` and `down`: a local cluster whose state lives in one directory.
+
+``STATE_DIR`` holds everything: ``kubeconfig`` (admin), ``state.json`` (PIDs and ports),
+``topology.json`` (the simulated nodes), ``pki/``, ``etcd/``, ``logs/``, ``nodes/<node>/etc/cni/
+net.d`` and ``faults.yaml``. `down` stops the recorded processes and leaves the directory for
+post-mortems; `up --replace` reuses a directory whose sandbox is stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from sandbox.controlplane import ControlPlane, ControlPlaneError
+from sandbox.processes import is_running, start_process, stop_process
+from sandbox.simulator.kube import Kube
+from sandbox.toolchain import Toolchain, ToolchainError, find_toolchain
+from sandbox.topology import Topology
+
+MANIFESTS = Path(__file__).parent / "manifests"
+SIMULATOR_MODULE = "sandbox.simulator"
+# Stopped in this order: the simulator first (it writes through the API server), etcd last.
+_STOP_ORDER = ("node-simulator", "kube-scheduler", "kube-controller-manager", "kube-apiserver",
+               "etcd")
+
+
+class SandboxError(RuntimeError):
+    """A sandbox cannot be started, inspected or stopped; the message says why and what to do."""
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "cilium-migrate" / "sandbox"
+
+
+class SandboxState(BaseModel):
+    cluster_name: str
+    server: str
+    pids: dict[str, int] = {}
+    programs: dict[str, str] = {}  # what each PID must still be running to be ours
+    ports: dict[str, int] = {}
+
+    @classmethod
+    def load(cls, state_dir: Path) -> SandboxState:
+        path = state_dir / "state.json"
+        if not path.exists():
+            raise SandboxError(f"no sandbox in {state_dir} (no state.json); "
+                               "start one with `cilium-migrate sandbox up`")
+        return cls.model_validate_json(path.read_text())
+
+    def save(self, state_dir: Path) -> None:
+        (state_dir / "state.json").write_text(self.model_dump_json(indent=2))
+
+    def running(self) -> dict[str, bool]:
+        return {name: is_running(pid, self.programs[name]) for name, pid in self.pids.items()}
+
+
+def _check_state_dir(state_dir: Path, replace: bool) -> None:
+    if (state_dir / "state.json").exists():
+        state = SandboxState.load(state_dir)
+        alive = [name for name, up in state.running().items() if up]
+        if alive:
+            raise SandboxError(f"state dir {state_dir} is busy: a sandbox is running there "
+                               f"({', '.join(alive)}); stop it with `cilium-migrate sandbox down "
+                               f"--state-dir {state_dir}` or choose another --state-dir")
+        if not replace:
+            raise SandboxError(f"state dir {state_dir} holds a stopped sandbox; pass --replace "
+                               "to start afresh there, or choose another --state-dir")
+        shutil.rmtree(state_dir)
+    elif state_dir.exists() and any(state_dir.iterdir()):
+        raise SandboxError(f"state dir {state_dir} is not empty and holds no sandbox; "
+                           "choose an empty or new directory")
+
+
+def up(state_dir: Path, nodes: int, control_planes: int = 1, zones: int = 1,
+       cluster_name: str = "sandbox", replace: bool = False,
+       simulator_args: tuple[str, ...] = (), timeout: float | None = None,
+       progress: Callable[[str], None] = lambda message: None) -> SandboxState:
+    """Starts a sandbox and returns once every node is Ready and flannel runs everywhere."""
+    if nodes < 1:
+        raise SandboxError(f"--nodes must be at least 1 (got {nodes})")
+    if control_planes < 0:
+        raise SandboxError(f"--control-planes must be 0 or more (got {control_planes})")
+    if zones < 1:
+        raise SandboxError(f"--zones must be at least 1 (got {zones})")
+    if control_planes > nodes:
+        raise SandboxError(f"--control-planes ({control_planes}) cannot exceed --nodes ({nodes})")
+    try:
+        toolchain = find_toolchain()
+    except ToolchainError as error:
+        raise SandboxError(str(error)) from error
+    state_dir = state_dir.resolve()
+    _check_state_dir(state_dir, replace)
+    state_dir.mkdir(parents=True, exist_ok=True)
+
+    started = time.monotonic()
+    topology = Topology.generate(workers=nodes - control_planes, control_planes=control_planes,
+                                 zones=zones)
+    topology.save(state_dir / "topology.json")
+    control_plane = ControlPlane(state_dir, toolchain, cluster_name)
+    state = SandboxState(cluster_name=cluster_name, server="")
+    try:
+        progress("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler")
+        try:
+            control_plane.start()
+        finally:  # record whatever started, so `down` can stop it even after a failure
+            state.pids.update(control_plane.pids)
+            state.programs.update({name: str(toolchain[name]) for name in control_plane.pids})
+            state.ports, state.server = control_plane.ports, control_plane.server
+            state.save(state_dir)
+        progress(f"starting the node simulator for {nodes} nodes")
+        state.pids["node-simulator"] = start_process("node-simulator", [
+            sys.executable, "-m", SIMULATOR_MODULE, "--state-dir", str(state_dir),
+            *simulator_args], state_dir / "logs")
+        state.programs["node-simulator"] = SIMULATOR_MODULE
+        state.save(state_dir)
+        progress("installing flannel and the cluster add-ons (kube-proxy, CoreDNS)")
+        for manifest in ("kube-flannel.yml", "cluster-addons.yaml"):
+            kubectl(toolchain, state_dir, "apply", "--server-side", "-f", str(MANIFESTS / manifest))
+        _wait_until_ready(state_dir, nodes, timeout or 120.0 + nodes, progress)
+    except (SandboxError, ControlPlaneError) as error:
+        down(state_dir)
+        raise SandboxError(f"{error} (logs in {state_dir / 'logs'})") from error
+    progress(f"sandbox ready in {time.monotonic() - started:.1f}s: "
+             f"export KUBECONFIG={state_dir / 'kubeconfig'}")
+    return state
+
+
+def kubectl(toolchain: Toolchain, state_dir: Path, *args: str) -> str:
+    result = subprocess.run(
+        [str(toolchain["kubectl"]), "--kubeconfig", str(state_dir / "kubeconfig"), *args],
+        capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SandboxError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _summary(kube: Kube) -> dict[str, Any]:
+    node_items = kube.get("/api/v1/nodes")["items"]
+    ready = [n["metadata"]["name"] for n in node_items if any(
+        c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))]
+    flannel = [p for p in kube.get("/api/v1/pods", labelSelector="app=flannel")["items"]
+               if p.get("status", {}).get("phase") == "Running"]
+    return {"nodes": len(node_items), "ready": len(ready), "flannel_running": len(flannel)}
+
+
+def _wait_until_ready(state_dir: Path, nodes: int, timeout: float,
+                      progress: Callable[[str], None]) -> None:
+    kube = Kube(str(state_dir / "kubeconfig"))
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        summary = _summary(kube)
+        line = (f"nodes Ready {summary['ready']}/{nodes}, "
+                f"flannel Running {summary['flannel_running']}/{nodes}")
+        if line != last:
+            progress(line)
+            last = line
+        if summary["ready"] == nodes and summary["flannel_running"] == nodes:
+            return
+        time.sleep(0.5)
+    raise SandboxError(f"sandbox not ready after {timeout:.0f}s: {last}")
+
+
+def status(state_dir: Path) -> dict[str, Any]:
+    state = SandboxState.load(state_dir.resolve())
+    report: dict[str, Any] = {
+        "state_dir": str(state_dir.resolve()), "server": state.server,
+        "kubeconfig": str(state_dir.resolve() / "kubeconfig"),
+        "processes": {name: {"pid": state.pids[name], "running": up}
+                      for name, up in state.running().items()},
+    }
+    if report["processes"].get("kube-apiserver", {}).get("running"):
+        try:
+            report["cluster"] = _summary(Kube(report["kubeconfig"]))
+        except Exception as error:  # noqa: BLE001 - status must report, not crash
+            report["cluster"] = {"error": str(error)}
+    return report
+
+
+def down(state_dir: Path) -> list[str]:
+    """Stops every process this sandbox recorded; returns the names of those it stopped."""
+    state = SandboxState.load(state_dir.resolve())
+    stopped = []
+    for name in _STOP_ORDER:
+        if name in state.pids and stop_process(state.pids[name], state.programs[name]):
+            stopped.append(name)
+    return stopped
+
+
+def describe(report: dict[str, Any]) -> str:
+    lines = [f"state dir   {report['state_dir']}", f"kubeconfig  {report['kubeconfig']}",
+             f"server      {report['server']}"]
+    for name, process in report["processes"].items():
+        lines.append(f"{name:<24} pid {process['pid']:<8} "
+                     f"{'running' if process['running'] else 'stopped'}")
+    cluster = report.get("cluster")
+    if cluster and "error" not in cluster:
+        lines.append(f"nodes Ready {cluster['ready']}/{cluster['nodes']}, "
+                     f"flannel Running {cluster['flannel_running']}")
+    elif cluster:
+        lines.append(f"cluster unreachable: {cluster['error']}")
+    return "\n".join(lines)
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2)

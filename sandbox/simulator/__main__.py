@@ -1,0 +1,39 @@
+"""Entry point: ``python -m sandbox.simulator --state-dir DIR`` (started by `sandbox up`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from pathlib import Path
+
+from sandbox.simulator.kube import Kube
+from sandbox.simulator.kubelet import Settings, Simulator
+from sandbox.topology import Topology
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="sandbox.simulator")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--kubeconfig", type=Path)
+    parser.add_argument("--exit-delay", type=float, default=Settings.exit_delay)
+    parser.add_argument("--agent-ready-delay", type=float, default=Settings.agent_ready_delay)
+    parser.add_argument("--reboot-seconds", type=float, default=Settings.reboot_seconds)
+    parser.add_argument("--lease-renew-seconds", type=float,
+                        default=Settings.lease_renew_seconds)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kubeconfig = args.kubeconfig or args.state_dir / "kubeconfigs" / "node-simulator.kubeconfig"
+    simulator = Simulator(
+        Kube(str(kubeconfig)), Topology.load(args.state_dir / "topology.json"), args.state_dir,
+        Settings(exit_delay=args.exit_delay, agent_ready_delay=args.agent_ready_delay,
+                 reboot_seconds=args.reboot_seconds,
+                 lease_renew_seconds=args.lease_renew_seconds))
+    signal.signal(signal.SIGTERM, lambda *_: simulator.stop())
+    signal.signal(signal.SIGINT, lambda *_: simulator.stop())
+    simulator.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,579 @@
+"""The node simulator: one process playing the kubelet and container runtime of every node.
+
+It registers the nodes of the topology, keeps their leases fresh, runs the pods the scheduler
+binds to them (Running/Ready with an IP from the node's active CNI), deletes terminating pods
+after they stop, and plays reboots. All decisions happen on one dispatcher thread fed by watch
+threads and timers, so the state needs no locks and an idle sandbox costs almost nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import itertools
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sandbox.simulator.faults import Fault, FaultBook, FaultFileError
+from sandbox.simulator.hostfs import CNI_DIR, HostFs
+from sandbox.simulator.ipam import ExhaustedError, HostLocal
+from sandbox.simulator.kube import MERGE, Kube, Obj
+from sandbox.simulator.personalities import personality_of
+from sandbox.simulator.selectors import selector_matches
+from sandbox.simulator.state import NodeState, PodState, new_boot_id, now_micro, now_rfc3339
+from sandbox.topology import CLUSTER_CIDR, NodeSpec, Topology
+
+log = logging.getLogger("sandbox.simulator")
+
+KUBELET_VERSION = "v1.35.4"
+LEASE_DURATION_SECONDS = 40
+
+
+@dataclass(frozen=True)
+class Settings:
+    exit_delay: float = 0.5  # how long a container takes to exit after SIGTERM
+    agent_ready_delay: float = 1.0  # Cilium agent start-up until Ready
+    reboot_seconds: float = 3.0  # a node is NotReady this long while it reboots
+    lease_renew_seconds: float = 60.0
+
+
+class Simulator:
+    def __init__(self, kube: Kube, topology: Topology, state_dir: Path,
+                 settings: Settings | None = None) -> None:
+        self.kube = kube
+        self.settings = settings or Settings()
+        self.state_dir = state_dir
+        self.faults = FaultBook(state_dir / "faults.yaml")
+        self.nodes: dict[str, NodeState] = {
+            spec.name: NodeState(spec=spec, host=HostFs(state_dir / "nodes" / spec.name))
+            for spec in topology.nodes
+        }
+        self.node_uids: dict[str, str] = {}
+        self.pods: dict[str, PodState] = {}
+        self.cilium_blocks: dict[str, str] = {}
+        self._events: queue.Queue[tuple[str, str, Obj]] = queue.Queue()
+        self._timers: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
+        self._sequence = itertools.count()
+        self._stop = threading.Event()
+
+    # ---- running ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        self._register_nodes()
+        self._load_cilium_blocks()
+        for kind, path, query in (
+            ("node", "/api/v1/nodes", {}),
+            ("pod", "/api/v1/pods", {"fieldSelector": "spec.nodeName!="}),
+        ):
+            threading.Thread(target=self.kube.watch, name=f"watch-{kind}", daemon=True, args=(
+                path, lambda event, obj, kind=kind: self._events.put((kind, event, obj)),
+                self._stop.is_set), kwargs=query).start()
+        for index, node in enumerate(self.nodes.values()):
+            spread = self.settings.lease_renew_seconds * index / max(len(self.nodes), 1)
+            self.later(spread, self._renew_lease, node)
+        log.info("simulating %d nodes", len(self.nodes))
+        while not self._stop.is_set():
+            self._dispatch_once()
+
+    def later(self, delay: float, action: Callable[..., None], *args: Any) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._sequence), action, args))
+
+    def _dispatch_once(self) -> None:
+        timeout = 1.0
+        if self._timers:
+            timeout = min(timeout, max(0.0, self._timers[0][0] - time.monotonic()))
+        try:
+            kind, event, obj = self._events.get(timeout=timeout)
+            self._guard(self._on_node if kind == "node" else self._on_pod, event, obj)
+        except queue.Empty:
+            pass
+        try:
+            self.faults.refresh()
+        except FaultFileError as error:
+            log.error("%s (ignoring all faults until it is fixed)", error)
+        while self._timers and self._timers[0][0] <= time.monotonic():
+            _, _, action, args = heapq.heappop(self._timers)
+            self._guard(action, *args)
+
+    def _guard(self, action: Callable[..., None], *args: Any) -> None:
+        try:
+            action(*args)
+        except Exception:  # noqa: BLE001 - one bad object must not stop every node
+            log.exception("%s failed", getattr(action, "__name__", action))
+
+    # ---- nodes -----------------------------------------------------------------------------
+
+    def _register_nodes(self) -> None:
+        for node in self.nodes.values():
+            existing = self.kube.get_or_none(f"/api/v1/nodes/{node.name}")
+            if existing is not None:  # a restarted simulator keeps the node's boot
+                node.boot_id = existing["status"].get("nodeInfo", {}).get("bootID") or node.boot_id
+                self._remember_node(node, existing)
+                continue
+            created = self.kube.create("/api/v1/nodes", self._node_object(node.spec, node.boot_id))
+            if created:
+                self._remember_node(node, created)
+            self.kube.create("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                             self._lease_object(node))
+
+    def _node_object(self, spec: NodeSpec, boot_id: str) -> Obj:
+        capacity = {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+        return {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": spec.name, "labels": spec.labels()},
+            "spec": {"taints": spec.taints()} if spec.taints() else {},
+            "status": {
+                "capacity": capacity, "allocatable": capacity,
+                "addresses": [{"type": "InternalIP", "address": spec.internal_ip},
+                              {"type": "Hostname", "address": spec.name}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+                "nodeInfo": self._node_info(boot_id),
+                "conditions": [
+                    *({"type": t, "status": "False", "reason": f"KubeletHas{r}",
+                       "message": m, "lastHeartbeatTime": now_rfc3339(),
+                       "lastTransitionTime": now_rfc3339()} for t, r, m in (
+                        ("MemoryPressure", "SufficientMemory", "kubelet has sufficient memory"),
+                        ("DiskPressure", "NoDiskPressure", "kubelet has no disk pressure"),
+                        ("PIDPressure", "SufficientPID", "kubelet has sufficient PID available"),
+                    )),
+                    self._ready_condition(False),
+                ],
+            },
+        }
+
+    @staticmethod
+    def _node_info(boot_id: str) -> Obj:
+        return {
+            "bootID": boot_id, "machineID": boot_id.replace("-", ""),
+            "systemUUID": boot_id, "kernelVersion": "6.12.0-sandbox",
+            "osImage": "cilium-migrate sandbox", "operatingSystem": "linux",
+            "architecture": "amd64", "containerRuntimeVersion": "containerd://2.1.4",
+            "kubeletVersion": KUBELET_VERSION, "kubeProxyVersion": "",
+        }
+
+    @staticmethod
+    def _ready_condition(ready: bool, message: str = "") -> Obj:
+        if ready:
+            reason, message = "KubeletReady", "kubelet is posting ready status"
+        else:
+            reason = "KubeletNotReady"
+            message = message or ("container runtime network not ready: NetworkReady=false "
+                                  "reason:NetworkPluginNotReady message:Network plugin returns "
+                                  "error: cni plugin not initialized")
+        return {"type": "Ready", "status": "True" if ready else "False", "reason": reason,
+                "message": message, "lastHeartbeatTime": now_rfc3339(),
+                "lastTransitionTime": now_rfc3339()}
+
+    def _lease_object(self, node: NodeState) -> Obj:
+        return {
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": node.name, "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": node.name,
+                     "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+                     "renewTime": now_micro()},
+        }
+
+    def _renew_lease(self, node: NodeState) -> None:
+        if node.up:  # a rebooting node's kubelet is not there to renew
+            path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node.name}"
+            if self.kube.patch(path, {"spec": {"renewTime": now_micro()}}, MERGE) is None:
+                self.kube.create("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                                 self._lease_object(node))
+        self.later(self.settings.lease_renew_seconds, self._renew_lease, node)
+
+    def _remember_node(self, node: NodeState, obj: Obj) -> bool:
+        """Records what the API knows of the node; True when its podCIDR just arrived."""
+        self.node_uids[node.name] = obj["metadata"]["uid"]
+        node.labels = obj["metadata"].get("labels") or {}
+        pod_cidr = obj.get("spec", {}).get("podCIDR")
+        if pod_cidr and pod_cidr != node.pod_cidr:
+            node.pod_cidr = pod_cidr
+            node.flannel_ipam = HostLocal(pod_cidr)
+            self.reserve_existing_ips(node)
+            return True
+        return False
+
+    def _on_node(self, event: str, obj: Obj) -> None:
+        node = self.nodes.get(obj["metadata"]["name"])
+        if node is None or event == "DELETED":
+            return
+        if self._remember_node(node, obj) or node.reported_ready is None:
+            self.network_changed(node)
+
+    def network_changed(self, node: NodeState) -> None:
+        """Reports the node's readiness and starts pods that were waiting for a network."""
+        ready = node.network_ready()
+        if ready != node.reported_ready and node.up:
+            self._report_ready(node, ready)
+        for uid in sorted(node.waiting_for_network):
+            pod = self.pods.get(uid)
+            if pod is not None and not pod.started:
+                self._start_pod(pod)
+
+    def _report_ready(self, node: NodeState, ready: bool, message: str = "") -> None:
+        node.reported_ready = ready
+        self.kube.patch(f"/api/v1/nodes/{node.name}/status", {"status": {
+            "conditions": [self._ready_condition(ready, message)],
+            "nodeInfo": self._node_info(node.boot_id)}})
+
+    def reboot(self, node: NodeState) -> None:
+        log.info("node %s: rebooting", node.name)
+        node.up = False
+        self._report_ready(node, False, "node is rebooting")
+        for pod in self._pods_on(node):
+            if pod.started:
+                self._stop_containers(pod)
+        if self.faults.has(node.name, Fault.REBOOT_NEVER_COMPLETES):
+            log.info("node %s: fault %s, staying down", node.name, Fault.REBOOT_NEVER_COMPLETES)
+            return
+        self.later(self.settings.reboot_seconds, self._boot, node)
+
+    def _boot(self, node: NodeState) -> None:
+        node.boot_id = new_boot_id()
+        node.up = True
+        log.info("node %s: booted (bootID %s)", node.name, node.boot_id)
+        self._report_ready(node, node.network_ready())
+        # Host-network pods (the CNI agents among them) come first: the others need a network.
+        for pod in sorted(self._pods_on(node), key=lambda p: not p.host_network):
+            if pod.terminating:
+                self._finish_termination(pod.uid)
+            elif not pod.started and self._phase(pod) not in ("Succeeded", "Failed"):
+                pod.restarts += 1
+                self._start_pod(pod)
+
+    def _pods_on(self, node: NodeState) -> list[PodState]:
+        return [p for p in self.pods.values() if p.node == node.name]
+
+    # ---- pods ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _phase(pod: PodState) -> str:
+        phase: str = pod.obj.get("status", {}).get("phase", "Pending")
+        return phase
+
+    def _on_pod(self, event: str, obj: Obj) -> None:
+        meta = obj["metadata"]
+        node = self.nodes.get(obj.get("spec", {}).get("nodeName", ""))
+        if node is None:
+            return
+        uid = meta["uid"]
+        if event == "DELETED":
+            self._forget(uid)
+            return
+        pod = self.pods.get(uid)
+        if pod is None:
+            pod = self.pods[uid] = PodState(uid, meta["namespace"], meta["name"], node.name, obj)
+            self._adopt(pod, node)
+        pod.obj = obj
+        phase = self._phase(pod)
+        if phase in ("Succeeded", "Failed"):
+            if meta.get("deletionTimestamp"):
+                self._delete_now(pod)
+            return
+        if meta.get("deletionTimestamp"):
+            if not pod.terminating:
+                self._begin_termination(pod, node)
+        elif not pod.started:
+            self._start_pod(pod)
+
+    def _adopt(self, pod: PodState, node: NodeState) -> None:
+        """A pod already running when the simulator (re)started keeps its IP and containers."""
+        status = pod.obj.get("status", {})
+        if status.get("phase") == "Running" and (pod.host_network or status.get("podIP")):
+            pod.started = True
+            pod.ip = status.get("podIP")
+            pod.start_time = status.get("startTime")
+            pod.restarts = max([c.get("restartCount", 0)
+                                for c in status.get("containerStatuses") or []] or [0])
+            self.reserve_existing_ips(node)
+            if personality_of(pod).name == "flanneld":
+                node.flannel_running = True
+            if personality_of(pod).name == "cilium-agent":
+                node.agent_uid = pod.uid
+                node.agent_config = self.cilium_agent_config(pod.namespace, node)
+                ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                            for c in status.get("conditions") or [])
+                node.agent_ready = ready
+                block = self.cilium_blocks.get(node.name)
+                if ready and block:
+                    node.cilium_ipam = HostLocal(block)
+
+    def reserve_existing_ips(self, node: NodeState) -> None:
+        for pod in self._pods_on(node):
+            for ipam in (node.flannel_ipam, node.cilium_ipam):
+                if pod.ip and ipam is not None and ipam.contains(pod.ip):
+                    ipam.reserve(pod.ip)
+
+    def _allocate_ip(self, pod: PodState, node: NodeState) -> str | None:
+        """An IP from the node's active CNI, or None while that CNI cannot serve yet."""
+        if pod.host_network:
+            return node.spec.internal_ip
+        active = node.host.active_cni()
+        ipam: HostLocal | None = None
+        if active and "cilium" in active and node.agent_ready:
+            ipam = node.cilium_ipam
+        elif active and "flannel" in active and node.flannel_running:
+            ipam = node.flannel_ipam
+        if ipam is None:
+            return None
+        try:
+            return ipam.allocate()
+        except ExhaustedError as error:
+            log.error("node %s: %s", node.name, error)
+            return None
+
+    def _start_pod(self, pod: PodState) -> None:
+        node = self.nodes[pod.node]
+        if not node.up:
+            return  # started when the node boots
+        self._run_init_containers(pod, node)
+        ip = self._allocate_ip(pod, node)
+        if ip is None:
+            node.waiting_for_network.add(pod.uid)
+            return
+        node.waiting_for_network.discard(pod.uid)
+        pod.ip, pod.started = ip, True
+        pod.start_time = pod.start_time or now_rfc3339()
+        personality = personality_of(pod)
+        ready = personality.ready_at_start(self, node, pod)
+        self.kube.patch(pod.path + "/status", {"status": self._running_status(pod, node, ready)})
+        personality.on_started(self, node, pod)
+
+    def _running_status(self, pod: PodState, node: NodeState, ready: bool) -> Obj:
+        started_at = now_rfc3339()
+        containers = [{
+            "name": c["name"], "image": c.get("image", ""), "imageID": "",
+            "containerID": f"containerd://{pod.uid[:8]}{index}{pod.restarts}{node.boot_id[:8]}",
+            "ready": ready, "started": True, "restartCount": pod.restarts,
+            "state": {"running": {"startedAt": started_at}},
+        } for index, c in enumerate(pod.containers())]
+        inits = [{
+            "name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": True,
+            "restartCount": 0, "containerID": f"containerd://{pod.uid[:8]}i{index}",
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                                     "startedAt": started_at, "finishedAt": started_at}},
+        } for index, c in enumerate(pod.spec.get("initContainers") or [])]
+        status: Obj = {
+            "phase": "Running", "hostIP": node.spec.internal_ip,
+            "hostIPs": [{"ip": node.spec.internal_ip}],
+            "podIP": pod.ip, "podIPs": [{"ip": pod.ip}], "startTime": pod.start_time,
+            "conditions": self._pod_conditions(ready),
+            "containerStatuses": containers,
+        }
+        if inits:
+            status["initContainerStatuses"] = inits
+        return status
+
+    @staticmethod
+    def _pod_conditions(ready: bool) -> list[Obj]:
+        value = "True" if ready else "False"
+        return [{"type": t, "status": s, "lastProbeTime": None, "lastTransitionTime": now_rfc3339()}
+                for t, s in (("PodReadyToStartContainers", "True"), ("Initialized", "True"),
+                             ("ContainersReady", value), ("Ready", value))]
+
+    def set_pod_ready(self, pod: PodState, ready: bool) -> None:
+        statuses = pod.obj.get("status", {}).get("containerStatuses") or []
+        for container in statuses:
+            container["ready"] = ready
+        self.kube.patch(pod.path + "/status", {"status": {
+            "conditions": self._pod_conditions(ready), "containerStatuses": statuses}})
+
+    def complete_pod(self, pod: PodState, exit_code: int, message: str) -> None:
+        """A run-to-completion pod ends; ``message`` becomes its termination message."""
+        node = self.nodes[pod.node]
+        now = now_rfc3339()
+        terminated = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                      "message": message[:4096], "startedAt": pod.start_time or now,
+                      "finishedAt": now}
+        self.kube.patch(pod.path + "/status", {"status": {
+            "phase": "Succeeded" if exit_code == 0 else "Failed",
+            "conditions": self._pod_conditions(False),
+            "containerStatuses": [{
+                "name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": False,
+                "started": False, "restartCount": pod.restarts,
+                "containerID": f"containerd://{pod.uid[:8]}{index}",
+                "state": {"terminated": terminated}}
+                for index, c in enumerate(pod.containers())],
+        }})
+        self._release_ip(pod, node)
+        pod.started = False
+
+    def _run_init_containers(self, pod: PodState, node: NodeState) -> None:
+        """Plays init containers that copy a ConfigMap file into the host's CNI directory.
+
+        That is how flannel installs ``10-flannel.conflist`` (its ``install-cni`` container,
+        in the current and the older kube-system manifests alike).
+        """
+        volumes = {v["name"]: v for v in pod.spec.get("volumes") or []}
+        for container in pod.spec.get("initContainers") or []:
+            paths = [a for a in (*(container.get("command") or []), *(container.get("args") or []))
+                     if a.startswith("/")]
+            if len(paths) < 2:
+                continue
+            source, target = paths[-2], paths[-1]
+            host_target = self._mounted(container, volumes, target, "hostPath")
+            config_key = self._mounted(container, volumes, source, "configMap")
+            if host_target is None or config_key is None:
+                continue
+            host_path, (config_name, key) = host_target[0], config_key
+            if not host_path.startswith(CNI_DIR + "/"):
+                continue
+            config_map = self.kube.get_or_none(
+                f"/api/v1/namespaces/{pod.namespace}/configmaps/{config_name}")
+            content = ((config_map or {}).get("data") or {}).get(key)
+            if content is not None:
+                node.host.write_cni(host_path.rsplit("/", 1)[-1], content)
+                if node.agent_ready and node.agent_config.get("cni-exclusive") == "true":
+                    cilium = [n for n in node.host.cni_configs() if "cilium" in n]
+                    if cilium:
+                        node.host.back_up_others(keep=cilium[0])
+
+    @staticmethod
+    def _mounted(container: Obj, volumes: dict[str, Obj], path: str,
+                 kind: str) -> tuple[str, str] | None:
+        """Resolves ``path`` through the container's mounts to a hostPath or ConfigMap key."""
+        for mount in container.get("volumeMounts") or []:
+            mount_path = mount["mountPath"].rstrip("/")
+            if not path.startswith(mount_path + "/"):
+                continue
+            volume = volumes.get(mount["name"], {})
+            rest = path[len(mount_path) + 1:]
+            if kind == "hostPath" and "hostPath" in volume:
+                return volume["hostPath"]["path"].rstrip("/") + "/" + rest, ""
+            if kind == "configMap" and "configMap" in volume:
+                return volume["configMap"]["name"], rest
+        return None
+
+    def _stop_containers(self, pod: PodState) -> None:
+        node = self.nodes[pod.node]
+        pod.started = False
+        self._release_ip(pod, node)
+        personality_of(pod).on_stopped(self, node, pod)
+
+    def _release_ip(self, pod: PodState, node: NodeState) -> None:
+        if pod.ip and not pod.host_network:
+            for ipam in (node.flannel_ipam, node.cilium_ipam):
+                if ipam is not None and ipam.contains(pod.ip):
+                    ipam.release(pod.ip)
+        pod.ip = None
+
+    def _begin_termination(self, pod: PodState, node: NodeState) -> None:
+        pod.terminating = True
+        node.waiting_for_network.discard(pod.uid)
+        if not pod.started:
+            if node.up:
+                self._delete_now(pod)
+            return  # a node that is down deletes it when it boots
+        grace = float(pod.obj["metadata"].get("deletionGracePeriodSeconds") or 0)
+        if self.faults.has(node.name, Fault.IGNORE_TERMINATION):
+            delay = grace  # SIGTERM ignored: the runtime kills it when the grace period ends
+        else:
+            delay = min(grace, self.settings.exit_delay)
+        self.later(delay, self._finish_termination, pod.uid)
+
+    def _finish_termination(self, uid: str) -> None:
+        pod = self.pods.get(uid)
+        if pod is None or not self.nodes[pod.node].up:
+            return
+        if pod.started:
+            self._stop_containers(pod)
+        self._delete_now(pod)
+
+    def _delete_now(self, pod: PodState) -> None:
+        self.kube.delete(pod.path, {"gracePeriodSeconds": 0,
+                                    "preconditions": {"uid": pod.uid}})
+
+    def _forget(self, uid: str) -> None:
+        pod = self.pods.pop(uid, None)
+        if pod is None:
+            return
+        node = self.nodes[pod.node]
+        node.waiting_for_network.discard(uid)
+        if pod.started:
+            self._stop_containers(pod)
+
+    # ---- cluster knowledge used by personalities -------------------------------------------
+
+    def _load_cilium_blocks(self) -> None:
+        listing = self.kube.get_or_none("/apis/cilium.io/v2/ciliumnodes") or {}
+        for item in listing.get("items", []):
+            cidrs = (item.get("spec", {}).get("ipam") or {}).get("podCIDRs") or []
+            if cidrs:
+                self.cilium_blocks[item["metadata"]["name"]] = cidrs[0]
+
+    def cilium_agent_config(self, namespace: str, node: NodeState) -> dict[str, str]:
+        """cilium-config, then matching CiliumNodeConfigs in name order (later ones win)."""
+        config_map = self.kube.get_or_none(f"/api/v1/namespaces/{namespace}/configmaps/cilium-config")
+        config: dict[str, str] = dict((config_map or {}).get("data") or {})
+        listing = self.kube.get_or_none(
+            f"/apis/cilium.io/v2/namespaces/{namespace}/ciliumnodeconfigs") or {}
+        for item in sorted(listing.get("items", []), key=lambda i: i["metadata"]["name"]):
+            spec = item.get("spec", {})
+            if selector_matches(spec.get("nodeSelector") or {}, node.labels):
+                config.update(spec.get("defaults") or {})
+        return config
+
+    def flannel_net_conf(self, pod: PodState) -> dict[str, Any]:
+        for volume in pod.spec.get("volumes") or []:
+            if "configMap" in volume:
+                name = volume["configMap"]["name"]
+                config_map = self.kube.get_or_none(
+                    f"/api/v1/namespaces/{pod.namespace}/configmaps/{name}") or {}
+                raw = (config_map.get("data") or {}).get("net-conf.json")
+                if raw:
+                    try:
+                        parsed: dict[str, Any] = json.loads(raw)
+                        return parsed
+                    except ValueError:
+                        log.error("%s/%s: net-conf.json is not JSON", pod.namespace, name)
+        return {}
+
+    def reachable(self, source: NodeState, source_ip: str, target_ip: str) -> bool:
+        """Whether the simulated datapath carries traffic from a pod to ``target_ip``.
+
+        Both ends must be up. Whenever Cilium carries one end, its VXLAN device must not share
+        flannel's UDP port (the two devices cannot bind together), and traffic between the two
+        overlays needs Cilium's host legacy routing, which hands packets to the Linux stack.
+        """
+        target_pod = next((p for p in self.pods.values() if p.ip == target_ip and p.started), None)
+        if target_pod is None:
+            return False
+        target = self.nodes[target_pod.node]
+        if not (source.up and target.up):
+            return False
+        overlays = {self._overlay(source, source_ip), self._overlay(target, target_ip)}
+        if "cilium" not in overlays:
+            return True
+        cilium_node = source if self._overlay(source, source_ip) == "cilium" else target
+        config = cilium_node.agent_config
+        flannel_backend = next((n.flannel_backend for n in self.nodes.values()
+                                if n.flannel_backend), {})
+        flannel_port = str(flannel_backend.get("Port", 8472))
+        if (config.get("tunnel-protocol", "vxlan") == "vxlan"
+                and config.get("routing-mode", "tunnel") == "tunnel"
+                and config.get("tunnel-port", "8472") == flannel_port
+                and any(n.flannel_running for n in self.nodes.values())):
+            return False
+        if "flannel" in overlays:
+            return config.get("enable-host-legacy-routing") == "true"
+        return True
+
+    def _overlay(self, node: NodeState, ip: str) -> str:
+        if ip == node.spec.internal_ip:
+            return "host"
+        block = self.cilium_blocks.get(node.name)
+        if block and ipaddress.ip_address(ip) in ipaddress.ip_network(block):
+            return "cilium"
+        if ipaddress.ip_address(ip) in ipaddress.ip_network(CLUSTER_CIDR):
+            return "flannel"
+        return "unknown"

@@ -1,0 +1,209 @@
+"""What particular pods do on a node, beyond "run and be Ready".
+
+No container runs in the sandbox, so the simulator recognises the few pods whose effects on the
+node matter to a migration and plays those effects:
+
+- ``FlannelDaemon``: flanneld, which makes the flannel CNI plugin usable on its node.
+- ``CiliumAgent``: the Cilium agent (label ``k8s-app=cilium``). At start it reads cilium-config
+  plus the CiliumNodeConfigs selecting its node; when ready it takes a per-node block of the
+  cluster pool (recorded in a CiliumNode) and, unless ``custom-cni-conf`` is true, writes its CNI
+  config, parking the others with ``cni-exclusive``.
+- ``HostShell``: a privileged, host-PID pod running ``nsenter ... -- CMD`` on its node (the
+  ``node-shell`` reboot strategy, and the file moves of a rollback); CMD runs on the host.
+- ``Probe``: a connectivity probe (label ``cilium-migrate.io/probe=true``, env ``PROBE_PEERS``
+  with comma-separated peer IPs) that ends with a JSON result as its termination message:
+  ``{"podIP", "node", "apiServer": bool, "peers": {ip: bool}}``; exit 0 only if all passed.
+
+Everything else is a plain workload: Running and Ready once it has an IP.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from sandbox.simulator.faults import Fault
+from sandbox.simulator.hostfs import CILIUM_CONFLIST, CNI_DIR, run_host_command
+from sandbox.simulator.ipam import HostLocal, next_free_block
+from sandbox.simulator.state import NodeState, PodState
+
+if TYPE_CHECKING:
+    from sandbox.simulator.kubelet import Simulator
+
+PROBE_LABEL = "cilium-migrate.io/probe"
+DEFAULT_CILIUM_CONF_PATH = f"/host{CNI_DIR}/{CILIUM_CONFLIST}"
+CILIUM_CONFLIST_CONTENT = json.dumps({
+    "cniVersion": "0.3.1", "name": "cilium",
+    "plugins": [{"type": "cilium-cni", "enable-debug": False}],
+}, indent=2) + "\n"
+
+
+class Personality:
+    name = "workload"
+
+    def matches(self, pod: PodState) -> bool:
+        return True
+
+    def ready_at_start(self, sim: Simulator, node: NodeState, pod: PodState) -> bool:
+        return True
+
+    def on_started(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
+        """Containers are running with their IP."""
+
+    def on_stopped(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
+        """Containers stopped (termination, reboot)."""
+
+
+class FlannelDaemon(Personality):
+    name = "flanneld"
+
+    def matches(self, pod: PodState) -> bool:
+        return any("flanneld" in " ".join(c.get("command") or []) for c in pod.containers())
+
+    def on_started(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
+        net_conf = sim.flannel_net_conf(pod)
+        backend = net_conf.get("Backend") or {}
+        node.flannel_backend = backend
+        node.flannel_running = True
+        # flanneld publishes its VTEP on the node, as discovery tools (and humans) expect.
+        sim.kube.patch(f"/api/v1/nodes/{node.name}", {"metadata": {"annotations": {
+            "flannel.alpha.coreos.com/backend-type": str(backend.get("Type", "vxlan")),
+            "flannel.alpha.coreos.com/backend-data": json.dumps({"VNI": backend.get("VNI", 1)}),
+            "flannel.alpha.coreos.com/kube-subnet-manager": "true",
+            "flannel.alpha.coreos.com/public-ip": node.spec.internal_ip,
+        }}})
+        sim.network_changed(node)
+
+    def on_stopped(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
+        node.flannel_running = False
+
+
+class CiliumAgent(Personality):
+    name = "cilium-agent"
+
+    def matches(self, pod: PodState) -> bool:
+        return pod.labels.get("k8s-app") == "cilium"
+
+    def ready_at_start(self, sim: Simulator, node: NodeState, pod: PodState) -> bool:
+        return False  # readiness comes after the agent has set up the node, below
+
+    def on_started(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
+        # Overrides are read once, at agent start: a new CiliumNodeConfig needs a new agent pod.
+        node.agent_uid = pod.uid
+        node.agent_ready = False
+        node.agent_config = sim.cilium_agent_config(pod.namespace, node)
+        sim.later(sim.settings.agent_ready_delay, self._become_ready, sim, node, pod.uid)
+
+    def _become_ready(self, sim: Simulator, node: NodeState, uid: str) -> None:
+        pod = sim.pods.get(uid)
+        if pod is None or not pod.started or pod.terminating or node.agent_uid != uid:
+            return
+        if sim.faults.has(node.name, Fault.AGENT_NEVER_READY):
+            return
+        config = node.agent_config
+        if config.get("ipam", "cluster-pool") == "cluster-pool":
+            node.cilium_ipam = HostLocal(self._pod_cidr(sim, node, config))
+            sim.reserve_existing_ips(node)
+        if config.get("custom-cni-conf", "false") != "true":
+            path = config.get("write-cni-conf-when-ready") or DEFAULT_CILIUM_CONF_PATH
+            conf_name = path.rsplit("/", 1)[-1]
+            node.host.write_cni(conf_name, CILIUM_CONFLIST_CONTENT)
+            if config.get("cni-exclusive", "true") == "true":
+                node.host.back_up_others(keep=conf_name)
+        node.agent_ready = True
+        sim.set_pod_ready(pod, True)
+        sim.network_changed(node)
+
+    def _pod_cidr(self, sim: Simulator, node: NodeState, config: dict[str, str]) -> str:
+        """The node's block of the cluster pool, kept in its CiliumNode as the operator does."""
+        path = f"/apis/cilium.io/v2/ciliumnodes/{node.name}"
+        existing = sim.kube.get_or_none(path)
+        cidrs = ((existing or {}).get("spec", {}).get("ipam", {}) or {}).get("podCIDRs") or []
+        if cidrs:
+            sim.cilium_blocks[node.name] = cidrs[0]
+            return str(cidrs[0])
+        pools = config.get("cluster-pool-ipv4-cidr", "10.0.0.0/8").split()
+        mask = int(config.get("cluster-pool-ipv4-mask-size", "24"))
+        block = next_free_block(pools, mask, sim.cilium_blocks.values())
+        sim.cilium_blocks[node.name] = block
+        body: dict[str, Any] = {
+            "apiVersion": "cilium.io/v2", "kind": "CiliumNode",
+            "metadata": {"name": node.name, "ownerReferences": [{
+                "apiVersion": "v1", "kind": "Node", "name": node.name,
+                "uid": sim.node_uids.get(node.name, "")}]},
+            "spec": {"ipam": {"podCIDRs": [block]}},
+        }
+        if existing is None:
+            sim.kube.create("/apis/cilium.io/v2/ciliumnodes", body)
+        else:
+            sim.kube.patch(path, {"spec": body["spec"]}, content_type="application/merge-patch+json")
+        return block
+
+    def on_stopped(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
+        if node.agent_uid != pod.uid:
+            return
+        node.agent_uid = None
+        node.agent_ready = False
+        if node.agent_config.get("cni-uninstall") == "true":
+            path = node.agent_config.get("write-cni-conf-when-ready") or DEFAULT_CILIUM_CONF_PATH
+            node.host.remove_cni(path.rsplit("/", 1)[-1])
+            sim.network_changed(node)
+
+
+class HostShell(Personality):
+    name = "host-shell"
+
+    def matches(self, pod: PodState) -> bool:
+        privileged = any((c.get("securityContext") or {}).get("privileged")
+                         for c in pod.containers())
+        return bool(pod.spec.get("hostPID")) and privileged and self._host_argv(pod) is not None
+
+    @staticmethod
+    def _host_argv(pod: PodState) -> list[str] | None:
+        container = pod.containers()[0]
+        argv = [*(container.get("command") or []), *(container.get("args") or [])]
+        if not argv or not argv[0].rsplit("/", 1)[-1] == "nsenter":
+            return None
+        if "--" in argv:
+            return argv[argv.index("--") + 1:]
+        rest = [a for a in argv[1:] if not a.startswith("-")]
+        return rest or None
+
+    def on_started(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
+        argv = self._host_argv(pod) or []
+        result = run_host_command(node.host, argv)
+        sim.complete_pod(pod, result.exit_code, result.output)
+        if result.reboot:
+            sim.reboot(node)
+        else:
+            sim.network_changed(node)  # a file move may have changed the active CNI
+
+
+class Probe(Personality):
+    name = "probe"
+
+    def matches(self, pod: PodState) -> bool:
+        return pod.labels.get(PROBE_LABEL) == "true"
+
+    def on_started(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
+        peers = [p.strip() for p in (pod.env("PROBE_PEERS") or "").split(",") if p.strip()]
+        broken = sim.faults.has(node.name, Fault.PROBE_FAILS)
+        result = {
+            "podIP": pod.ip,
+            "node": node.name,
+            "apiServer": not broken,
+            "peers": {peer: not broken and sim.reachable(node, pod.ip or "", peer)
+                      for peer in peers},
+        }
+        passed = result["apiServer"] and all(result["peers"].values())
+        sim.complete_pod(pod, 0 if passed else 1, json.dumps(result, sort_keys=True))
+
+
+# Order matters: the first match wins, the plain workload last.
+PERSONALITIES: tuple[Personality, ...] = (
+    HostShell(), Probe(), CiliumAgent(), FlannelDaemon(), Personality(),
+)
+
+
+def personality_of(pod: PodState) -> Personality:
+    return next(p for p in PERSONALITIES if p.matches(pod))
