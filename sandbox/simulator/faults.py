@@ -17,7 +17,8 @@ import yaml
 
 
 class Fault(StrEnum):
-    REBOOT_NEVER_COMPLETES = "reboot-never-completes"  # node stays NotReady after a reboot
+    # The node stays NotReady after a reboot; clearing the fault then boots it (a power cycle).
+    REBOOT_NEVER_COMPLETES = "reboot-never-completes"
     AGENT_NEVER_READY = "agent-never-ready"  # the Cilium agent on the node never turns Ready
     PROBE_FAILS = "probe-fails"  # probe pods on the node reach nothing
     IGNORE_TERMINATION = "ignore-termination"  # containers ignore SIGTERM: full grace period
@@ -60,21 +61,25 @@ class FaultBook:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._mtime: float | None = None
+        self._stamp: tuple[int, int] | None = None
         self._faults: dict[str, set[Fault]] = {}
 
-    def refresh(self) -> None:
+    def refresh(self) -> bool:
+        """Rereads the file if it changed; True when it did."""
         try:
-            mtime = self.path.stat().st_mtime
+            stat = self.path.stat()
+            stamp: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
         except FileNotFoundError:
-            mtime = None
-        if mtime != self._mtime:
-            self._mtime = mtime
+            stamp = None
+        if stamp != self._stamp:
+            self._stamp = stamp
             try:
                 self._faults = read_faults(self.path)
             except FaultFileError:
                 self._faults = {}
                 raise
+            return True
+        return False
 
     def has(self, node: str, fault: Fault) -> bool:
         return fault in self._faults.get(node, set())

@@ -93,14 +93,18 @@ class Simulator:
         if self._timers:
             timeout = min(timeout, max(0.0, self._timers[0][0] - time.monotonic()))
         try:
-            kind, event, obj = self._events.get(timeout=timeout)
-            self._guard(self._on_node if kind == "node" else self._on_pod, event, obj)
+            item: tuple[str, str, Obj] | None = self._events.get(timeout=timeout)
         except queue.Empty:
-            pass
+            item = None
+        # Faults are reread before acting, so a fault written before an API call applies to it.
         try:
-            self.faults.refresh()
+            if self.faults.refresh():
+                self._power_cycle_recovered_nodes()
         except FaultFileError as error:
             log.error("%s (ignoring all faults until it is fixed)", error)
+        if item is not None:
+            kind, event, obj = item
+            self._guard(self._on_node if kind == "node" else self._on_pod, event, obj)
         while self._timers and self._timers[0][0] <= time.monotonic():
             _, _, action, args = heapq.heappop(self._timers)
             self._guard(action, *args)
@@ -235,8 +239,17 @@ class Simulator:
                 self._stop_containers(pod)
         if self.faults.has(node.name, Fault.REBOOT_NEVER_COMPLETES):
             log.info("node %s: fault %s, staying down", node.name, Fault.REBOOT_NEVER_COMPLETES)
+            node.stuck_in_reboot = True
             return
         self.later(self.settings.reboot_seconds, self._boot, node)
+
+    def _power_cycle_recovered_nodes(self) -> None:
+        """Clearing reboot-never-completes on a stuck node is like pressing its power button."""
+        for node in self.nodes.values():
+            if node.stuck_in_reboot and not self.faults.has(node.name,
+                                                            Fault.REBOOT_NEVER_COMPLETES):
+                node.stuck_in_reboot = False
+                self.later(self.settings.reboot_seconds, self._boot, node)
 
     def _boot(self, node: NodeState) -> None:
         node.boot_id = new_boot_id()

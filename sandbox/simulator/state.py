@@ -32,6 +32,7 @@ class NodeState:
     host: HostFs
     boot_id: str = field(default_factory=new_boot_id)
     up: bool = True
+    stuck_in_reboot: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     pod_cidr: str | None = None
     reported_ready: bool | None = None

@@ -1,0 +1,290 @@
+"""The simulated nodes behave like real ones through a migration: CNI switch, reboot, probes,
+and the injected faults the workflows must cope with."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+import pytest
+
+from sandbox.simulator.faults import Fault, read_faults, write_faults
+from tests.conftest import CILIUM_POOL, Sandbox
+from tests.helpers import deployment, ready_pods, wait_for
+
+pytestmark = pytest.mark.sandbox
+
+MIGRATION_LABEL = "io.cilium.migration/cilium-default"
+NODE_CONFIG = {
+    "apiVersion": "cilium.io/v2", "kind": "CiliumNodeConfig",
+    "metadata": {"name": "cilium-default", "namespace": "kube-system"},
+    "spec": {
+        "nodeSelector": {"matchLabels": {MIGRATION_LABEL: "true"}},
+        "defaults": {
+            "write-cni-conf-when-ready": "/host/etc/cni/net.d/05-cilium.conflist",
+            "custom-cni-conf": "false",
+            "cni-chaining-mode": "none",
+            "cni-exclusive": "true",
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def node_config(sandbox: Sandbox, cilium: None) -> None:
+    sandbox.kube.create("/apis/cilium.io/v2/namespaces/kube-system/ciliumnodeconfigs",
+                        NODE_CONFIG)
+
+
+def boot_id(sandbox: Sandbox, node: str) -> str:
+    return str(sandbox.kube.get(f"/api/v1/nodes/{node}")["status"]["nodeInfo"]["bootID"])
+
+
+def node_ready(sandbox: Sandbox, node: str) -> bool:
+    conditions = sandbox.kube.get(f"/api/v1/nodes/{node}")["status"]["conditions"]
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def agent_on(sandbox: Sandbox, node: str) -> dict[str, Any] | None:
+    pods = sandbox.kube.get("/api/v1/namespaces/kube-system/pods", labelSelector="k8s-app=cilium",
+                            fieldSelector=f"spec.nodeName={node}")["items"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    return live[0] if live else None
+
+
+def agent_ready(sandbox: Sandbox, node: str) -> bool:
+    pod = agent_on(sandbox, node)
+    return pod is not None and any(c["type"] == "Ready" and c["status"] == "True"
+                                   for c in pod["status"].get("conditions", []))
+
+
+def restart_agent(sandbox: Sandbox, node: str) -> str:
+    old = wait_for(lambda: agent_on(sandbox, node), f"an agent on {node}")
+    sandbox.kube.delete(f"/api/v1/namespaces/kube-system/pods/{old['metadata']['name']}")
+    wait_for(lambda: (p := agent_on(sandbox, node)) and p["metadata"]["uid"] !=
+             old["metadata"]["uid"], "the DaemonSet to bring a new agent")
+    return str(old["metadata"]["uid"])
+
+
+def move_to_cilium(sandbox: Sandbox, node: str) -> None:
+    sandbox.kube.patch(f"/api/v1/nodes/{node}", {"metadata": {"labels": {MIGRATION_LABEL: "true"}}})
+    restart_agent(sandbox, node)
+    wait_for(lambda: agent_ready(sandbox, node), f"the new agent on {node} to be Ready")
+
+
+def node_shell_pod(node: str, name: str, *host_command: str) -> dict[str, Any]:
+    """The shape of the node-shell strategy's pod: privileged, host PID, pinned to the node."""
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeName": node, "hostPID": True, "hostNetwork": True, "restartPolicy": "Never",
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{
+                "name": "shell", "image": "busybox:1.36",
+                "command": ["nsenter", "--target", "1", "--mount", "--uts", "--ipc", "--net",
+                            "--pid", "--", *host_command],
+                "securityContext": {"privileged": True}}],
+        },
+    }
+
+
+def probe_pod(node: str, name: str, peers: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"cilium-migrate.io/probe": "true"}},
+        "spec": {"nodeName": node, "restartPolicy": "Never",
+                 "tolerations": [{"operator": "Exists"}],
+                 "containers": [{"name": "probe", "image": "busybox:1.36",
+                                 "env": [{"name": "PROBE_PEERS", "value": ",".join(peers)}]}]},
+    }
+
+
+def finished(sandbox: Sandbox, namespace: str, name: str) -> dict[str, Any] | None:
+    pod = sandbox.kube.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+    return pod if pod["status"].get("phase") in ("Succeeded", "Failed") else None
+
+
+def pin(sandbox: Sandbox, namespace: str, name: str, node: str, replicas: int = 1
+        ) -> list[dict[str, Any]]:
+    sandbox.kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments",
+                        deployment(name, replicas, node=node))
+    return list(wait_for(lambda: len(p := ready_pods(sandbox, namespace, f"app={name}"))
+                         == replicas and p, f"{name} on {node}"))
+
+
+@pytest.fixture
+def inject(sandbox: Sandbox) -> Any:
+    """Sets a fault on a node for one test, and clears it afterwards."""
+    path = sandbox.state_dir / "faults.yaml"
+    touched: list[tuple[str, Fault]] = []
+
+    def set_fault(node: str, fault: Fault) -> None:
+        faults = read_faults(path)
+        faults.setdefault(node, set()).add(fault)
+        write_faults(path, faults)
+        touched.append((node, fault))
+
+    yield set_fault
+    faults = read_faults(path)
+    for node, fault in touched:
+        faults.get(node, set()).discard(fault)
+    write_faults(path, faults)
+
+
+def test_a_matching_node_config_and_a_restarted_agent_switch_the_node_to_cilium(
+        sandbox: Sandbox, node_config: None, namespace: str, claim_worker: Any) -> None:
+    node = claim_worker()
+    before = pin(sandbox, namespace, "before", node)[0]
+    assert sorted(p.name for p in sandbox.cni_dir(node).iterdir()) == ["10-flannel.conflist"]
+
+    # The override is read at agent start: labelling alone changes nothing.
+    sandbox.kube.patch(f"/api/v1/nodes/{node}", {"metadata": {"labels": {MIGRATION_LABEL: "true"}}})
+    assert not (sandbox.cni_dir(node) / "05-cilium.conflist").exists()
+    restart_agent(sandbox, node)
+    wait_for(lambda: (sandbox.cni_dir(node) / "05-cilium.conflist").exists(),
+             "the agent to write 05-cilium.conflist")
+    assert sorted(p.name for p in sandbox.cni_dir(node).iterdir()) == [
+        "05-cilium.conflist", "10-flannel.conflist.cilium_bak"]
+
+    after = pin(sandbox, namespace, "after", node)[0]
+    block = sandbox.kube.get(f"/apis/cilium.io/v2/ciliumnodes/{node}")["spec"]["ipam"]["podCIDRs"][0]
+    assert ipaddress.ip_network(block).subnet_of(ipaddress.ip_network(CILIUM_POOL))
+    assert ipaddress.ip_address(after["status"]["podIP"]) in ipaddress.ip_network(block)
+    # Pods started before the switch keep their flannel address until they restart.
+    assert ipaddress.ip_address(before["status"]["podIP"]) in ipaddress.ip_network("10.244.0.0/16")
+
+
+def test_a_node_without_the_label_stays_on_flannel_after_an_agent_restart(
+        sandbox: Sandbox, node_config: None, namespace: str, claim_worker: Any) -> None:
+    node = claim_worker()
+    restart_agent(sandbox, node)
+    wait_for(lambda: agent_ready(sandbox, node), "the new agent to be Ready")
+    assert sorted(p.name for p in sandbox.cni_dir(node).iterdir()) == ["10-flannel.conflist"]
+    pod = pin(sandbox, namespace, "stays", node)[0]
+    assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network("10.244.0.0/16")
+
+
+def test_a_node_shell_reboot_changes_the_boot_id_once_and_the_node_returns(
+        sandbox: Sandbox, node_config: None, namespace: str, claim_worker: Any) -> None:
+    node = claim_worker()
+    move_to_cilium(sandbox, node)
+    workload = pin(sandbox, namespace, "survivor", node)[0]
+    before = boot_id(sandbox, node)
+    seen: set[str] = {before}
+
+    sandbox.kube.create(f"/api/v1/namespaces/{namespace}/pods",
+                        node_shell_pod(node, "reboot", "systemctl", "reboot"))
+    wait_for(lambda: seen.add(boot_id(sandbox, node)) or len(seen) > 1, "a new bootID")
+    wait_for(lambda: seen.add(boot_id(sandbox, node)) or (node_ready(sandbox, node) and
+             agent_ready(sandbox, node)), "the node and its agent to be Ready again")
+    assert len(seen) == 2, f"bootID changed more than once: {seen}"
+    assert finished(sandbox, namespace, "reboot")["status"]["phase"] == "Succeeded"
+
+    # The pod that lived through the reboot restarted with an address from the now-active CNI.
+    restarted = wait_for(lambda: [p for p in ready_pods(sandbox, namespace, "app=survivor")
+                                  if p["status"]["containerStatuses"][0]["restartCount"] == 1],
+                         "the workload to restart after the reboot")[0]
+    assert restarted["metadata"]["uid"] == workload["metadata"]["uid"]
+    assert ipaddress.ip_address(restarted["status"]["podIP"]) in ipaddress.ip_network(CILIUM_POOL)
+
+
+def test_rollback_through_node_shell_restores_flannel(
+        sandbox: Sandbox, node_config: None, namespace: str, claim_worker: Any) -> None:
+    node = claim_worker()
+    move_to_cilium(sandbox, node)
+    sandbox.kube.patch(f"/api/v1/nodes/{node}", {"metadata": {"labels": {MIGRATION_LABEL: None}}})
+    net_d = "/etc/cni/net.d"
+    sandbox.kube.create(f"/api/v1/namespaces/{namespace}/pods", node_shell_pod(
+        node, "rollback", "sh", "-c",
+        f"rm -f {net_d}/05-cilium.conflist && "
+        f"mv {net_d}/10-flannel.conflist.cilium_bak {net_d}/10-flannel.conflist"))
+    pod = wait_for(lambda: finished(sandbox, namespace, "rollback"), "the rollback pod")
+    assert pod["status"]["phase"] == "Succeeded", pod["status"]
+    assert sorted(p.name for p in sandbox.cni_dir(node).iterdir()) == ["10-flannel.conflist"]
+    restart_agent(sandbox, node)  # without the label the new agent keeps its hands off
+    wait_for(lambda: agent_ready(sandbox, node), "the agent to be Ready")
+    back = pin(sandbox, namespace, "back", node)[0]
+    assert ipaddress.ip_address(back["status"]["podIP"]) in ipaddress.ip_network("10.244.0.0/16")
+
+
+def test_probe_reports_reachability_across_overlays(
+        sandbox: Sandbox, node_config: None, namespace: str, claim_worker: Any,
+        inject: Any) -> None:
+    cilium_node, flannel_node = claim_worker(), claim_worker()
+    move_to_cilium(sandbox, cilium_node)
+    peers = [pin(sandbox, namespace, "on-cilium", cilium_node)[0]["status"]["podIP"],
+             pin(sandbox, namespace, "on-flannel", flannel_node)[0]["status"]["podIP"]]
+
+    sandbox.kube.create(f"/api/v1/namespaces/{namespace}/pods",
+                        probe_pod(cilium_node, "probe-ok", peers))
+    good = wait_for(lambda: finished(sandbox, namespace, "probe-ok"), "the probe")
+    result = json.loads(good["status"]["containerStatuses"][0]["state"]["terminated"]["message"])
+    assert good["status"]["phase"] == "Succeeded"
+    assert result["apiServer"] is True and result["peers"] == dict.fromkeys(peers, True)
+    assert ipaddress.ip_address(result["podIP"]) in ipaddress.ip_network(CILIUM_POOL)
+
+    inject(cilium_node, Fault.PROBE_FAILS)
+    sandbox.kube.create(f"/api/v1/namespaces/{namespace}/pods",
+                        probe_pod(cilium_node, "probe-bad", peers))
+    bad = wait_for(lambda: finished(sandbox, namespace, "probe-bad"), "the failing probe")
+    result = json.loads(bad["status"]["containerStatuses"][0]["state"]["terminated"]["message"])
+    assert bad["status"]["phase"] == "Failed"
+    assert result["apiServer"] is False and not any(result["peers"].values())
+
+
+def test_fault_agent_never_ready_keeps_the_new_agent_unready(
+        sandbox: Sandbox, node_config: None, claim_worker: Any, inject: Any) -> None:
+    node, yardstick = claim_worker(), claim_worker()
+    inject(node, Fault.AGENT_NEVER_READY)
+    restart_agent(sandbox, node)
+    # A healthy node's agent, restarted just after, becoming Ready is the yardstick for
+    # "long enough" instead of a fixed sleep.
+    restart_agent(sandbox, yardstick)
+    wait_for(lambda: agent_ready(sandbox, yardstick), "the yardstick agent to be Ready")
+    agent = agent_on(sandbox, node)
+    assert agent is not None and agent["status"].get("phase") == "Running"
+    assert not agent_ready(sandbox, node)
+
+
+def test_fault_reboot_never_completes_leaves_the_node_not_ready(
+        sandbox: Sandbox, namespace: str, claim_worker: Any, inject: Any) -> None:
+    node = claim_worker()
+    before = boot_id(sandbox, node)
+    inject(node, Fault.REBOOT_NEVER_COMPLETES)
+    sandbox.kube.create(f"/api/v1/namespaces/{namespace}/pods",
+                        node_shell_pod(node, "reboot", "reboot"))
+    wait_for(lambda: not node_ready(sandbox, node), "the node to go NotReady")
+    assert finished(sandbox, namespace, "reboot")["status"]["phase"] == "Succeeded"
+    assert boot_id(sandbox, node) == before
+    assert not node_ready(sandbox, node)
+
+    # An operator power-cycling the machine: clearing the fault lets the node boot.
+    path = sandbox.state_dir / "faults.yaml"
+    faults = read_faults(path)
+    faults[node].discard(Fault.REBOOT_NEVER_COMPLETES)
+    write_faults(path, faults)
+    wait_for(lambda: node_ready(sandbox, node), "the node to come back after a power cycle")
+    assert boot_id(sandbox, node) != before
+
+
+def test_fault_ignore_termination_keeps_a_pod_for_its_grace_period(
+        sandbox: Sandbox, namespace: str, claim_worker: Any, inject: Any) -> None:
+    node = claim_worker()
+    inject(node, Fault.IGNORE_TERMINATION)
+    body = deployment("stubborn", 1, node=node)
+    body["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 3600
+    sandbox.kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", body)
+    pod = wait_for(lambda: ready_pods(sandbox, namespace, "app=stubborn"), "stubborn pod")[0]
+    path = f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}"
+    sandbox.kube.delete(path)
+    # A well-behaved pod on another node goes in well under a second; this one stays.
+    control = pin(sandbox, namespace, "polite", sandbox.workers()[0])[0]
+    sandbox.kube.delete(f"/api/v1/namespaces/{namespace}/pods/{control['metadata']['name']}")
+    wait_for(lambda: sandbox.kube.get_or_none(
+        f"/api/v1/namespaces/{namespace}/pods/{control['metadata']['name']}") is None,
+        "the polite pod to go")
+    still = sandbox.kube.get_or_none(path)
+    assert still is not None and still["metadata"].get("deletionTimestamp")
+    sandbox.kube.delete(path, {"gracePeriodSeconds": 0})  # what a force delete does
