@@ -1,4 +1,4 @@
-"""Starts a real Kubernetes control plane on loopback: etcd, API server, controller manager, scheduler.
+"""Starts a real Kubernetes control plane on loopback: etcd, API server, controllers, scheduler.
 
 Everything binds to 127.0.0.1 on ports chosen free at start, so two sandboxes run side by side.
 The flags follow what kubeadm sets, minus what needs a kubelet; each unusual one says why.

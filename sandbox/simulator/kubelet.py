@@ -526,7 +526,8 @@ class Simulator:
 
     def cilium_agent_config(self, namespace: str, node: NodeState) -> dict[str, str]:
         """cilium-config, then matching CiliumNodeConfigs in name order (later ones win)."""
-        config_map = self.kube.get_or_none(f"/api/v1/namespaces/{namespace}/configmaps/cilium-config")
+        config_map = self.kube.get_or_none(
+            f"/api/v1/namespaces/{namespace}/configmaps/cilium-config")
         config: dict[str, str] = dict((config_map or {}).get("data") or {})
         listing = self.kube.get_or_none(
             f"/apis/cilium.io/v2/namespaces/{namespace}/ciliumnodeconfigs") or {}

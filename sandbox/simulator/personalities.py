@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sandbox.simulator.faults import Fault
 from sandbox.simulator.hostfs import CILIUM_CONFLIST, CNI_DIR, run_host_command
 from sandbox.simulator.ipam import HostLocal, next_free_block
+from sandbox.simulator.kube import MERGE
 from sandbox.simulator.state import NodeState, PodState
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ class CiliumAgent(Personality):
         if existing is None:
             sim.kube.create("/apis/cilium.io/v2/ciliumnodes", body)
         else:
-            sim.kube.patch(path, {"spec": body["spec"]}, content_type="application/merge-patch+json")
+            sim.kube.patch(path, {"spec": body["spec"]}, content_type=MERGE)
         return block
 
     def on_stopped(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
@@ -162,7 +163,7 @@ class HostShell(Personality):
     def _host_argv(pod: PodState) -> list[str] | None:
         container = pod.containers()[0]
         argv = [*(container.get("command") or []), *(container.get("args") or [])]
-        if not argv or not argv[0].rsplit("/", 1)[-1] == "nsenter":
+        if not argv or argv[0].rsplit("/", 1)[-1] != "nsenter":
             return None
         if "--" in argv:
             return argv[argv.index("--") + 1:]
@@ -188,14 +189,9 @@ class Probe(Personality):
     def on_started(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
         peers = [p.strip() for p in (pod.env("PROBE_PEERS") or "").split(",") if p.strip()]
         broken = sim.faults.has(node.name, Fault.PROBE_FAILS)
-        result = {
-            "podIP": pod.ip,
-            "node": node.name,
-            "apiServer": not broken,
-            "peers": {peer: not broken and sim.reachable(node, pod.ip or "", peer)
-                      for peer in peers},
-        }
-        passed = result["apiServer"] and all(result["peers"].values())
+        reached = {peer: not broken and sim.reachable(node, pod.ip or "", peer) for peer in peers}
+        result = {"podIP": pod.ip, "node": node.name, "apiServer": not broken, "peers": reached}
+        passed = not broken and all(reached.values())
         sim.complete_pod(pod, 0 if passed else 1, json.dumps(result, sort_keys=True))
 
 

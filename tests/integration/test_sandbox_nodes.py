@@ -149,7 +149,8 @@ def test_a_matching_node_config_and_a_restarted_agent_switch_the_node_to_cilium(
         "05-cilium.conflist", "10-flannel.conflist.cilium_bak"]
 
     after = pin(sandbox, namespace, "after", node)[0]
-    block = sandbox.kube.get(f"/apis/cilium.io/v2/ciliumnodes/{node}")["spec"]["ipam"]["podCIDRs"][0]
+    cilium_node = sandbox.kube.get(f"/apis/cilium.io/v2/ciliumnodes/{node}")
+    block = cilium_node["spec"]["ipam"]["podCIDRs"][0]
     assert ipaddress.ip_network(block).subnet_of(ipaddress.ip_network(CILIUM_POOL))
     assert ipaddress.ip_address(after["status"]["podIP"]) in ipaddress.ip_network(block)
     # Pods started before the switch keep their flannel address until they restart.

@@ -1,0 +1,69 @@
+"""Sandbox figures: warm `sandbox up` time and the node simulator's idle cost.
+
+    .venv/bin/python bench/sandbox_bench.py [--nodes 200] [--idle-seconds 60]
+
+Prints how long `sandbox up --nodes 5` takes with a warm binary cache, then starts a sandbox of
+``--nodes`` nodes and samples each process's CPU (from /proc/PID/stat) and resident memory over an
+idle window. Figures, not assertions: tests assert behaviour, this reports cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from sandbox import cluster
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def timed_up(nodes: int, zones: int) -> tuple[float, Path]:
+    state_dir = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))
+    started = time.monotonic()
+    cluster.up(state_dir, nodes=nodes, control_planes=1, zones=zones,
+               timeout=600.0 + nodes)
+    return time.monotonic() - started, state_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nodes", type=int, default=200)
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    args = parser.parse_args()
+
+    seconds, state_dir = timed_up(5, 3)
+    cluster.down(state_dir)
+    print(f"warm `sandbox up --nodes 5`: {seconds:.1f}s")
+
+    seconds, state_dir = timed_up(args.nodes, 3)
+    print(f"`sandbox up --nodes {args.nodes}`: {seconds:.1f}s")
+    try:
+        state = cluster.SandboxState.load(state_dir)
+        time.sleep(5)  # let the start-up burst settle
+        before = {name: cpu_seconds(pid) for name, pid in state.pids.items()}
+        time.sleep(args.idle_seconds)
+        print(f"idle for {args.idle_seconds:.0f}s with {args.nodes} nodes:")
+        for name, pid in state.pids.items():
+            share = (cpu_seconds(pid) - before[name]) / args.idle_seconds * 100
+            print(f"  {name:<24} CPU {share:5.1f}% of a core   RSS {rss_mib(pid):7.1f} MiB")
+    finally:
+        cluster.down(state_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The simulator's building blocks, without a cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sandbox.simulator.faults import Fault, FaultBook, FaultFileError, read_faults, write_faults
+from sandbox.simulator.hostfs import HostFs, run_host_command
+from sandbox.simulator.ipam import ExhaustedError, HostLocal, next_free_block
+from sandbox.simulator.selectors import selector_matches
+from sandbox.topology import Topology
+
+
+def test_active_cni_is_the_lexically_first_config(tmp_path: Path) -> None:
+    host = HostFs(tmp_path)
+    assert host.active_cni() is None
+    host.write_cni("10-flannel.conflist", "{}")
+    host.write_cni("05-cilium.conflist", "{}")
+    assert host.active_cni() == "05-cilium.conflist"
+    assert host.back_up_others(keep="05-cilium.conflist") == ["10-flannel.conflist"]
+    assert host.cni_configs() == ["05-cilium.conflist"]
+    assert (host.cni_dir / "10-flannel.conflist.cilium_bak").exists()
+
+
+def test_host_commands_move_files_and_ask_for_reboots(tmp_path: Path) -> None:
+    host = HostFs(tmp_path)
+    host.write_cni("05-cilium.conflist", "{}")
+    host.write_cni("10-flannel.conflist.cilium_bak", "{}")
+    script = ("rm -f /etc/cni/net.d/05-cilium.conflist && mv /etc/cni/net.d/10-flannel.conflist"
+              ".cilium_bak /etc/cni/net.d/10-flannel.conflist")
+    assert run_host_command(host, ["sh", "-c", script]).exit_code == 0
+    assert host.cni_configs() == ["10-flannel.conflist"]
+    assert run_host_command(host, ["/usr/bin/systemctl", "reboot"]).reboot
+    assert not run_host_command(host, ["true"]).reboot
+    outside = run_host_command(host, ["rm", "/etc/passwd"])
+    assert outside.exit_code == 1 and "only has /etc/cni/net.d" in outside.output
+    assert run_host_command(host, ["dd", "if=/dev/zero"]).exit_code == 127
+    missing = run_host_command(host, ["sh", "-c", "mv /etc/cni/net.d/a /etc/cni/net.d/b; reboot"])
+    assert missing.exit_code == 1 and not missing.reboot  # stops at the first failure
+
+
+def test_host_local_skips_the_gateway_and_reuses_released_addresses() -> None:
+    ipam = HostLocal("10.244.3.0/30")  # hosts .1 and .2; .1 is the bridge
+    assert ipam.allocate() == "10.244.3.2"
+    with pytest.raises(ExhaustedError):
+        ipam.allocate()
+    ipam.release("10.244.3.2")
+    assert ipam.allocate() == "10.244.3.2"
+
+
+def test_cluster_pool_blocks_do_not_overlap() -> None:
+    taken = ["10.245.0.0/24", "10.245.1.0/24"]
+    assert next_free_block(["10.245.0.0/16"], 24, taken) == "10.245.2.0/24"
+    with pytest.raises(ExhaustedError):
+        next_free_block(["10.245.0.0/23"], 24, taken)
+
+
+@pytest.mark.parametrize("selector, expected", [
+    ({}, True),
+    ({"matchLabels": {"role": "db"}}, True),
+    ({"matchLabels": {"role": "web"}}, False),
+    ({"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}, True),
+    ({"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}, False),
+    ({"matchExpressions": [{"key": "gpu", "operator": "Exists"}]}, False),
+    ({"matchExpressions": [{"key": "gpu", "operator": "DoesNotExist"}]}, True),
+])
+def test_label_selectors(selector: dict, expected: bool) -> None:
+    assert selector_matches(selector, {"role": "db", "zone": "a"}) is expected
+
+
+def test_fault_file_round_trip_and_errors(tmp_path: Path) -> None:
+    path = tmp_path / "faults.yaml"
+    write_faults(path, {"worker-1": {Fault.PROBE_FAILS}, "worker-2": set()})
+    assert read_faults(path) == {"worker-1": {Fault.PROBE_FAILS}}
+    book = FaultBook(path)
+    assert book.refresh() is True and book.has("worker-1", Fault.PROBE_FAILS)
+    assert book.refresh() is False
+    path.write_text("worker-1: [melts]\n")
+    with pytest.raises(FaultFileError, match="known faults: reboot-never-completes"):
+        book.refresh()
+    assert not book.has("worker-1", Fault.PROBE_FAILS)
+
+
+def test_topology_names_roles_zones_and_loopback_ips() -> None:
+    topology = Topology.generate(workers=4, control_planes=2, zones=3)
+    names = [n.name for n in topology.nodes]
+    assert names == ["cp-1", "cp-2", "worker-1", "worker-2", "worker-3", "worker-4"]
+    assert [n.zone for n in topology.nodes] == ["zone-a", "zone-b", "zone-c"] * 2
+    assert len({n.internal_ip for n in topology.nodes}) == 6
+    assert all(n.internal_ip.startswith("127.") for n in topology.nodes)
+    cp = topology.nodes[0]
+    assert cp.labels()["node-role.kubernetes.io/control-plane"] == ""
+    assert cp.taints() == [{"key": "node-role.kubernetes.io/control-plane",
+                            "effect": "NoSchedule"}]
+    assert topology.nodes[2].taints() == []
