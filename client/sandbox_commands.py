@@ -33,6 +33,8 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     up.add_argument("--replace", action="store_true",
                     help="reuse a state dir whose sandbox is stopped")
     up.add_argument("--reboot-seconds", type=float, help="how long a simulated reboot takes")
+    up.add_argument("--flannel-manifest", type=Path,
+                    help="install flannel from this manifest instead of the bundled v0.28.9")
     up.set_defaults(run=_up)
 
     status = with_state_dir(commands.add_parser("status", help="processes and node readiness"))
@@ -63,7 +65,8 @@ def _up(args: argparse.Namespace) -> int:
         simulator_args = ("--reboot-seconds", str(args.reboot_seconds))
     cluster.up(args.state_dir, args.nodes, args.control_planes, args.zones,
                cluster_name=args.cluster_name, replace=args.replace,
-               simulator_args=simulator_args, progress=print_progress)
+               simulator_args=simulator_args, flannel_manifest=args.flannel_manifest,
+               progress=print_progress)
     print(args.state_dir.resolve() / "kubeconfig")
     return 0
 

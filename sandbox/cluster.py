@@ -20,9 +20,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from activities.kubeapi import Kube
 from sandbox.controlplane import ControlPlane, ControlPlaneError
 from sandbox.processes import is_running, start_process, stop_process
-from sandbox.simulator.kube import Kube
 from sandbox.toolchain import Toolchain, ToolchainError, find_toolchain
 from sandbox.topology import Topology
 
@@ -84,8 +84,12 @@ def _check_state_dir(state_dir: Path, replace: bool) -> None:
 def up(state_dir: Path, nodes: int, control_planes: int = 1, zones: int = 1,
        cluster_name: str = "sandbox", replace: bool = False,
        simulator_args: tuple[str, ...] = (), timeout: float | None = None,
+       flannel_manifest: Path | None = None,
        progress: Callable[[str], None] = lambda message: None) -> SandboxState:
-    """Starts a sandbox and returns once every node is Ready and flannel runs everywhere."""
+    """Starts a sandbox and returns once every node is Ready and flannel runs everywhere.
+
+    ``flannel_manifest`` replaces the bundled upstream manifest, e.g. with an older layout.
+    """
     if nodes < 1:
         raise SandboxError(f"--nodes must be at least 1 (got {nodes})")
     if control_planes < 0:
@@ -94,6 +98,8 @@ def up(state_dir: Path, nodes: int, control_planes: int = 1, zones: int = 1,
         raise SandboxError(f"--zones must be at least 1 (got {zones})")
     if control_planes > nodes:
         raise SandboxError(f"--control-planes ({control_planes}) cannot exceed --nodes ({nodes})")
+    if flannel_manifest is not None and not flannel_manifest.is_file():
+        raise SandboxError(f"--flannel-manifest {flannel_manifest}: no such file")
     try:
         toolchain = find_toolchain()
     except ToolchainError as error:
@@ -124,8 +130,9 @@ def up(state_dir: Path, nodes: int, control_planes: int = 1, zones: int = 1,
         state.programs["node-simulator"] = SIMULATOR_MODULE
         state.save(state_dir)
         progress("installing flannel and the cluster add-ons (kube-proxy, CoreDNS)")
-        for manifest in ("kube-flannel.yml", "cluster-addons.yaml"):
-            kubectl(toolchain, state_dir, "apply", "--server-side", "-f", str(MANIFESTS / manifest))
+        for manifest in (flannel_manifest or MANIFESTS / "kube-flannel.yml",
+                         MANIFESTS / "cluster-addons.yaml"):
+            kubectl(toolchain, state_dir, "apply", "--server-side", "-f", str(manifest))
         _wait_until_ready(state_dir, nodes, timeout or 120.0 + nodes, progress)
     except (SandboxError, ControlPlaneError) as error:
         down(state_dir)

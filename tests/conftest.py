@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from activities.kubeapi import Kube
 from sandbox import cluster
-from sandbox.simulator.kube import Kube
 from sandbox.toolchain import Toolchain, ensure_toolchain, print_progress
 from sandbox.topology import Topology
 

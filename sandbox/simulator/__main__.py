@@ -7,7 +7,7 @@ import logging
 import signal
 from pathlib import Path
 
-from sandbox.simulator.kube import Kube
+from activities.kubeapi import Kube
 from sandbox.simulator.kubelet import Settings, Simulator
 from sandbox.topology import Topology
 

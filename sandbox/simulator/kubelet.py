@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from activities.kubeapi import MERGE, Kube, Obj
 from sandbox.simulator.faults import Fault, FaultBook, FaultFileError
 from sandbox.simulator.hostfs import CNI_DIR, HostFs
 from sandbox.simulator.ipam import ExhaustedError, HostLocal
-from sandbox.simulator.kube import MERGE, Kube, Obj
 from sandbox.simulator.personalities import personality_of
 from sandbox.simulator.selectors import selector_matches
 from sandbox.simulator.state import NodeState, PodState, new_boot_id, now_micro, now_rfc3339

@@ -22,10 +22,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from activities.kubeapi import MERGE
 from sandbox.simulator.faults import Fault
 from sandbox.simulator.hostfs import CILIUM_CONFLIST, CNI_DIR, run_host_command
 from sandbox.simulator.ipam import HostLocal, next_free_block
-from sandbox.simulator.kube import MERGE
 from sandbox.simulator.state import NodeState, PodState
 
 if TYPE_CHECKING:

@@ -1,8 +1,9 @@
-"""The simulator's view of the API server: plain JSON dicts over the official `kubernetes` client.
+"""Kubernetes API access as plain JSON dicts over the official `kubernetes` client.
 
-The simulator plays hundreds of kubelets from one process, so it skips the client's model
-deserialisation (the costly part) and works on the JSON the server sends. Watches resume from
-the last resourceVersion and fall back to a fresh list when the server says it is too old.
+Used by the activities and by the sandbox's node simulator. It skips the client's model
+deserialisation (the costly part with hundreds of objects) and works on the JSON the server
+sends, addressed by REST paths. Watches resume from the last resourceVersion and fall back to a
+fresh list when the server says it is too old.
 """
 
 from __future__ import annotations
@@ -25,9 +26,16 @@ MERGE = "application/merge-patch+json"
 
 
 class Kube:
-    def __init__(self, kubeconfig: str) -> None:
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None,
+                 in_cluster: bool = False) -> None:
+        """Credentials from a kubeconfig file (``None``: $KUBECONFIG or ~/.kube/config) and
+        context, or from the pod's service account when ``in_cluster``."""
         configuration = client.Configuration()
-        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        if in_cluster:
+            config.load_incluster_config(client_configuration=configuration)
+        else:
+            config.load_kube_config(config_file=kubeconfig, context=context,
+                                    client_configuration=configuration)
         self.api = client.ApiClient(configuration)
 
     def request(self, method: str, path: str, body: Any = None,

@@ -1,0 +1,171 @@
+"""Discovery: reads a cluster into `ClusterFacts`, read-only, one list per resource kind.
+
+Nothing is assumed: flannel is found by what its DaemonSet runs (the current `kube-flannel`
+layout and the older `kube-system` one alike) and its network settings are read from the
+ConfigMap its pods mount. Decisions about what was found belong to `plan/`, not here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from typing import Any
+from urllib.parse import urlparse
+
+from activities.kubeapi import Kube, Obj
+from plan.facts import (
+    ClusterFacts,
+    ExistingCilium,
+    FlannelFacts,
+    NamespacedName,
+    NodeFacts,
+    PodDisruptionBudgetFacts,
+    Taint,
+)
+
+log = logging.getLogger(__name__)
+
+CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
+ZONE_LABEL = "topology.kubernetes.io/zone"
+# DaemonSets that betray another CNI, by the name their manifests give them.
+OTHER_CNI_DAEMONSETS = {
+    "calico-node": "calico", "canal": "canal", "weave-net": "weave", "aws-node": "aws-vpc-cni",
+    "kube-router": "kube-router", "antrea-agent": "antrea",
+}
+
+
+class DiscoveryError(Exception):
+    """The cluster cannot be read as needed (missing rights, malformed flannel config)."""
+
+
+def discover_cluster(kube: Kube, worker_node: str | None = None) -> ClusterFacts:
+    nodes = [_node_facts(n) for n in kube.get("/api/v1/nodes")["items"]]
+    daemonsets = kube.get("/apis/apps/v1/daemonsets")["items"]
+    api_host, api_port = _api_server(kube)
+    return ClusterFacts(
+        nodes=nodes,
+        flannel=_flannel(kube, daemonsets),
+        other_cnis=sorted({cni for ds in daemonsets
+                           if (cni := OTHER_CNI_DAEMONSETS.get(ds["metadata"]["name"]))}),
+        service_cidrs=_service_cidrs(kube),
+        existing_cilium=_existing_cilium(daemonsets),
+        network_policies=[
+            NamespacedName(namespace=p["metadata"]["namespace"], name=p["metadata"]["name"])
+            for p in kube.get("/apis/networking.k8s.io/v1/networkpolicies")["items"]],
+        pdbs=[_pdb_facts(p) for p in kube.get("/apis/policy/v1/poddisruptionbudgets")["items"]],
+        kube_proxy_present=any(_labels(ds).get("k8s-app") == "kube-proxy"
+                               or ds["metadata"]["name"] == "kube-proxy" for ds in daemonsets),
+        api_server_host=api_host,
+        api_server_port=api_port,
+        worker_node=worker_node,
+    )
+
+
+def _labels(obj: Obj) -> dict[str, str]:
+    labels: dict[str, str] = obj["metadata"].get("labels") or {}
+    return labels
+
+
+def _node_facts(node: Obj) -> NodeFacts:
+    labels = _labels(node)
+    spec, status = node.get("spec", {}), node.get("status", {})
+    addresses = {a["type"]: a["address"] for a in status.get("addresses", [])}
+    cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+    return NodeFacts(
+        name=node["metadata"]["name"],
+        control_plane=any(label in labels for label in CONTROL_PLANE_LABELS),
+        zone=labels.get(ZONE_LABEL),
+        schedulable=not spec.get("unschedulable", False),
+        ready=any(c["type"] == "Ready" and c["status"] == "True"
+                  for c in status.get("conditions", [])),
+        boot_id=status.get("nodeInfo", {}).get("bootID", ""),
+        pod_cidrs=cidrs,
+        internal_ip=addresses.get("InternalIP"),
+        taints=[Taint(key=t["key"], value=t.get("value"), effect=t["effect"])
+                for t in spec.get("taints") or []],
+        labels=labels,
+    )
+
+
+def _runs_flanneld(daemonset: Obj) -> bool:
+    containers = daemonset["spec"]["template"]["spec"].get("containers", [])
+    return any("flanneld" in " ".join(c.get("command") or []) or
+               "flannel" in c.get("image", "").rsplit("/", 1)[-1] for c in containers)
+
+
+def _flannel(kube: Kube, daemonsets: list[Obj]) -> FlannelFacts | None:
+    found = [ds for ds in daemonsets if _runs_flanneld(ds)]
+    if not found:
+        return None
+    daemonset = found[0]
+    namespace = daemonset["metadata"]["namespace"]
+    volumes = daemonset["spec"]["template"]["spec"].get("volumes") or []
+    config_names = [v["configMap"]["name"] for v in volumes if "configMap" in v]
+    for name in config_names or ["kube-flannel-cfg"]:
+        config_map = kube.get_or_none(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+        raw = ((config_map or {}).get("data") or {}).get("net-conf.json")
+        if raw is None:
+            continue
+        try:
+            net_conf: dict[str, Any] = json.loads(raw)
+            backend = net_conf.get("Backend") or {}
+            return FlannelFacts(
+                namespace=namespace, daemonset=daemonset["metadata"]["name"],
+                network=net_conf["Network"],
+                backend_type=str(backend.get("Type", "vxlan")).lower(),
+                port=int(backend.get("Port") or 8472), vni=int(backend.get("VNI") or 1))
+        except (ValueError, KeyError, TypeError) as error:
+            raise DiscoveryError(f"{namespace}/{name}: net-conf.json is not usable "
+                                 f"({error}); expected JSON with Network and Backend") from error
+    raise DiscoveryError(f"flannel DaemonSet {namespace}/{daemonset['metadata']['name']} found "
+                         f"but no ConfigMap with net-conf.json among {config_names}")
+
+
+def _service_cidrs(kube: Kube) -> list[str]:
+    """ServiceCIDR objects where served (1.33+); else the range around the `kubernetes` IP."""
+    listing = kube.get_or_none("/apis/networking.k8s.io/v1/servicecidrs")
+    if listing is not None:
+        cidrs = [c for item in listing["items"] for c in item["spec"].get("cidrs", [])]
+        if cidrs:
+            return cidrs
+    service = kube.get_or_none("/api/v1/namespaces/default/services/kubernetes")
+    cluster_ip = (service or {}).get("spec", {}).get("clusterIP")
+    if not cluster_ip:
+        return []
+    # The API server takes the range's first address; /12 is the kubeadm default range size.
+    return [str(ipaddress.ip_network(f"{cluster_ip}/12", strict=False))]
+
+
+def _existing_cilium(daemonsets: list[Obj]) -> ExistingCilium | None:
+    for ds in daemonsets:
+        if _labels(ds).get("k8s-app") == "cilium" or ds["metadata"]["name"] == "cilium":
+            containers = ds["spec"]["template"]["spec"].get("containers", [])
+            image = containers[0].get("image", "") if containers else ""
+            tag = image.split("@", 1)[0].rsplit(":", 1)[-1] if ":" in image else None
+            annotations = ds["metadata"].get("annotations") or {}
+            return ExistingCilium(namespace=ds["metadata"]["namespace"], version=tag,
+                                  release=annotations.get("meta.helm.sh/release-name"))
+    return None
+
+
+def _pdb_facts(pdb: Obj) -> PodDisruptionBudgetFacts:
+    selector = pdb.get("spec", {}).get("selector") or {}
+    terms = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    terms += [f"{e['key']} {e['operator']} {','.join(e.get('values') or [])}".strip()
+              for e in selector.get("matchExpressions") or []]
+    status = pdb.get("status", {})
+    return PodDisruptionBudgetFacts(
+        namespace=pdb["metadata"]["namespace"], name=pdb["metadata"]["name"],
+        selector=",".join(terms),
+        disruptions_allowed=status.get("disruptionsAllowed", 0),
+        current_healthy=status.get("currentHealthy", 0),
+        desired_healthy=status.get("desiredHealthy", 0),
+        expected_pods=status.get("expectedPods", 0),
+    )
+
+
+def _api_server(kube: Kube) -> tuple[str, int]:
+    """Where nodes reach the API server, as the client reaches it (Cilium's k8sServiceHost)."""
+    url = urlparse(kube.api.configuration.host)
+    return url.hostname or "", url.port or 443
