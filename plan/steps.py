@@ -1,0 +1,271 @@
+"""The contract between the workflows and the activities: step names, inputs, results, errors.
+
+Workflows import this module (it is pure); activities implement the steps. Inputs carry names,
+never credentials: an activity resolves the cluster's credentials from `ClusterRef` on the worker
+that runs it. Every step is idempotent, so each input carries what a retry needs to tell "already
+done" from "still to do" (for example the bootID seen before a reboot).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from plan.facts import MIGRATION_LABEL
+
+# Node annotation naming the migration that cordoned the node: only that run uncordons it.
+CORDONED_BY_ANNOTATION = "cilium-migrate.io/cordoned-by"
+NODE_CONFIG_NAME = "cilium-default"
+PROBE_LABEL = "cilium-migrate.io/probe"
+
+
+class StepModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClusterRef(StepModel):
+    """Which cluster, by name; the worker maps it to credentials (kubeconfig context or
+    in-cluster service account)."""
+
+    name: str
+    context: str | None = None
+    in_cluster: bool = False
+
+
+class NodeRef(StepModel):
+    cluster: ClusterRef
+    node: str
+    run_id: str  # the migration's workflow ID: recorded as the cordon owner
+
+
+# ---- node steps ------------------------------------------------------------------------------
+
+class NodeSnapshot(StepModel):
+    node: str
+    unschedulable: bool
+    boot_id: str
+    ready: bool
+    labels: dict[str, str] = Field(default_factory=dict)
+    cordoned_by: str | None = None  # value of CORDONED_BY_ANNOTATION, if any
+
+
+class CordonResult(StepModel):
+    cordoned_by_us: bool  # False when someone else had already cordoned it
+
+
+class DrainInput(StepModel):
+    target: NodeRef
+    timeout_seconds: float
+    grace_period_seconds: int | None = None
+    delete_empty_dir_data: bool = True
+    force_on_timeout: bool = False  # delete instead of evict when the deadline passes
+
+
+class DrainBlocker(StepModel):
+    """One pod the drain could not evict, and why (e.g. the PDB that refused it)."""
+
+    pod: str  # namespace/name
+    reason: str
+    pdb: str | None = None  # namespace/name
+
+
+class DrainResult(StepModel):
+    evicted: list[str] = Field(default_factory=list)
+    skipped: list[str] = Field(default_factory=list)  # DaemonSet and mirror pods
+    forced: list[str] = Field(default_factory=list)
+
+
+class LabelInput(StepModel):
+    target: NodeRef
+    key: str = MIGRATION_LABEL
+    value: str | None = "true"  # None removes the label
+
+
+class RestartAgentInput(StepModel):
+    target: NodeRef
+    namespace: str
+    timeout_seconds: float
+    # An agent created at or after this instant already read the current overrides, so a
+    # retried step waits for it instead of restarting it again.
+    not_before: datetime
+
+
+class AgentStatus(StepModel):
+    pod: str
+    ready: bool
+
+
+class RebootInput(StepModel):
+    target: NodeRef
+    strategy: Literal["node-shell", "docker", "command"]
+    boot_id_before: str
+    timeout_seconds: float
+    image: str = "busybox:1.36"
+    command: list[str] | None = None  # for the command strategy; {node} and {ip} substituted
+    cilium_namespace: str = "kube-system"
+
+
+class RebootResult(StepModel):
+    boot_id_after: str
+    triggered: bool  # False when the node had already rebooted (a retried step)
+
+
+class HostCommandInput(StepModel):
+    """Runs a command on the node's host through a node-shell pod (rollback file moves)."""
+
+    target: NodeRef
+    name: str  # step name, part of the pod name so a retry finds its earlier pod
+    script: str
+    image: str = "busybox:1.36"
+    timeout_seconds: float = 120.0
+
+
+class VerifyInput(StepModel):
+    target: NodeRef
+    image: str
+    checks: list[str]
+    cilium_pools: list[str]
+    flannel_network: str | None
+    timeout_seconds: float
+    expect: Literal["cilium", "flannel"] = "cilium"  # which range the probe's IP must be in
+
+
+class CheckResult(StepModel):
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+class VerifyResult(StepModel):
+    pod_ip: str | None
+    checks: list[CheckResult]
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+
+# ---- cluster steps ---------------------------------------------------------------------------
+
+class ChartRef(StepModel):
+    repo: str | None = None
+    name: str = "cilium"
+    path: str | None = None
+    version: str | None = None
+
+
+class HelmInput(StepModel):
+    cluster: ClusterRef
+    release: str = "cilium"
+    namespace: str
+    chart: ChartRef
+    values: dict[str, Any]
+    timeout_seconds: float = 600.0
+
+
+class HelmResult(StepModel):
+    revision: int
+
+
+class CiliumWaitInput(StepModel):
+    cluster: ClusterRef
+    namespace: str
+    timeout_seconds: float
+
+
+class CiliumStatus(StepModel):
+    agents_desired: int
+    agents_ready: int
+    operator_ready: bool
+
+
+class NodeConfigInput(StepModel):
+    cluster: ClusterRef
+    namespace: str
+    name: str = NODE_CONFIG_NAME
+    api_version: str = "cilium.io/v2"
+    label: str = MIGRATION_LABEL
+    defaults: dict[str, str]
+
+
+class HealthInput(StepModel):
+    cluster: ClusterRef
+    cilium_namespace: str
+    cilium_pools: list[str]
+    flannel_namespace: str | None
+    flannel_daemonset: str | None
+
+
+class HealthReport(StepModel):
+    nodes_on_cilium: int
+    pods_on_cilium: int
+    pods_total: int
+    flannel_ready: bool
+    problems: list[str] = Field(default_factory=list)
+
+
+class RecycleInput(StepModel):
+    cluster: ClusterRef
+    cilium_pools: list[str]
+    timeout_seconds: float
+
+
+class RecycleResult(StepModel):
+    recycled: list[str]
+
+
+class RolloutRestartInput(StepModel):
+    cluster: ClusterRef
+    namespace: str
+    daemonset: str = "cilium"
+    timeout_seconds: float
+
+
+class RemoveFlannelInput(StepModel):
+    cluster: ClusterRef
+    namespace: str
+    daemonset: str
+
+
+class RemoveFlannelResult(StepModel):
+    deleted: list[str]
+
+
+# ---- typed failures the workflows decide on ---------------------------------------------------
+
+class StepError:
+    """`ApplicationError.type` values raised non-retryable by activities."""
+
+    DRAIN_BLOCKED = "DrainBlocked"  # details[0]: list of DrainBlocker dicts
+    VERIFICATION_FAILED = "VerificationFailed"  # details[0]: VerifyResult dict
+    NODE_GONE = "NodeGone"
+    REBOOT_NOT_COMPLETING = "RebootNotCompleting"
+    AGENT_NOT_READY = "AgentNotReady"
+    HOST_COMMAND_FAILED = "HostCommandFailed"
+    HELM_FAILED = "HelmFailed"
+    CLUSTER_UNHEALTHY = "ClusterUnhealthy"
+
+
+class Activity:
+    """Activity names: the workflow calls these, the worker registers functions under them."""
+
+    DISCOVER = "discover_cluster"
+    SNAPSHOT_NODE = "snapshot_node"
+    CORDON_NODE = "cordon_node"
+    DRAIN_NODE = "drain_node"
+    LABEL_NODE = "label_node"
+    RESTART_AGENT = "restart_agent"
+    REBOOT_NODE = "reboot_node"
+    RUN_HOST_COMMAND = "run_host_command"
+    VERIFY_NODE = "verify_node"
+    UNCORDON_NODE = "uncordon_node"
+    HELM_UPGRADE = "helm_upgrade"
+    WAIT_FOR_CILIUM = "wait_for_cilium"
+    APPLY_NODE_CONFIG = "apply_node_config"
+    DELETE_NODE_CONFIG = "delete_node_config"
+    CHECK_HEALTH = "check_health"
+    RECYCLE_PODS = "recycle_pods"
+    ROLLOUT_RESTART = "rollout_restart"
+    REMOVE_FLANNEL = "remove_flannel"
