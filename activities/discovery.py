@@ -122,19 +122,19 @@ def _flannel(kube: Kube, daemonsets: list[Obj]) -> FlannelFacts | None:
                          f"but no ConfigMap with net-conf.json among {config_names}")
 
 
-def _service_cidrs(kube: Kube) -> list[str]:
+def _service_cidrs(kube: Kube) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """ServiceCIDR objects where served (1.33+); else the range around the `kubernetes` IP."""
     listing = kube.get_or_none("/apis/networking.k8s.io/v1/servicecidrs")
     if listing is not None:
         cidrs = [c for item in listing["items"] for c in item["spec"].get("cidrs", [])]
         if cidrs:
-            return cidrs
+            return [ipaddress.ip_network(c) for c in cidrs]
     service = kube.get_or_none("/api/v1/namespaces/default/services/kubernetes")
     cluster_ip = (service or {}).get("spec", {}).get("clusterIP")
     if not cluster_ip:
         return []
     # The API server takes the range's first address; /12 is the kubeadm default range size.
-    return [str(ipaddress.ip_network(f"{cluster_ip}/12", strict=False))]
+    return [ipaddress.ip_network(f"{cluster_ip}/12", strict=False)]
 
 
 def _existing_cilium(daemonsets: list[Obj]) -> ExistingCilium | None:

@@ -61,6 +61,9 @@ class DrainInput(StepModel):
     grace_period_seconds: int | None = None
     delete_empty_dir_data: bool = True
     force_on_timeout: bool = False  # delete instead of evict when the deadline passes
+    # Pods no controller owns are evicted too (nothing re-creates them); False makes them
+    # blockers, as `kubectl drain` without --force does.
+    evict_unmanaged: bool = True
 
 
 class DrainBlocker(StepModel):
@@ -120,6 +123,7 @@ class HostCommandInput(StepModel):
     script: str
     image: str = "busybox:1.36"
     timeout_seconds: float = 120.0
+    namespace: str = "kube-system"  # where the node-shell pod runs (privileged: a system namespace)
 
 
 class VerifyInput(StepModel):
@@ -130,6 +134,7 @@ class VerifyInput(StepModel):
     flannel_network: str | None
     timeout_seconds: float
     expect: Literal["cilium", "flannel"] = "cilium"  # which range the probe's IP must be in
+    namespace: str = "kube-system"  # where the probe pod runs
 
 
 class CheckResult(StepModel):
@@ -210,10 +215,13 @@ class RecycleInput(StepModel):
     cluster: ClusterRef
     cilium_pools: list[str]
     timeout_seconds: float
+    namespaces: list[str] | None = None  # None: every namespace
 
 
 class RecycleResult(StepModel):
     recycled: list[str]
+    # Pods outside the pools that no controller owns: reported, never evicted.
+    unmanaged: list[str] = Field(default_factory=list)
 
 
 class RolloutRestartInput(StepModel):
@@ -221,6 +229,8 @@ class RolloutRestartInput(StepModel):
     namespace: str
     daemonset: str = "cilium"
     timeout_seconds: float
+    # Written to the pod template's restartedAt annotation; the same value twice restarts once.
+    restarted_at: str = ""
 
 
 class RemoveFlannelInput(StepModel):

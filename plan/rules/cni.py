@@ -1,0 +1,66 @@
+"""Rules about the networking software already in the cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from plan.rules.context import Issue, RuleContext, some_of
+
+
+def old_cni_not_flannel(ctx: RuleContext) -> Iterator[Issue]:
+    """The cluster must run flannel: the only CNI this tool migrates from."""
+    if ctx.facts.flannel is None:
+        yield Issue(
+            "No flannel DaemonSet and net-conf.json were found; this tool migrates from flannel "
+            "only.",
+            "Check that flannel runs (kube-flannel or kube-system namespace), or migrate with "
+            "the upstream guide for your CNI.",
+        )
+
+
+def other_cni_present(ctx: RuleContext) -> Iterator[Issue]:
+    """No other CNI (or policy provider such as Calico in canal) may run beside flannel."""
+    for name in sorted(ctx.facts.other_cnis):
+        yield Issue(
+            f"{name} is installed as well as flannel; a third network or policy agent during "
+            "the dual-overlay phase is untested and may rewrite routes.",
+            f"Remove {name} before migrating.",
+            name,
+        )
+
+
+def cilium_already_installed(ctx: RuleContext) -> Iterator[Issue]:
+    """An existing Cilium install will be upgraded in place with the migration values."""
+    existing = ctx.facts.existing_cilium
+    if existing is None:
+        return
+    version = existing.version or "unknown version"
+    release = f"Helm release {existing.release}" if existing.release else "not installed by Helm"
+    yield Issue(
+        f"Cilium ({version}, {release}) already runs in namespace {existing.namespace}.",
+        "If it is left over from an earlier run of this tool, acknowledge; otherwise remove it "
+        "first, since the install step replaces its values.",
+        existing.namespace,
+    )
+
+
+def network_policies_present(ctx: RuleContext) -> Iterator[Issue]:
+    """NetworkPolicies are not enforced between Cilium install and finalize."""
+    policies = sorted(str(policy) for policy in ctx.facts.network_policies)
+    if not policies:
+        return
+    yield Issue(
+        f"NetworkPolicies exist ({len(policies)}: {some_of(policies, 10)}); Cilium runs with "
+        "policyEnforcementMode=never until finalize, so they are not enforced on migrated nodes.",
+        "Acknowledge if an unenforced window is acceptable.",
+    )
+
+
+def kube_proxy_absent(ctx: RuleContext) -> Iterator[Issue]:
+    """kube-proxy must run: Cilium's kube-proxy replacement stays off during migration."""
+    if not ctx.facts.kube_proxy_present:
+        yield Issue(
+            "kube-proxy was not found. The migration keeps Cilium's kube-proxy replacement off, "
+            "so migrated nodes would have no Service load balancing at all.",
+            "Run kube-proxy for the migration; turn kube-proxy replacement on after finalize.",
+        )

@@ -1,0 +1,128 @@
+"""Rules about the Cilium version and the Helm values that will be installed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from plan.helm_values import MIGRATION_KEYS, schema_errors, unknown_keys, value_at
+from plan.rules.context import Issue, RuleContext
+
+# CiliumNodeConfig, which the per-node switch relies on, appeared in 1.13 as cilium.io/v2alpha1
+# and became cilium.io/v2 in 1.16.
+MINIMUM_CILIUM = (1, 13, 0)
+NODE_CONFIG_V2 = (1, 16, 0)
+# Values of kubeProxyReplacement that turn it on in some Cilium version (older ones had modes).
+_KPR_ON = frozenset({"true", "strict", "partial", "probe"})
+
+
+def cilium_version_unsupported(ctx: RuleContext) -> Iterator[Issue]:
+    """Cilium must be 1.13 or newer: older versions have no CiliumNodeConfig."""
+    if ctx.spec.cilium.version_tuple < MINIMUM_CILIUM:
+        yield Issue(
+            f"Cilium {ctx.spec.cilium.version} has no CiliumNodeConfig, which moves nodes to "
+            "Cilium one at a time.",
+            "Set cilium.version to 1.16.0 or newer (1.13 at the very least).",
+            ctx.spec.cilium.version,
+        )
+
+
+def cilium_node_config_deprecated(ctx: RuleContext) -> Iterator[Issue]:
+    """Cilium before 1.16 only serves the deprecated cilium.io/v2alpha1 CiliumNodeConfig."""
+    if MINIMUM_CILIUM <= ctx.spec.cilium.version_tuple < NODE_CONFIG_V2:
+        yield Issue(
+            f"Cilium {ctx.spec.cilium.version} serves CiliumNodeConfig only as the deprecated "
+            "cilium.io/v2alpha1; the migration will use that version.",
+            "Prefer cilium.version 1.16.0 or newer, or acknowledge.",
+            ctx.spec.cilium.version,
+        )
+
+
+def ipam_mode_not_cluster_pool(ctx: RuleContext) -> Iterator[Issue]:
+    """IPAM mode must stay cluster-pool: the procedure depends on it and it cannot change later."""
+    mode = ctx.value("ipam.mode")
+    if mode != "cluster-pool":
+        yield Issue(
+            f"cilium.extraValues sets ipam.mode to {mode!r}; the migration needs cluster-pool, "
+            "and the IPAM mode of a running cluster must never change.",
+            "Remove ipam.mode from cilium.extraValues.",
+            "ipam.mode",
+        )
+
+
+def migration_key_overridden(ctx: RuleContext) -> Iterator[Issue]:
+    """extraValues must not change the values the procedure depends on."""
+    for key in MIGRATION_KEYS:
+        if key == "ipam.mode":
+            continue  # its own rule explains why
+        wanted = value_at(ctx.procedure_values, key)
+        actual = ctx.value(key)
+        if actual != wanted:
+            yield Issue(
+                f"cilium.extraValues sets {key} to {actual!r}; the migration needs {wanted!r}.",
+                f"Remove {key} from cilium.extraValues (tunnel and pod CIDR settings belong in "
+                "the spec's network section).",
+                key,
+            )
+
+
+def kube_proxy_replacement_enabled(ctx: RuleContext) -> Iterator[Issue]:
+    """kube-proxy replacement must stay off until the migration is finished."""
+    setting = ctx.value("kubeProxyReplacement")
+    if setting is True or (isinstance(setting, str) and setting.lower() in _KPR_ON):
+        yield Issue(
+            f"cilium.extraValues sets kubeProxyReplacement={setting!r}; turning it on during a "
+            "migration broke Service load balancing for users of the procedure.",
+            "Remove it; enable kube-proxy replacement in a separate change after finalize.",
+            "kubeProxyReplacement",
+        )
+
+
+def unsupported_cilium_mode(ctx: RuleContext) -> Iterator[Issue]:
+    """Chaining, BGP and IP-family changes are untested with the dual overlay upstream."""
+    chaining = ctx.value("cni.chainingMode")
+    if chaining not in (None, "", "none"):
+        yield _untested("cni.chainingMode", chaining, "CNI chaining")
+    if ctx.value("bgpControlPlane.enabled") is True:
+        yield _untested("bgpControlPlane.enabled", True, "BGP routing")
+    if ctx.value("ipv6.enabled") is True:
+        yield _untested("ipv6.enabled", True, "an IP-family change")
+    if ctx.value("ipv4.enabled") is False:
+        yield _untested("ipv4.enabled", False, "an IP-family change")
+
+
+def helm_values_invalid(ctx: RuleContext) -> Iterator[Issue]:
+    """Initial and final values must satisfy the chart's values.schema.json."""
+    initial = schema_errors(ctx.values)
+    for message in initial:
+        yield _schema_issue("initial", message)
+    for message in schema_errors(ctx.final):
+        if message not in initial:
+            yield _schema_issue("final", message)
+
+
+def helm_values_unknown_key(ctx: RuleContext) -> Iterator[Issue]:
+    """Every values key should exist in the chart; Helm ignores misspelt keys silently."""
+    for message in unknown_keys(ctx.values):
+        yield Issue(
+            f"Helm values: {message}.",
+            "Fix the key in cilium.extraValues, or acknowledge if it exists in the chart "
+            "version you install.",
+            message.split(":", 1)[0],
+        )
+
+
+def _schema_issue(which: str, message: str) -> Issue:
+    return Issue(
+        f"{which} Helm values rejected by the chart schema: {message}.",
+        "Fix the value in cilium.extraValues.",
+        message.split(":", 1)[0],
+    )
+
+
+def _untested(key: str, value: object, what: str) -> Issue:
+    return Issue(
+        f"cilium.extraValues sets {key}={value!r}: {what} with the dual overlay is untested "
+        "upstream.",
+        f"Remove {key} for the migration; change it afterwards if needed.",
+        key,
+    )

@@ -1,0 +1,178 @@
+"""Helm values: the procedure's values, the final switch, the diff, and the chart's checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from plan.facts import ClusterFacts, NodeFacts
+from plan.helm_values import (
+    final_values,
+    flatten,
+    initial_values,
+    merge_values,
+    unknown_keys,
+    validate_values,
+    value_at,
+    values_diff,
+)
+from plan.spec import MigrationSpec
+
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "cilium"
+PACKAGED = Path(__file__).resolve().parents[2] / "plan" / "data"
+
+# Phase 1 of docs/procedure.md, verbatim.
+PROCEDURE_VALUES = yaml.safe_load(
+    """
+operator: {unmanagedPodWatcher: {restart: false}}
+routingMode: tunnel
+tunnelProtocol: vxlan
+tunnelPort: 8473
+cni: {customConf: true, uninstall: false}
+ipam: {mode: cluster-pool, operator: {clusterPoolIPv4PodCIDRList: ["10.245.0.0/16"]}}
+policyEnforcementMode: never
+bpf: {hostLegacyRouting: true}
+"""
+)
+
+
+def spec_with(**sections: Any) -> MigrationSpec:
+    return MigrationSpec.model_validate({"cluster": {"name": "prod"}, **sections}, by_name=False)
+
+
+FACTS = ClusterFacts(
+    nodes=[NodeFacts(name="w1")], api_server_host="cp.example.internal", api_server_port=6443
+)
+
+
+def test_initial_values_with_defaults_are_the_procedures_values() -> None:
+    rendered = initial_values(spec_with(), FACTS)
+    expected = {
+        **PROCEDURE_VALUES,
+        "cluster": {"name": "prod"},
+        "k8sServiceHost": "cp.example.internal",
+        "k8sServicePort": 6443,
+    }
+    assert rendered == expected
+
+
+def test_final_values_switch_exactly_the_procedures_four_keys() -> None:
+    spec = spec_with()
+    diff = values_diff(initial_values(spec, FACTS), final_values(spec, FACTS))
+    assert diff == [
+        ("bpf.hostLegacyRouting", True, False),
+        ("cni.customConf", True, False),
+        ("operator.unmanagedPodWatcher.restart", False, True),
+        ("policyEnforcementMode", "never", "default"),
+    ]
+
+
+def test_final_values_keep_ipam_and_tunnel_settings() -> None:
+    spec = spec_with(
+        network={"podCIDRs": ["10.50.0.0/16"], "tunnelProtocol": "geneve", "tunnelPort": 9000},
+        finalize={"hostLegacyRouting": True},
+    )
+    final = final_values(spec, FACTS)
+    assert value_at(final, "ipam.mode") == "cluster-pool"
+    assert value_at(final, "ipam.operator.clusterPoolIPv4PodCIDRList") == ["10.50.0.0/16"]
+    assert (final["tunnelProtocol"], final["tunnelPort"]) == ("geneve", 9000)
+    assert value_at(final, "bpf.hostLegacyRouting") is True
+
+
+def test_extra_values_merge_deeply_and_null_deletes() -> None:
+    spec = spec_with(
+        cilium={"extraValues": {"operator": {"replicas": 1}, "hubble": {"enabled": False}}}
+    )
+    rendered = initial_values(spec, FACTS)
+    assert rendered["operator"] == {"unmanagedPodWatcher": {"restart": False}, "replicas": 1}
+    assert rendered["hubble"] == {"enabled": False}
+    assert "bpf" not in merge_values(rendered, {"bpf": None})
+    assert rendered["bpf"] == {"hostLegacyRouting": True}  # merging never mutates its inputs
+
+
+def test_diff_reports_added_and_removed_keys() -> None:
+    assert values_diff({"a": {"b": 1}, "gone": 2}, {"a": {"b": 1, "c": None}}) == [
+        ("a.c", None, None),
+        ("gone", 2, None),
+    ]
+
+
+def test_dotted_keys_escape_dots_in_names() -> None:
+    values = {"podAnnotations": {"example.com/team": "net"}}
+    assert flatten(values) == {"podAnnotations.example\\.com/team": "net"}
+    assert value_at(values, "podAnnotations.example\\.com/team") == "net"
+
+
+@pytest.mark.parametrize("render", [initial_values, final_values])
+def test_rendered_values_pass_the_real_chart_schema(render: Any) -> None:
+    schema = yaml.safe_load((REFERENCE / "chart-values.schema.json").read_text())
+    rendered = render(spec_with(), FACTS)
+    jsonschema.validate(rendered, schema)  # the reference copy, not the packaged one
+    assert validate_values(rendered) == []
+
+
+def test_packaged_chart_data_is_the_upstream_reference() -> None:
+    for name in ("chart-values.schema.json", "chart-values.yaml"):
+        assert (PACKAGED / name).read_bytes() == (REFERENCE / name).read_bytes()
+
+
+def test_wrong_type_is_reported_with_its_key() -> None:
+    rendered = initial_values(spec_with(cilium={"extraValues": {"tunnelPort": "abc"}}), FACTS)
+    assert validate_values(rendered) == ["tunnelPort: 'abc' is not of type 'integer'"]
+
+
+def test_nested_wrong_type_uses_the_dotted_path() -> None:
+    problems = validate_values({"ipam": {"operator": {"clusterPoolIPv4PodCIDRList": [5]}}})
+    assert len(problems) == 1
+    assert problems[0].startswith("ipam.operator.clusterPoolIPv4PodCIDRList[0]: ")
+
+
+def test_misspelt_key_is_unknown_with_a_hint() -> None:
+    rendered = initial_values(spec_with(cilium={"extraValues": {"tunnelPortt": 8473}}), FACTS)
+    assert validate_values(rendered) == [
+        "tunnelPortt: not a key of the Cilium chart (did you mean tunnelPort?)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (
+            {"bpf": {"hostLegacyRoutin": True}},
+            "bpf.hostLegacyRoutin: not a key of the Cilium chart (did you mean hostLegacyRouting?)",
+        ),
+        (
+            {"hostLegacyRouting": True},
+            "hostLegacyRouting: not a key of the Cilium chart "
+            "(did you mean bpf.hostLegacyRouting?)",
+        ),
+        ({"zzzzqqq": 1}, "zzzzqqq: not a key of the Cilium chart"),
+    ],
+)
+def test_unknown_keys_hint_siblings_then_other_sections(
+    values: dict[str, Any], expected: str
+) -> None:
+    assert unknown_keys(values) == [expected]
+
+
+def test_free_form_maps_accept_any_key() -> None:
+    values = {
+        "extraConfig": {"anything-goes": "1"},
+        "podAnnotations": {"example.com/x": "y"},
+        "nodeSelector": {"kubernetes.io/arch": "arm64"},
+        "operator": {"resources": {"limits": {"cpu": "1"}}, "updateStrategy": {"x": 1}},
+        "bpf": {"masquerade": True},  # null default: any value
+        "global": {"whatever": True},  # named only in the schema
+    }
+    assert unknown_keys(values) == []
+
+
+def test_every_default_key_is_known() -> None:
+    # The chart's own defaults can never be "unknown": guards the key-tree derivation.
+    defaults = yaml.safe_load((REFERENCE / "chart-values.yaml").read_text())
+    assert unknown_keys(defaults) == []
+    assert validate_values(defaults) == []

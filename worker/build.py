@@ -1,0 +1,39 @@
+"""Builds the Temporal client and worker: one place for the converter, task queue and executor.
+
+Feature code declares workflows and activities; everything about how they are hosted lives here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from workflows.cluster import CLUSTER_ATTRIBUTE, PHASE_ATTRIBUTE, ClusterMigrationWorkflow
+from workflows.node import NodeMigrationWorkflow
+
+TASK_QUEUE = "cilium-migrate"
+WORKFLOWS: tuple[type, ...] = (ClusterMigrationWorkflow, NodeMigrationWorkflow)
+# Register these on the server (`temporal server start-dev --search-attribute NAME=Keyword`).
+SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[str], ...] = (CLUSTER_ATTRIBUTE, PHASE_ATTRIBUTE)
+
+
+async def connect(address: str, namespace: str = "default", **options: Any) -> Client:
+    return await Client.connect(address, namespace=namespace,
+                                data_converter=pydantic_data_converter, **options)
+
+
+def build_worker(client: Client, activities: Sequence[Callable[..., Any]],
+                 task_queue: str = TASK_QUEUE, max_concurrent_activities: int = 32) -> Worker:
+    """Activities are synchronous (the Kubernetes client blocks), so they run on a thread pool
+    at least as large as the number of activities allowed at once."""
+    return Worker(
+        client, task_queue=task_queue, workflows=list(WORKFLOWS), activities=list(activities),
+        activity_executor=ThreadPoolExecutor(max_workers=max_concurrent_activities),
+        max_concurrent_activities=max_concurrent_activities,
+    )

@@ -1,0 +1,229 @@
+"""NodeMigration: one node moves from flannel to Cilium (procedure, Phase 3).
+
+The run method reads like the procedure. When a step fails in a way only a human can judge
+(a drain blocked by a PDB, a failed verification, a reboot that does not come back), the node
+stays as it is, the parent hears why, and this workflow waits for the operator's decision:
+retry the step, roll the node back to flannel, or skip it. Aborting (cancellation) uncordons the
+node if, and only if, this run cordoned it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from plan.steps import (
+        Activity,
+        AgentStatus,
+        CheckResult,
+        CordonResult,
+        DrainBlocker,
+        DrainInput,
+        DrainResult,
+        HostCommandInput,
+        LabelInput,
+        NodeRef,
+        NodeSnapshot,
+        RebootInput,
+        RebootResult,
+        RestartAgentInput,
+        StepError,
+        VerifyInput,
+        VerifyResult,
+    )
+    from workflows.messages import DecideRequest, Decision, NodeEvent, NodeMigrationInput
+    from workflows.progress import NodeProgress, NodeState, NodeStep
+    from workflows.steps import describe_failure, run_step, step_failure
+
+T = TypeVar("T")
+
+NODE_EVENT_SIGNAL = "node_event"
+DECIDE_SIGNAL = "decide"
+
+# Moves Cilium's config out of the way and puts flannel's back, leaving a state that can be
+# checked: the last command's status is the script's.
+ROLLBACK_SCRIPT = (
+    "rm -f /etc/cni/net.d/05-cilium.conflist; "
+    "test -e /etc/cni/net.d/10-flannel.conflist.cilium_bak && "
+    "mv /etc/cni/net.d/10-flannel.conflist.cilium_bak /etc/cni/net.d/10-flannel.conflist; "
+    "test -e /etc/cni/net.d/10-flannel.conflist"
+)
+
+
+class _Stop(Exception):
+    """The operator decided to skip or roll back instead of retrying."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.value)
+        self.decision = decision
+
+
+@workflow.defn(name="NodeMigration")
+class NodeMigrationWorkflow:
+    def __init__(self) -> None:
+        self._decision: Decision | None = None
+        self._input: NodeMigrationInput | None = None
+        self._node: NodeProgress | None = None
+
+    @workflow.signal(name=DECIDE_SIGNAL)
+    def decide(self, request: DecideRequest) -> None:
+        self._decision = request.decision
+
+    @workflow.query(name="progress")
+    def progress(self) -> NodeProgress | None:
+        return self._node
+
+    @workflow.run
+    async def run(self, input: NodeMigrationInput) -> NodeProgress:
+        self._input = input
+        node = self._node = NodeProgress(name=input.node, wave=input.wave,
+                                         state=NodeState.RUNNING, started_at=workflow.now())
+        try:
+            await self._migrate(input, node)
+            node.state = NodeState.MIGRATED
+        except _Stop as stop:
+            if stop.decision is Decision.ROLLBACK:
+                await self._roll_back(input, node)
+                node.state = NodeState.ROLLED_BACK
+            else:
+                node.state = NodeState.SKIPPED
+        except (asyncio.CancelledError, ActivityError) as error:
+            if isinstance(error, ActivityError) and not is_cancelled_exception(error):
+                raise
+            await self._compensate(node)
+            raise asyncio.CancelledError() from error
+        node.blocker = None
+        node.finished_at = workflow.now()
+        await self._tell_parent(step=NodeStep.DONE)
+        return node
+
+    async def _migrate(self, input: NodeMigrationInput, node: NodeProgress) -> None:
+        target = self._target()
+        snapshot = await self._step(NodeStep.SNAPSHOT, Activity.SNAPSHOT_NODE, target,
+                                    NodeSnapshot)
+        node.boot_id_before = snapshot.boot_id
+        cordon = await self._step(NodeStep.CORDON, Activity.CORDON_NODE, target, CordonResult)
+        node.cordoned_by_us = cordon.cordoned_by_us
+        await self._step(NodeStep.DRAIN, Activity.DRAIN_NODE, DrainInput(
+            target=target, timeout_seconds=input.drain_timeout_seconds,
+            grace_period_seconds=input.drain_grace_period_seconds,
+            delete_empty_dir_data=input.drain_delete_empty_dir_data,
+            force_on_timeout=input.drain_force_on_timeout,
+        ), DrainResult, timeout=input.drain_timeout_seconds)
+        await self._step(NodeStep.LABEL, Activity.LABEL_NODE, LabelInput(target=target), type(None))
+        await self._step(NodeStep.RESTART_AGENT, Activity.RESTART_AGENT, RestartAgentInput(
+            target=target, namespace=input.cilium_namespace, timeout_seconds=300.0,
+            not_before=workflow.now()), AgentStatus, timeout=300.0)
+        reboot = await self._reboot(input, snapshot.boot_id)
+        node.boot_id_after = reboot.boot_id_after
+        verify = await self._verify(input, expect="cilium")
+        node.verify = verify.checks
+        await self._uncordon(node)
+
+    async def _roll_back(self, input: NodeMigrationInput, node: NodeProgress) -> None:
+        """Back to flannel: unlabel, restore flannel's CNI config, reboot, verify, uncordon."""
+        node.state = NodeState.ROLLING_BACK
+        target = self._target()
+        await self._step(NodeStep.ROLLBACK, Activity.LABEL_NODE,
+                         LabelInput(target=target, value=None), type(None))
+        await self._step(NodeStep.ROLLBACK, Activity.RUN_HOST_COMMAND, HostCommandInput(
+            target=target, name="rollback", script=ROLLBACK_SCRIPT, image=input.reboot_image),
+            type(None), timeout=180.0)
+        snapshot = await self._step(NodeStep.ROLLBACK, Activity.SNAPSHOT_NODE, target,
+                                    NodeSnapshot)
+        reboot = await self._reboot(input, snapshot.boot_id)
+        node.boot_id_after = reboot.boot_id_after
+        node.verify = (await self._verify(input, expect="flannel")).checks
+        await self._uncordon(node)
+
+    async def _reboot(self, input: NodeMigrationInput, boot_id_before: str) -> RebootResult:
+        return await self._step(NodeStep.REBOOT, Activity.REBOOT_NODE, RebootInput(
+            target=self._target(), strategy=input.reboot_strategy,  # type: ignore[arg-type]
+            boot_id_before=boot_id_before, timeout_seconds=input.reboot_timeout_seconds,
+            image=input.reboot_image, command=input.reboot_command,
+            cilium_namespace=input.cilium_namespace,
+        ), RebootResult, timeout=input.reboot_timeout_seconds)
+
+    async def _verify(self, input: NodeMigrationInput, expect: str) -> VerifyResult:
+        return await self._step(NodeStep.VERIFY, Activity.VERIFY_NODE, VerifyInput(
+            target=self._target(), image=input.verify_image, checks=input.verify_checks,
+            cilium_pools=input.cilium_pools, flannel_network=input.flannel_network,
+            timeout_seconds=input.verify_timeout_seconds,
+            expect=expect,  # type: ignore[arg-type]
+        ), VerifyResult, timeout=input.verify_timeout_seconds)
+
+    async def _uncordon(self, node: NodeProgress) -> None:
+        if node.cordoned_by_us:
+            await self._step(NodeStep.UNCORDON, Activity.UNCORDON_NODE, self._target(), bool)
+
+    async def _compensate(self, node: NodeProgress) -> None:
+        """After an abort: leave nothing cordoned that this run cordoned."""
+        node.state = NodeState.CANCELLED
+        node.finished_at = workflow.now()
+        if node.cordoned_by_us:
+            await run_step(Activity.UNCORDON_NODE, self._target(), bool)
+
+    async def _step(self, step: NodeStep, activity: str, argument: Any, result_type: type[T],
+                    timeout: float = 60.0) -> T:
+        """Runs a step; on a typed failure, reports the blocker and waits for a decision."""
+        node = self._node
+        assert node is not None
+        long = timeout > 60.0
+        while True:
+            if node.step != step:
+                node.step = step
+                await self._tell_parent(step=step)
+            try:
+                return await run_step(activity, argument, result_type,
+                                      timeout=timedelta(seconds=timeout), long=long)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if is_cancelled_exception(error):
+                    raise
+                failure = step_failure(error)
+                if failure is None and not isinstance(error, ApplicationError):
+                    failure = ApplicationError(describe_failure(error), type="StepFailed")
+                assert failure is not None
+                decision = await self._blocked(step, failure)
+                if decision is not Decision.RETRY:
+                    raise _Stop(decision) from error
+
+    async def _blocked(self, step: NodeStep, failure: ApplicationError) -> Decision:
+        node = self._node
+        assert node is not None
+        node.state = NodeState.BLOCKED
+        node.blocker = f"{step.value}: {failure.message}"
+        details = list(failure.details) if failure.details else []
+        if failure.type == StepError.DRAIN_BLOCKED and details and isinstance(details[0], list):
+            node.blockers = [DrainBlocker.model_validate(b) for b in details[0]]
+        if (failure.type == StepError.VERIFICATION_FAILED and details
+                and isinstance(details[0], dict)):
+            node.verify = [CheckResult.model_validate(c) for c in details[0].get("checks", [])]
+        await self._tell_parent(step=step)
+        self._decision = None
+        await workflow.wait_condition(lambda: self._decision is not None)
+        decision = self._decision
+        assert decision is not None
+        node.state, node.blocker, node.blockers = NodeState.RUNNING, None, []
+        return decision
+
+    async def _tell_parent(self, step: NodeStep) -> None:
+        input, node = self._input, self._node
+        assert input is not None and node is not None
+        event = NodeEvent(node=node.name, state=node.state.value, step=step.value,
+                          blocker=node.blocker, blockers=node.blockers, verify=node.verify,
+                          boot_id_before=node.boot_id_before, boot_id_after=node.boot_id_after,
+                          cordoned_by_us=node.cordoned_by_us)
+        await workflow.get_external_workflow_handle(input.parent_id).signal(
+            NODE_EVENT_SIGNAL, event)
+
+    def _target(self) -> NodeRef:
+        input = self._input
+        assert input is not None
+        return NodeRef(cluster=input.cluster, node=input.node, run_id=input.run_id)

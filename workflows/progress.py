@@ -1,0 +1,118 @@
+"""What a migration reports about itself: the `progress` query's model and the final report.
+
+One model serves the CLI's live view, `--output json`, and post-mortems (queries also work on
+completed workflows). Times come from `workflow.now()`, never from the local clock.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field, computed_field
+
+from plan.findings import Finding
+from plan.steps import CheckResult, DrainBlocker
+
+
+class Phase(StrEnum):
+    DISCOVERING = "discovering"
+    PREFLIGHT = "preflight"
+    INSTALLING = "installing"
+    CONFIGURING = "configuring"
+    MIGRATING = "migrating"
+    FINALIZING = "finalizing"
+    REMOVING_FLANNEL = "removing-flannel"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class NodeState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    BLOCKED = "blocked"  # waiting for an operator decision
+    ROLLING_BACK = "rolling-back"
+    MIGRATED = "migrated"
+    ROLLED_BACK = "rolled-back"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class NodeStep(StrEnum):
+    SNAPSHOT = "snapshot"
+    CORDON = "cordon"
+    DRAIN = "drain"
+    LABEL = "label"
+    RESTART_AGENT = "restart-agent"
+    REBOOT = "reboot"
+    VERIFY = "verify"
+    UNCORDON = "uncordon"
+    ROLLBACK = "rollback"
+    DONE = "done"
+
+
+class Approval(BaseModel):
+    gate: str
+    approver: str
+    reason: str = ""
+    at: datetime
+
+
+class NodeProgress(BaseModel):
+    name: str
+    wave: int
+    state: NodeState = NodeState.PENDING
+    step: NodeStep | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    boot_id_before: str | None = None
+    boot_id_after: str | None = None
+    cordoned_by_us: bool = False
+    blocker: str | None = None  # one line for humans
+    blockers: list[DrainBlocker] = Field(default_factory=list)
+    verify: list[CheckResult] = Field(default_factory=list)
+    error: str | None = None
+
+
+class WaveProgress(BaseModel):
+    index: int
+    kind: str
+    nodes: list[str]
+    zone: str | None = None
+    state: str = "pending"  # pending, running, done, halted
+
+
+class Progress(BaseModel):
+    cluster: str
+    phase: Phase = Phase.DISCOVERING
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    paused: bool = False
+    halted: str | None = None  # why new waves are not starting until the operator resumes
+    waves: list[WaveProgress] = Field(default_factory=list)
+    nodes: dict[str, NodeProgress] = Field(default_factory=dict)
+    excluded_nodes: list[str] = Field(default_factory=list)
+    pending_gates: list[str] = Field(default_factory=list)
+    approvals: list[Approval] = Field(default_factory=list)
+    findings: list[Finding] = Field(default_factory=list)
+    values_diff: list[tuple[str, Any, Any]] = Field(default_factory=list)
+    error: str | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def blockers(self) -> list[str]:
+        """Every reason the run is waiting, one line each."""
+        lines = [f"gate {gate} waits for approval" for gate in self.pending_gates]
+        if self.halted:
+            lines.append(self.halted)
+        lines += [f"node {n.name}: {n.blocker}" for n in self.nodes.values() if n.blocker]
+        return lines
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for node in self.nodes.values():
+            counts[node.state.value] = counts.get(node.state.value, 0) + 1
+        return counts

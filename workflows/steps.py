@@ -1,0 +1,61 @@
+"""How the workflows call activities: timeouts, retries, heartbeats and cancellation, in one place.
+
+Transient failures (API throttling, server errors, lost connections) are retried with backoff
+for as long as the step's own deadline allows; the typed failures listed in `StepError` are
+raised non-retryable by the activities and reach the workflow, which asks the operator.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+
+T = TypeVar("T")
+
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                    maximum_interval=timedelta(seconds=30))
+# Long steps report progress; a silent worker for this long is presumed dead and the step moves
+# to another worker, which resumes from the last heartbeat.
+HEARTBEAT = timedelta(seconds=30)
+SHORT = timedelta(seconds=60)
+
+
+async def run_step(name: str, argument: Any, result_type: type[T], *,
+                   timeout: timedelta = SHORT, long: bool = False) -> T:
+    """Runs one activity. ``long`` steps heartbeat, and a cancellation waits until the step
+    has stopped (a drain must not go on evicting after the run was aborted)."""
+    result: T = await workflow.execute_activity(
+        name, argument, result_type=result_type,
+        # Retries of transient errors fit inside this budget; the step's own deadline is inside.
+        schedule_to_close_timeout=timeout * 3 + timedelta(minutes=2),
+        start_to_close_timeout=timeout + timedelta(seconds=30),
+        heartbeat_timeout=HEARTBEAT if long else None,
+        retry_policy=RETRY,
+        cancellation_type=(workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+                           if long else workflow.ActivityCancellationType.TRY_CANCEL),
+    )
+    return result
+
+
+def step_failure(error: BaseException) -> ApplicationError | None:
+    """The typed failure an activity raised, or None (cancellations and timeouts included)."""
+    if is_cancelled_exception(error):
+        return None
+    if isinstance(error, ActivityError) and isinstance(error.cause, ApplicationError):
+        return error.cause
+    return None
+
+
+def describe_failure(error: BaseException) -> str:
+    """One line for the operator: the deepest message of an activity failure chain."""
+    messages = []
+    current: BaseException | None = error
+    while current is not None:
+        if str(current):
+            messages.append(str(current))
+        current = current.__cause__
+    return messages[-1] if messages else type(error).__name__
