@@ -6,18 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from client import sandbox_commands
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-
-
-class CommandError(Exception):
-    """An expected failure: printed as one line, exit code attached."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+from client import exit_codes, plan_commands, sandbox_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cilium-migrate",
         description="Zero-downtime Flannel to Cilium migration as a durable Temporal workflow.")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+    plan_commands.register(groups)
     sandbox_commands.register(groups)
     return parser
 
@@ -42,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         if known is None and not isinstance(error, sandbox_commands.EXPECTED_ERRORS):
             raise
         print(f"error: {error}", file=sys.stderr)
-        code = known if known is not None else EXIT_ERROR
+        code = known if known is not None else exit_codes.INVALID_INPUT
     sys.stdout.flush()
     return code
 

@@ -1,0 +1,119 @@
+"""`cilium-migrate plan` and `cilium-migrate schema`: what would happen, before anything does."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from activities.discovery import DiscoveryError, discover_cluster
+from activities.kubeapi import Kube
+from client import exit_codes
+from client.errors import CommandError
+from client.rendering import OUTPUT_FORMATS, dump, table
+from plan.planner import MigrationPlan, make_plan
+from plan.spec import MigrationSpec
+from plan.spec_loader import SpecError, load_spec, spec_json_schema
+
+
+def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    plan = groups.add_parser("plan", help="discover the cluster and show the migration plan")
+    plan.add_argument("-f", "--filename", type=Path, required=True, help="the migration spec")
+    add_kube_flags(plan)
+    plan.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="table")
+    plan.set_defaults(run=_plan)
+
+    schema = groups.add_parser("schema", help="print the spec's JSON Schema (for editors)")
+    schema.set_defaults(run=_schema)
+
+
+def add_kube_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, "
+                        "~/.kube/config)")
+    parser.add_argument("--context", help="kubeconfig context (default: the spec's "
+                        "cluster.kubeconfigContext, else the current context)")
+
+
+def read_spec(path: Path) -> MigrationSpec:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        raise CommandError(f"cannot read spec {path}: {error.strerror}",
+                           exit_codes.INVALID_INPUT) from error
+    try:
+        return load_spec(text, source=str(path))
+    except SpecError as error:
+        raise CommandError(str(error), exit_codes.INVALID_INPUT) from error
+
+
+def kube_for(spec: MigrationSpec, kubeconfig: str | None, context: str | None) -> Kube:
+    try:
+        return Kube(kubeconfig, context or spec.cluster.kubeconfig_context,
+                    in_cluster=spec.cluster.in_cluster and not kubeconfig)
+    except Exception as error:  # noqa: BLE001 - the client raises many kinds; all mean "no"
+        raise CommandError(f"cannot load cluster credentials: {error}",
+                           exit_codes.INVALID_INPUT) from error
+
+
+def _plan(args: argparse.Namespace) -> int:
+    spec = read_spec(args.filename)
+    kube = kube_for(spec, args.kubeconfig, args.context)
+    try:
+        facts = discover_cluster(kube)
+    except DiscoveryError as error:
+        raise CommandError(f"discovery: {error}", exit_codes.BLOCKED) from error
+    except Exception as error:  # noqa: BLE001 - connection refused, TLS, 401/403...
+        raise CommandError(f"cannot read cluster {spec.cluster.name}: {_short(error)}",
+                           exit_codes.UNREACHABLE) from error
+    plan = make_plan(spec, facts)
+    print(dump(plan, args.output) if args.output != "table" else render_plan(plan))
+    return exit_codes.OK if plan.can_run else exit_codes.BLOCKED
+
+
+def _schema(args: argparse.Namespace) -> int:
+    print(json.dumps(spec_json_schema(), indent=2))
+    return exit_codes.OK
+
+
+def _short(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else type(error).__name__
+
+
+def render_plan(plan: MigrationPlan) -> str:
+    facts = plan.facts
+    out = [f"Cluster {plan.cluster}: {facts.nodes} nodes ({facts.control_planes} control plane), "
+           f"zones {', '.join(facts.zones) or '-'}",
+           f"  flannel      {facts.flannel or 'not found'}",
+           f"  services     {', '.join(facts.service_cidrs) or '-'}",
+           f"  API server   {facts.api_server}",
+           f"  kube-proxy   {'present' if facts.kube_proxy else 'absent'}",
+           f"  policies     {facts.network_policies} NetworkPolicies",
+           f"  PDBs at 0    {', '.join(facts.pdbs_blocking_now) or 'none'}"]
+    if facts.other_cnis:
+        out.append(f"  other CNIs   {', '.join(facts.other_cnis)}")
+    out.append("")
+    if plan.findings:
+        out.append(table([[f.severity + (" (acknowledged)" if f.acknowledged else ""), f.id,
+                           f.message, f.remedy] for f in plan.findings],
+                          ["severity", "finding", "message", "remedy"]))
+    else:
+        out.append("Preflight: no findings.")
+    out.append("")
+    out.append(table([[str(w.index), w.kind, w.zone or "-", ", ".join(w.nodes)]
+                      for w in plan.waves], ["wave", "kind", "zone", "nodes"]))
+    if plan.excluded_nodes:
+        out.append(f"excluded: {', '.join(plan.excluded_nodes)}")
+    out.append("")
+    out.append("Helm values, initial -> final:")
+    out.append(table([[key, json.dumps(old), json.dumps(new)] for key, old, new in
+                      plan.values_diff], ["key", "initial", "final"]))
+    out.append("")
+    if not plan.can_run:
+        out.append("BLOCKED: fix the blocking findings above before starting.")
+    elif plan.warnings_to_acknowledge:
+        out.append("Can run once these warnings are acknowledged (spec `acknowledge:` or the "
+                   f"preflight approval): {', '.join(plan.warnings_to_acknowledge)}")
+    else:
+        out.append("Ready: `cilium-migrate start -f SPEC` runs this plan.")
+    return "\n".join(out)

@@ -1,0 +1,172 @@
+"""`cilium-migrate plan` against real sandboxes: the right findings and exit codes."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from activities.kubeapi import Kube
+from sandbox import cluster
+from tests.helpers import deployment, ready_pods, wait_for
+
+pytestmark = pytest.mark.sandbox
+
+
+class PlanSandbox:
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.kube = Kube(str(state_dir / "kubeconfig"))
+
+    def plan(self, spec: dict[str, Any] | str, tmp: Path, *args: str
+             ) -> subprocess.CompletedProcess[str]:
+        path = tmp / "spec.yaml"
+        path.write_text(spec if isinstance(spec, str) else yaml.safe_dump(spec))
+        return subprocess.run(
+            [sys.executable, "-m", "client.cli", "plan", "-f", str(path), "--kubeconfig",
+             str(self.state_dir / "kubeconfig"), *args],
+            capture_output=True, text=True, timeout=120)
+
+    def plan_json(self, spec: dict[str, Any], tmp: Path) -> tuple[int, dict[str, Any]]:
+        result = self.plan(spec, tmp, "-o", "json")
+        assert "Traceback" not in result.stderr, result.stderr
+        return result.returncode, json.loads(result.stdout)
+
+
+def finding_ids(plan: dict[str, Any]) -> set[str]:
+    return {f["id"] for f in plan["findings"]}
+
+
+@pytest.fixture(scope="module")
+def healthy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlanSandbox]:
+    """A fresh 1 control plane + 4 worker cluster nobody else touches."""
+    state_dir = tmp_path_factory.mktemp("plan") / "state"
+    cluster.up(state_dir, nodes=5, control_planes=1, zones=2)
+    try:
+        yield PlanSandbox(state_dir)
+    finally:
+        cluster.down(state_dir)
+
+
+SPEC = {"cluster": {"name": "plan-test"}}
+
+
+def test_a_healthy_cluster_plans_with_the_article_values(healthy: PlanSandbox,
+                                                         tmp_path: Path) -> None:
+    code, plan = healthy.plan_json(SPEC, tmp_path)
+    assert code == 0 and plan["can_run"] and plan["findings"] == []
+    values = plan["initial_values"]
+    assert values["tunnelPort"] == 8473 and values["routingMode"] == "tunnel"
+    assert values["ipam"] == {"mode": "cluster-pool",
+                              "operator": {"clusterPoolIPv4PodCIDRList": ["10.245.0.0/16"]}}
+    assert values["cni"] == {"customConf": True, "uninstall": False}
+    assert values["bpf"]["hostLegacyRouting"] is True
+    assert values["policyEnforcementMode"] == "never"
+    assert plan["final_values"]["cni"]["customConf"] is False
+    waves = plan["waves"]
+    assert waves[0]["kind"] == "canary" and waves[-1]["nodes"] == ["cp-1"]
+    assert sorted(n for w in waves for n in w["nodes"]) == ["cp-1", "worker-1", "worker-2",
+                                                           "worker-3", "worker-4"]
+    table = healthy.plan(SPEC, tmp_path)
+    assert table.returncode == 0 and "Ready:" in table.stdout and "canary" in table.stdout
+
+
+@pytest.mark.parametrize("network, finding", [
+    ({"tunnelPort": 8472}, "tunnel-port-collision"),
+    ({"podCIDRs": ["10.244.128.0/17"]}, "pod-cidr-overlaps-old-network"),
+    ({"podCIDRs": ["10.96.0.0/16"]}, "pod-cidr-overlaps-service"),
+])
+def test_network_choices_that_break_routing_block_the_plan(
+        healthy: PlanSandbox, tmp_path: Path, network: dict[str, Any], finding: str) -> None:
+    code, plan = healthy.plan_json({**SPEC, "network": network}, tmp_path)
+    assert code == 2 and not plan["can_run"]
+    assert finding in finding_ids(plan)
+    assert next(f for f in plan["findings"] if f["id"] == finding)["severity"] == "blocking"
+
+
+def test_network_policies_need_an_acknowledgement(healthy: PlanSandbox, tmp_path: Path) -> None:
+    healthy.kube.create("/apis/networking.k8s.io/v1/namespaces/default/networkpolicies", {
+        "metadata": {"name": "deny-all"}, "spec": {"podSelector": {}}})
+    try:
+        code, plan = healthy.plan_json(SPEC, tmp_path)
+        assert code == 0 and plan["warnings_to_acknowledge"] == ["network-policies-present"]
+        code, plan = healthy.plan_json({**SPEC, "acknowledge": ["network-policies-present"]},
+                                       tmp_path)
+        assert code == 0 and plan["warnings_to_acknowledge"] == []
+        assert [f["acknowledged"] for f in plan["findings"]] == [True]
+    finally:
+        healthy.kube.delete("/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/"
+                            "deny-all")
+
+
+def test_a_pdb_that_never_allows_eviction_blocks_the_plan(healthy: PlanSandbox,
+                                                          tmp_path: Path) -> None:
+    kube = healthy.kube
+    kube.create("/apis/apps/v1/namespaces/default/deployments", deployment("db", 1))
+    kube.create("/apis/policy/v1/namespaces/default/poddisruptionbudgets", {
+        "metadata": {"name": "db-pdb"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}}})
+    try:
+        wait_for(lambda: ready_pods(healthy, "default", "app=db"), "db")  # type: ignore[arg-type]
+        wait_for(lambda: kube.get("/apis/policy/v1/namespaces/default/poddisruptionbudgets/"
+                                  "db-pdb").get("status", {}).get("expectedPods") == 1, "PDB")
+        code, plan = healthy.plan_json(SPEC, tmp_path)
+        assert code == 2
+        finding = next(f for f in plan["findings"] if f["id"] == "pdb-never-allows-eviction")
+        assert "default/db-pdb" in finding["message"]
+        assert plan["facts"]["pdbs_blocking_now"] == ["default/db-pdb"]
+    finally:
+        kube.delete("/apis/policy/v1/namespaces/default/poddisruptionbudgets/db-pdb")
+        kube.delete("/apis/apps/v1/namespaces/default/deployments/db")
+
+
+def test_a_single_node_cluster_cannot_be_drained(tmp_path: Path) -> None:
+    state_dir = tmp_path / "single"
+    cluster.up(state_dir, nodes=1, control_planes=0)
+    try:
+        code, plan = PlanSandbox(state_dir).plan_json(SPEC, tmp_path)
+    finally:
+        cluster.down(state_dir)
+    assert code == 2 and "too-few-schedulable-nodes" in finding_ids(plan)
+
+
+def test_an_invalid_spec_names_the_field_and_line(healthy: PlanSandbox, tmp_path: Path) -> None:
+    result = healthy.plan("cluster:\n  name: ok\nnetwork:\n  tunnelPort: abc\n", tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "network.tunnelPort" in result.stderr and ":4:" in result.stderr
+    assert result.stdout == ""
+
+
+def test_random_specs_never_crash_the_command(healthy: PlanSandbox, tmp_path: Path) -> None:
+    rng = random.Random(7)
+    junk = ["", "- a\n- b", "cluster: [", "\x00\xff", "cluster: {name: UPPER}",
+            "cluster: {name: x}\nrollout: {maxUnavailable: 1e999}",
+            "cluster: {name: x}\nnetwork: {podCIDRs: [10.300.0.0/16]}",
+            "cluster: {name: x}\nsurprise: true",
+            "cluster: {name: x}\nrollout: {canarySize: 99999999999999999999999}"]
+    junk += ["".join(rng.choice("ab:{}[]-,\n '\"&*!|>") for _ in range(40)) for _ in range(5)]
+    for text in junk:
+        result = healthy.plan(text, tmp_path)
+        assert result.returncode == 1, (text, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr and result.stderr.startswith("error: ")
+
+
+def test_an_unreachable_cluster_is_one_clear_error(tmp_path: Path, healthy: PlanSandbox) -> None:
+    config = yaml.safe_load((healthy.state_dir / "kubeconfig").read_text())
+    config["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:1"
+    kubeconfig = tmp_path / "dead.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    result = subprocess.run([sys.executable, "-m", "client.cli", "plan", "-f", str(spec),
+                             "--kubeconfig", str(kubeconfig)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: cannot read cluster plan-test")
