@@ -153,8 +153,12 @@ def kubectl(toolchain: Toolchain, state_dir: Path, *args: str) -> str:
 
 def _summary(kube: Kube) -> dict[str, Any]:
     node_items = kube.get("/api/v1/nodes")["items"]
+    # Ready, and the node lifecycle controller has caught up (lifted its not-ready taint), so
+    # the scheduler and anyone reading the nodes right after `up` see them as usable.
     ready = [n["metadata"]["name"] for n in node_items if any(
-        c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))]
+        c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
+        and not any(t["key"].startswith("node.kubernetes.io/") for t in
+                    n.get("spec", {}).get("taints") or [])]
     flannel = [p for p in kube.get("/api/v1/pods", labelSelector="app=flannel")["items"]
                if p.get("status", {}).get("phase") == "Running"]
     return {"nodes": len(node_items), "ready": len(ready), "flannel_running": len(flannel)}

@@ -1,0 +1,153 @@
+"""Running whole migrations in tests: a fresh sandbox, a worker, a spec, gate approvals."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+
+from activities.context import ActivityContext
+from activities.kubeapi import Kube
+from activities.registry import activities
+from plan.spec import MigrationSpec
+from sandbox import cluster
+from sandbox.toolchain import Toolchain
+from tests.conftest import CHART
+from worker.build import build_worker
+from workflows.cluster import ClusterMigrationWorkflow, workflow_id
+from workflows.messages import ApproveRequest, MigrationInput
+from workflows.progress import Phase, Progress
+
+HISTORIES = Path(__file__).resolve().parent.parent / "histories"
+RECORD_ENV = "CILIUM_MIGRATE_RECORD_HISTORIES"
+
+
+def migration_spec(name: str, **sections: Any) -> MigrationSpec:
+    """The article's migration on a sandbox: the stand-in chart, short deadlines."""
+    base: dict[str, Any] = {
+        "cluster": {"name": name},
+        "cilium": {"chart": {"path": str(CHART)}},
+        "drain": {"timeout": "90s"},
+        "reboot": {"timeout": "90s"},
+        "verify": {"timeout": "60s"},
+    }
+    for key, value in sections.items():
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
+    return MigrationSpec.model_validate(base)
+
+
+@contextmanager
+def fresh_sandbox(state_dir: Path, workers: int, zones: int) -> Iterator[Kube]:
+    cluster.up(state_dir, nodes=workers + 1, control_planes=1, zones=zones,
+               simulator_args=("--reboot-seconds", "1"))
+    try:
+        yield Kube(str(state_dir / "kubeconfig"))
+    finally:
+        cluster.down(state_dir)
+
+
+def activity_context(state_dir: Path, toolchain: Toolchain, name: str) -> ActivityContext:
+    return ActivityContext(kubeconfigs={name: str(state_dir / "kubeconfig")},
+                           helm=str(toolchain["helm"]))
+
+
+def in_process_worker(client: Client, context: ActivityContext, task_queue: str) -> Any:
+    return build_worker(client, activities(context), task_queue=task_queue)
+
+
+class WorkerProcess:
+    """A worker in its own process, so a test can kill it as a crash would."""
+
+    def __init__(self, address: str, task_queue: str, state_dir: Path, toolchain: Toolchain,
+                 name: str, log: Path) -> None:
+        self.command = [sys.executable, str(Path(__file__).with_name("worker_process.py")),
+                        address, task_queue, name, str(state_dir / "kubeconfig"),
+                        str(toolchain["helm"])]
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=log)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+async def start_migration(client: Client, spec: MigrationSpec, task_queue: str
+                          ) -> WorkflowHandle[Any, Progress]:
+    return await client.start_workflow(
+        ClusterMigrationWorkflow.run, MigrationInput(spec=spec),
+        id=workflow_id(spec.cluster.name), task_queue=task_queue)
+
+
+async def progress_of(handle: WorkflowHandle[Any, Progress]) -> Progress:
+    return await handle.query(ClusterMigrationWorkflow.get_progress)
+
+
+async def wait_progress(handle: WorkflowHandle[Any, Progress], check: Any, what: str,
+                        timeout: float = 300.0, approver: str | None = None) -> Progress:
+    """Queries until ``check(progress)``; approves gates on the way when ``approver`` is set."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        current = await progress_of(handle)
+        if check(current):
+            return current
+        if current.phase in (Phase.FAILED, Phase.CANCELLED, Phase.COMPLETED):
+            raise AssertionError(f"run ended ({current.phase}) before: {what}; "
+                                 f"{current.error}")
+        if approver:
+            for gate in current.pending_gates:
+                await handle.execute_update(ClusterMigrationWorkflow.approve, ApproveRequest(
+                    gate=gate, approver=approver, reason=f"reviewed {gate}"),
+                    id=f"approve-{gate}")
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for: {what}")
+
+
+def pod_ips_outside(kube: Kube, pools: list[str]) -> list[str]:
+    """Running non-hostNetwork pods whose IP is not in the given pools."""
+    networks = [ipaddress.ip_network(p) for p in pools]
+    outside = []
+    for pod in kube.get("/api/v1/pods")["items"]:
+        status, spec = pod.get("status", {}), pod.get("spec", {})
+        if spec.get("hostNetwork") or status.get("phase") != "Running" or not status.get(
+                "podIP") or pod["metadata"].get("deletionTimestamp"):
+            continue
+        if not any(ipaddress.ip_address(status["podIP"]) in n for n in networks):
+            outside.append(f"{pod['metadata']['namespace']}/{pod['metadata']['name']} "
+                           f"{status['podIP']}")
+    return outside
+
+
+async def record_history(handle: WorkflowHandle[Any, Any]) -> None:
+    """Saves a real run's history for the replay tests when recording is switched on."""
+    if not os.environ.get(RECORD_ENV):
+        return
+    HISTORIES.mkdir(exist_ok=True)
+    history = await handle.fetch_history()
+    name = re.sub(r"[^A-Za-z0-9_.-]", "__", handle.id)
+    (HISTORIES / f"{name}.json").write_text(json.dumps(
+        {"workflow_id": handle.id, "history": json.loads(history.to_json())}, indent=1))
