@@ -142,12 +142,20 @@ def pod_ips_outside(kube: Kube, pools: list[str]) -> list[str]:
     return outside
 
 
-async def record_history(handle: WorkflowHandle[Any, Any]) -> None:
-    """Saves a real run's history for the replay tests when recording is switched on."""
+async def record_history(handle: WorkflowHandle[Any, Any], children: int = 1) -> None:
+    """Saves a real run's history, and its first children's, for the replay tests when
+    recording is switched on."""
     if not os.environ.get(RECORD_ENV):
         return
     HISTORIES.mkdir(exist_ok=True)
-    history = await handle.fetch_history()
-    name = re.sub(r"[^A-Za-z0-9_.-]", "__", handle.id)
-    (HISTORIES / f"{name}.json").write_text(json.dumps(
-        {"workflow_id": handle.id, "history": json.loads(history.to_json())}, indent=1))
+    client = handle._client
+    ids = [handle.id]
+    async for execution in client.list_workflows(f"ParentWorkflowId='{handle.id}'"):
+        if len(ids) > children:
+            break
+        ids.append(execution.id)
+    for workflow_id in ids:
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        name = re.sub(r"[^A-Za-z0-9_.-]", "__", workflow_id)
+        (HISTORIES / f"{name}.json").write_text(json.dumps(
+            {"workflow_id": workflow_id, "history": json.loads(history.to_json())}))
