@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Generator
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
@@ -21,8 +23,10 @@ from kubernetes.watch.watch import iter_resp_lines
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+T = TypeVar("T")
 STRATEGIC = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
+APPLY = "application/apply-patch+yaml"
 
 
 class Kube:
@@ -52,8 +56,9 @@ class Kube:
                                      _request_timeout=timeout)
         data = response.read()
         if not 200 <= response.status <= 299:
-            raise ApiException(status=response.status, reason=response.reason,
-                               http_resp=response)
+            error = ApiException(status=response.status, reason=response.reason)
+            error.body = data.decode(errors="replace") if isinstance(data, bytes) else data
+            raise error
         return json.loads(data) if data else None
 
     def get(self, path: str, **query: Any) -> Any:
@@ -126,15 +131,64 @@ class Kube:
                     resource_version = ""
                 time.sleep(1.0)
 
-    def _stream(self, path: str, resource_version: str,
-                query: dict[str, Any]) -> Iterator[tuple[str, Obj]]:
+    def wait(self, path: str, condition: Callable[[list[Obj]], T | None], timeout: float,
+             on_tick: Callable[[], None] | None = None, tick_seconds: float = 5.0,
+             **query: Any) -> T | None:
+        """Follows the collection at ``path`` (narrowed by label or field selectors in
+        ``query``) until ``condition`` holds for its current objects.
+
+        Returns the first truthy value of ``condition(objects)``, checked after the initial
+        list and after every change, or None once ``timeout`` seconds have passed. The watch
+        is cut into windows of ``tick_seconds`` (the server closes each one), and ``on_tick``
+        runs before each window: that is where activities heartbeat.
+        """
+        deadline = time.monotonic() + timeout
+        objects: dict[str, Obj] = {}
+        resource_version = ""
+        while True:
+            if not resource_version:
+                listing = self.get(path, **query)
+                objects = {object_key(o): o for o in listing.get("items", [])}
+                resource_version = listing["metadata"]["resourceVersion"]
+                if result := condition(list(objects.values())):
+                    return result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if on_tick is not None:
+                on_tick()
+            window = max(1, math.ceil(min(remaining, tick_seconds)))
+            events = self._stream(path, resource_version, query, window)
+            try:
+                for kind, obj in events:
+                    if kind == "ERROR":  # our resourceVersion expired: list again
+                        resource_version = ""
+                        break
+                    resource_version = obj["metadata"]["resourceVersion"]
+                    if kind == "BOOKMARK":
+                        continue
+                    if kind == "DELETED":
+                        objects.pop(object_key(obj), None)
+                    else:
+                        objects[object_key(obj)] = obj
+                    if result := condition(list(objects.values())):
+                        return result
+            except ApiException as error:
+                if error.status != 410:
+                    raise
+                resource_version = ""
+            finally:
+                events.close()  # hands the connection back to the pool
+
+    def _stream(self, path: str, resource_version: str, query: dict[str, Any],
+                timeout_seconds: int = 300) -> Generator[tuple[str, Obj], None, None]:
         params = {**query, "watch": "true", "resourceVersion": resource_version,
-                  "allowWatchBookmarks": "true", "timeoutSeconds": 300}
+                  "allowWatchBookmarks": "true", "timeoutSeconds": timeout_seconds}
         method, url, headers, _, _ = self.api.param_serialize(
             method="GET", resource_path=path, query_params=list(params.items()),
             header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
         response = self.api.rest_client.request(method, url, headers=headers,
-                                                _request_timeout=(10, 330))
+                                                _request_timeout=(10, timeout_seconds + 30))
         try:
             if response.status != 200:
                 raise ApiException(status=response.status, reason=response.reason)
@@ -143,3 +197,60 @@ class Kube:
                 yield event["type"], event["object"]
         finally:
             response.response.release_conn()
+
+
+# ---- reading objects ----------------------------------------------------------------------------
+
+def object_key(obj: Obj) -> str:
+    """``namespace/name`` for namespaced objects, ``name`` for cluster-scoped ones."""
+    meta = obj["metadata"]
+    return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else str(meta["name"])
+
+
+def condition_true(obj: Obj, kind: str) -> bool:
+    return any(c.get("type") == kind and c.get("status") == "True"
+               for c in obj.get("status", {}).get("conditions") or [])
+
+
+def is_terminating(obj: Obj) -> bool:
+    return bool(obj["metadata"].get("deletionTimestamp"))
+
+
+def pod_ready(pod: Obj) -> bool:
+    return not is_terminating(pod) and condition_true(pod, "Ready")
+
+
+def pod_finished(pod: Obj) -> bool:
+    return pod.get("status", {}).get("phase") in ("Succeeded", "Failed")
+
+
+def controller_of(obj: Obj) -> Obj | None:
+    """The owner reference marked as controller (a ReplicaSet, DaemonSet, Job...), if any."""
+    return next((ref for ref in obj["metadata"].get("ownerReferences") or []
+                 if ref.get("controller")), None)
+
+
+def created_at(obj: Obj) -> datetime:
+    stamp = obj["metadata"]["creationTimestamp"]
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def selector_matches(selector: Obj | None, labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions) against a set of labels; an empty
+    selector selects everything, a missing one nothing (as PodDisruptionBudgets read them)."""
+    if selector is None:
+        return False
+    if any(labels.get(key) != value for key, value in (selector.get("matchLabels") or {}).items()):
+        return False
+    for requirement in selector.get("matchExpressions") or []:
+        key, values = requirement["key"], requirement.get("values") or []
+        present = key in labels
+        allowed = {
+            "In": present and labels.get(key) in values,
+            "NotIn": not present or labels[key] not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }.get(requirement["operator"], False)
+        if not allowed:
+            return False
+    return True

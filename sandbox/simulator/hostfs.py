@@ -76,7 +76,8 @@ def run_host_command(host: HostFs, argv: list[str]) -> HostCommandResult:
     """Runs what a node-shell pod asked the host to run, for the commands a migration needs.
 
     Supported: reboot (``systemctl reboot``, ``reboot``, ``shutdown -r``), ``rm``, ``mv``,
-    ``cp``, ``test -e``, ``true``, and ``sh -c`` scripts joining those with ``&&`` or ``;``.
+    ``cp``, ``test -e``, ``true``, and ``sh -c`` scripts joining those with ``&&`` and ``;``
+    (no quoting of the separators themselves).
     """
     try:
         if argv[:1] in (["sh"], ["bash"], ["/bin/sh"], ["/bin/bash"]) and argv[1:2] == ["-c"]:
@@ -87,18 +88,25 @@ def run_host_command(host: HostFs, argv: list[str]) -> HostCommandResult:
 
 
 def _run_script(host: HostFs, script: str) -> HostCommandResult:
+    """``;`` runs the next statement whatever happened; ``&&`` runs it only after a success.
+    The script's status is the last command's, as with a shell."""
     outputs: list[str] = []
     reboot = False
-    for clause in script.replace("&&", ";").split(";"):
-        argv = shlex.split(clause)
-        if not argv:
-            continue
-        result = _run_simple(host, argv)
-        outputs.append(result.output)
-        reboot = reboot or result.reboot
-        if result.exit_code != 0:
-            return HostCommandResult(result.exit_code, "\n".join(filter(None, outputs)), reboot)
-    return HostCommandResult(0, "\n".join(filter(None, outputs)), reboot)
+    result = HostCommandResult(0, "")
+    for statement in script.split(";"):
+        for clause in statement.split("&&"):
+            argv = shlex.split(clause)
+            if not argv:
+                continue
+            try:
+                result = _run_simple(host, argv)
+            except HostCommandError as error:
+                result = HostCommandResult(1, str(error))
+            outputs.append(result.output)
+            reboot = reboot or result.reboot
+            if result.exit_code != 0:
+                break
+    return HostCommandResult(result.exit_code, "\n".join(filter(None, outputs)), reboot)
 
 
 def _run_simple(host: HostFs, argv: list[str]) -> HostCommandResult:

@@ -154,8 +154,8 @@ async def record_history(handle: WorkflowHandle[Any, Any], children: int = 1) ->
         if len(ids) > children:
             break
         ids.append(execution.id)
-    for workflow_id in ids:
-        history = await client.get_workflow_handle(workflow_id).fetch_history()
-        name = re.sub(r"[^A-Za-z0-9_.-]", "__", workflow_id)
+    for recorded in ids:
+        history = await client.get_workflow_handle(recorded).fetch_history()
+        name = re.sub(r"[^A-Za-z0-9_.-]", "__", recorded)
         (HISTORIES / f"{name}.json").write_text(json.dumps(
-            {"workflow_id": workflow_id, "history": json.loads(history.to_json())}))
+            {"workflow_id": recorded, "history": json.loads(history.to_json())}))

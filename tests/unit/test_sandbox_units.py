@@ -37,8 +37,10 @@ def test_host_commands_move_files_and_ask_for_reboots(tmp_path: Path) -> None:
     outside = run_host_command(host, ["rm", "/etc/passwd"])
     assert outside.exit_code == 1 and "only has /etc/cni/net.d" in outside.output
     assert run_host_command(host, ["dd", "if=/dev/zero"]).exit_code == 127
-    missing = run_host_command(host, ["sh", "-c", "mv /etc/cni/net.d/a /etc/cni/net.d/b; reboot"])
-    assert missing.exit_code == 1 and not missing.reboot  # stops at the first failure
+    chained = run_host_command(host, ["sh", "-c", "mv /etc/cni/net.d/a /etc/cni/net.d/b && reboot"])
+    assert chained.exit_code == 1 and not chained.reboot  # && stops at the first failure
+    sequenced = run_host_command(host, ["sh", "-c", "mv /etc/cni/net.d/a /etc/cni/net.d/b; true"])
+    assert sequenced.exit_code == 0  # ; goes on, and the last command's status counts
 
 
 def test_host_local_skips_the_gateway_and_reuses_released_addresses() -> None:

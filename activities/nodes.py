@@ -1,0 +1,101 @@
+"""Node bookkeeping steps: snapshot, cordon, uncordon, label.
+
+Cordoning records its owner in an annotation, so a run only ever uncordons what it cordoned:
+a node an operator cordoned before the migration stays cordoned after it. Every write carries
+the resourceVersion it was decided on, so a concurrent change makes it decide again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from kubernetes.client.rest import ApiException
+
+from activities.context import get_node
+from activities.kubeapi import Kube, Obj, condition_true
+from plan.steps import CORDONED_BY_ANNOTATION, CordonResult, LabelInput, NodeRef, NodeSnapshot
+
+CONFLICT_ATTEMPTS = 5
+R = TypeVar("R")
+
+
+def snapshot_node(kube: Kube, target: NodeRef) -> NodeSnapshot:
+    node = get_node(kube, target.node)
+    meta = node["metadata"]
+    return NodeSnapshot(
+        node=target.node,
+        unschedulable=bool(node.get("spec", {}).get("unschedulable")),
+        boot_id=node.get("status", {}).get("nodeInfo", {}).get("bootID", ""),
+        ready=condition_true(node, "Ready"),
+        labels=meta.get("labels") or {},
+        cordoned_by=(meta.get("annotations") or {}).get(CORDONED_BY_ANNOTATION),
+    )
+
+
+def cordon_node(kube: Kube, target: NodeRef) -> CordonResult:
+    """Ensures the node is cordoned; it is ours only if it was schedulable when we came."""
+
+    def decide(node: Obj) -> tuple[Obj | None, CordonResult]:
+        owner = _owner(node)
+        if owner == target.run_id:  # our earlier attempt; re-assert in case someone undid it
+            patch = None if _unschedulable(node) else {"spec": {"unschedulable": True}}
+            return patch, CordonResult(cordoned_by_us=True)
+        if _unschedulable(node):
+            return None, CordonResult(cordoned_by_us=False)
+        return ({"metadata": {"annotations": {CORDONED_BY_ANNOTATION: target.run_id}},
+                 "spec": {"unschedulable": True}}, CordonResult(cordoned_by_us=True))
+
+    return _update(kube, target.node, decide)
+
+
+def uncordon_node(kube: Kube, target: NodeRef) -> bool:
+    """Uncordons only a node this run cordoned; True when it did (or had done) so."""
+
+    def decide(node: Obj) -> tuple[Obj | None, bool]:
+        if _owner(node) != target.run_id:
+            return None, False
+        return {"metadata": {"annotations": {CORDONED_BY_ANNOTATION: None}},
+                "spec": {"unschedulable": None}}, True
+
+    return _update(kube, target.node, decide)
+
+
+def label_node(kube: Kube, request: LabelInput) -> None:
+    """Ensures the label has the value (None: ensures it is absent)."""
+
+    def decide(node: Obj) -> tuple[Obj | None, None]:
+        labels = node["metadata"].get("labels") or {}
+        if labels.get(request.key) == request.value and (
+                request.value is not None or request.key not in labels):
+            return None, None
+        return {"metadata": {"labels": {request.key: request.value}}}, None
+
+    _update(kube, request.target.node, decide)
+
+
+def _owner(node: Obj) -> str | None:
+    return (node["metadata"].get("annotations") or {}).get(CORDONED_BY_ANNOTATION)
+
+
+def _unschedulable(node: Obj) -> bool:
+    return bool(node.get("spec", {}).get("unschedulable"))
+
+
+def _update(kube: Kube, name: str, decide: Callable[[Obj], tuple[Obj | None, R]]) -> R:
+    """Reads the node, lets ``decide`` choose a patch, and applies it only if the node has not
+    changed in between (resourceVersion precondition); decides again after a conflict."""
+    for _ in range(CONFLICT_ATTEMPTS):
+        node = get_node(kube, name)
+        patch, result = decide(node)
+        if patch is None:
+            return result
+        patch.setdefault("metadata", {})["resourceVersion"] = node["metadata"]["resourceVersion"]
+        try:
+            if kube.patch(f"/api/v1/nodes/{name}", patch) is None:
+                get_node(kube, name)  # raises NodeGone
+            return result
+        except ApiException as error:
+            if error.status != 409:
+                raise
+    raise RuntimeError(f"node {name} kept changing while we updated it; retrying the step")

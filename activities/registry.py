@@ -1,0 +1,139 @@
+"""Every activity the workflows call, registered under its `Activity` name.
+
+The methods only resolve the cluster's client and hand over to the module that does the work;
+the worker registers `activities(context)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from temporalio import activity
+
+from activities import cilium, drain, nodes, reboot, verify
+from activities.context import ActivityContext
+from activities.discovery import discover_cluster
+from plan.facts import ClusterFacts
+from plan.steps import (
+    Activity,
+    AgentStatus,
+    CiliumStatus,
+    CiliumWaitInput,
+    ClusterRef,
+    CordonResult,
+    DrainInput,
+    DrainResult,
+    HealthInput,
+    HealthReport,
+    HelmInput,
+    HelmResult,
+    HostCommandInput,
+    LabelInput,
+    NodeConfigInput,
+    NodeRef,
+    NodeSnapshot,
+    RebootInput,
+    RebootResult,
+    RecycleInput,
+    RecycleResult,
+    RemoveFlannelInput,
+    RemoveFlannelResult,
+    RestartAgentInput,
+    RolloutRestartInput,
+    VerifyInput,
+    VerifyResult,
+)
+
+
+class MigrationActivities:
+    def __init__(self, context: ActivityContext) -> None:
+        self.context = context
+        self.reboot_strategies = reboot.strategies(docker=context.docker)
+
+    # ---- discovery ----------------------------------------------------------------------
+
+    @activity.defn(name=Activity.DISCOVER)
+    def discover_cluster(self, cluster: ClusterRef) -> ClusterFacts:
+        return discover_cluster(self.context.kube(cluster), self.context.worker_node)
+
+    # ---- node steps ---------------------------------------------------------------------
+
+    @activity.defn(name=Activity.SNAPSHOT_NODE)
+    def snapshot_node(self, target: NodeRef) -> NodeSnapshot:
+        return nodes.snapshot_node(self.context.kube(target.cluster), target)
+
+    @activity.defn(name=Activity.CORDON_NODE)
+    def cordon_node(self, target: NodeRef) -> CordonResult:
+        return nodes.cordon_node(self.context.kube(target.cluster), target)
+
+    @activity.defn(name=Activity.DRAIN_NODE)
+    def drain_node(self, request: DrainInput) -> DrainResult:
+        return drain.drain_node(self.context.kube(request.target.cluster), request)
+
+    @activity.defn(name=Activity.LABEL_NODE)
+    def label_node(self, request: LabelInput) -> None:
+        nodes.label_node(self.context.kube(request.target.cluster), request)
+
+    @activity.defn(name=Activity.RESTART_AGENT)
+    def restart_agent(self, request: RestartAgentInput) -> AgentStatus:
+        return cilium.restart_agent(self.context.kube(request.target.cluster), request)
+
+    @activity.defn(name=Activity.REBOOT_NODE)
+    def reboot_node(self, request: RebootInput) -> RebootResult:
+        return reboot.reboot_node(self.context.kube(request.target.cluster), request,
+                                  self.reboot_strategies)
+
+    @activity.defn(name=Activity.RUN_HOST_COMMAND)
+    def run_host_command(self, request: HostCommandInput) -> None:
+        reboot.run_host_command(self.context.kube(request.target.cluster), request)
+
+    @activity.defn(name=Activity.VERIFY_NODE)
+    def verify_node(self, request: VerifyInput) -> VerifyResult:
+        return verify.verify_node(self.context.kube(request.target.cluster), request)
+
+    @activity.defn(name=Activity.UNCORDON_NODE)
+    def uncordon_node(self, target: NodeRef) -> bool:
+        return nodes.uncordon_node(self.context.kube(target.cluster), target)
+
+    # ---- cluster steps ------------------------------------------------------------------
+
+    @activity.defn(name=Activity.HELM_UPGRADE)
+    def helm_upgrade(self, request: HelmInput) -> HelmResult:
+        return cilium.helm_upgrade(self.context.helm, self.context.kubeconfig(request.cluster),
+                                   request)
+
+    @activity.defn(name=Activity.WAIT_FOR_CILIUM)
+    def wait_for_cilium(self, request: CiliumWaitInput) -> CiliumStatus:
+        return cilium.wait_for_cilium(self.context.kube(request.cluster), request)
+
+    @activity.defn(name=Activity.APPLY_NODE_CONFIG)
+    def apply_node_config(self, request: NodeConfigInput) -> None:
+        cilium.apply_node_config(self.context.kube(request.cluster), request)
+
+    @activity.defn(name=Activity.DELETE_NODE_CONFIG)
+    def delete_node_config(self, request: NodeConfigInput) -> None:
+        cilium.delete_node_config(self.context.kube(request.cluster), request)
+
+    @activity.defn(name=Activity.CHECK_HEALTH)
+    def check_health(self, request: HealthInput) -> HealthReport:
+        return cilium.check_health(self.context.kube(request.cluster), request)
+
+    @activity.defn(name=Activity.RECYCLE_PODS)
+    def recycle_pods(self, request: RecycleInput) -> RecycleResult:
+        return cilium.recycle_pods(self.context.kube(request.cluster), request)
+
+    @activity.defn(name=Activity.ROLLOUT_RESTART)
+    def rollout_restart(self, request: RolloutRestartInput) -> None:
+        cilium.rollout_restart(self.context.kube(request.cluster), request)
+
+    @activity.defn(name=Activity.REMOVE_FLANNEL)
+    def remove_flannel(self, request: RemoveFlannelInput) -> RemoveFlannelResult:
+        return cilium.remove_flannel(self.context.kube(request.cluster), request)
+
+
+def activities(context: ActivityContext) -> list[Callable[..., Any]]:
+    """The bound activity methods, ready for `Worker(activities=...)`."""
+    instance = MigrationActivities(context)
+    return [getattr(instance, name) for name, member in vars(MigrationActivities).items()
+            if callable(member) and hasattr(member, "__temporal_activity_definition")]

@@ -1,0 +1,90 @@
+"""What `status` shows, from a Progress and a clock; and how `--watch` redraws."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+
+from client.status_view import CLEAR_BELOW, CLEAR_LINE, HOME, Screen, render_progress
+from plan.steps import DrainBlocker
+from workflows.progress import (
+    Approval,
+    NodeProgress,
+    NodeState,
+    NodeStep,
+    Phase,
+    Progress,
+    WaveProgress,
+)
+
+START = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
+
+
+def progress() -> Progress:
+    return Progress(
+        cluster="prod-eu", phase=Phase.MIGRATING, started_at=START, paused=True,
+        halted="health check after wave 1: flannel DaemonSet not ready",
+        waves=[WaveProgress(index=1, kind="canary", nodes=["w1"], state="done"),
+               WaveProgress(index=2, kind="workers", nodes=["w2", "w3"], zone="b",
+                            state="running")],
+        nodes={"w1": NodeProgress(name="w1", wave=1, state=NodeState.MIGRATED,
+                                  step=NodeStep.DONE, started_at=START,
+                                  finished_at=START + timedelta(seconds=95)),
+               "w2": NodeProgress(name="w2", wave=2, state=NodeState.BLOCKED,
+                                  step=NodeStep.DRAIN, started_at=START,
+                                  blocker="drain: pod db/db-0 blocked by PDB db/db-pdb",
+                                  blockers=[DrainBlocker(pod="db/db-0", pdb="db/db-pdb",
+                                                         reason="needs 2 healthy, has 2")]),
+               "w3": NodeProgress(name="w3", wave=2)},
+        pending_gates=["node/w3"],
+        approvals=[Approval(gate="install", approver="alice", reason="ok", at=START)])
+
+
+def test_the_view_says_what_waits_and_the_command_that_unblocks_it() -> None:
+    text = render_progress(progress(), now=START + timedelta(minutes=3, seconds=7),
+                           connection=" --address t:7233")
+    lines = text.splitlines()
+
+    assert lines[0] == "Cluster prod-eu   phase migrating (paused)   elapsed 3m07s"
+    assert lines[1] == "Nodes: 1 blocked, 1 migrated, 1 pending"
+    assert "Halted: health check after wave 1: flannel DaemonSet not ready" in lines
+    assert "  resume with: cilium-migrate resume prod-eu --address t:7233" in lines
+    assert ("  node/w3          cilium-migrate approve prod-eu node/w3 --reason '...' "
+            "--address t:7233") in lines
+    assert "  pod db/db-0: needs 2 healthy, has 2 (PDB db/db-pdb)" in lines
+    assert "  decide with: cilium-migrate decide prod-eu w2 retry|rollback|skip --address " \
+           "t:7233" in lines
+    assert "2     workers  b     running  w2, w3" in lines
+    node_rows = [line.split()[:5] for line in lines if line.startswith("w")]
+    assert node_rows == [["w1", "1", "migrated", "done", "1m35s"],
+                         ["w2", "2", "blocked", "drain", "3m07s"],
+                         ["w3", "2", "pending", "-", "-"]]
+    assert "  install          alice        2025-03-01 10:00:00  ok" in lines
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_watch_redraws_in_place_only_when_the_frame_changed() -> None:
+    terminal = Terminal()
+    with Screen(terminal) as screen:
+        assert screen.show("a\nb")
+        assert not screen.show("a\nb")
+        assert screen.show("a\nc")
+    written = terminal.getvalue()
+
+    assert written.count("\x1b[2J") == 1  # cleared once, on entry; never between frames
+    frame = HOME + f"a{CLEAR_LINE}\nc{CLEAR_LINE}\n" + CLEAR_BELOW
+    assert written.endswith(frame + "\x1b[?25h")
+    assert written.count(HOME) == 2
+
+
+def test_watch_into_a_pipe_appends_changed_frames_without_control_codes() -> None:
+    pipe = io.StringIO()
+    with Screen(pipe) as screen:
+        screen.show("one")
+        screen.show("one")
+        screen.show("two")
+    assert pipe.getvalue() == "one\n\ntwo\n"

@@ -1,0 +1,198 @@
+"""A node's switch to Cilium through the activities: label and agent restart, a reboot through
+a node-shell pod that happens once, and the probe that verifies the result."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.context import ActivityContext
+from activities.registry import MigrationActivities
+from activities.verify import PROBE_SCRIPT
+from plan.facts import MIGRATION_LABEL
+from plan.steps import (
+    PROBE_LABEL,
+    AgentStatus,
+    ClusterRef,
+    HostCommandInput,
+    LabelInput,
+    NodeConfigInput,
+    NodeRef,
+    RebootInput,
+    RestartAgentInput,
+    StepError,
+    VerifyInput,
+)
+from sandbox.simulator.faults import Fault, read_faults, write_faults
+from tests.conftest import CILIUM_POOL, Sandbox
+from tests.helpers import deployment, ready_pods, wait_for
+
+pytestmark = pytest.mark.sandbox
+
+CLUSTER = ClusterRef(name="sandbox")
+FLANNEL_NETWORK = "10.244.0.0/16"
+NODE_CONFIG = NodeConfigInput(cluster=CLUSTER, namespace="kube-system", defaults={
+    "write-cni-conf-when-ready": "/host/etc/cni/net.d/05-cilium.conflist",
+    "custom-cni-conf": "false",
+    "cni-chaining-mode": "none",
+    "cni-exclusive": "true",
+})
+CHECKS = ["pod-ip-in-pool", "api-server", "peer-flannel", "peer-cilium"]
+ROLLBACK = ("rm -f /etc/cni/net.d/05-cilium.conflist && mv /etc/cni/net.d/10-flannel.conflist"
+            ".cilium_bak /etc/cni/net.d/10-flannel.conflist")
+
+
+@pytest.fixture(scope="module")
+def steps(sandbox: Sandbox, cilium: None) -> MigrationActivities:
+    steps = MigrationActivities(ActivityContext(default_kubeconfig=str(sandbox.kubeconfig)))
+    ActivityEnvironment().run(steps.apply_node_config, NODE_CONFIG)
+    return steps
+
+
+@pytest.fixture(scope="module")
+def switched(sandbox: Sandbox, steps: MigrationActivities
+             ) -> Iterator[tuple[NodeRef, RestartAgentInput, AgentStatus]]:
+    """A worker moved to Cilium the way the node workflow does it: label, then agent restart.
+    Afterwards it goes back to flannel, so later tests in the session find new pods there
+    on flannel as before."""
+    target = NodeRef(cluster=CLUSTER, node=sandbox.claim_worker(), run_id="r")
+    env = ActivityEnvironment()
+    env.run(steps.label_node, LabelInput(target=target))
+    restart = RestartAgentInput(target=target, namespace="kube-system", timeout_seconds=30,
+                                not_before=datetime.now(UTC))
+    yield target, restart, env.run(steps.restart_agent, restart)
+    env.run(steps.label_node, LabelInput(target=target, value=None))
+    env.run(steps.run_host_command, HostCommandInput(target=target, name="rollback",
+                                                     script=ROLLBACK))
+    env.run(steps.restart_agent, restart.model_copy(update={"not_before": datetime.now(UTC)}))
+
+
+@pytest.fixture
+def probe_fails(sandbox: Sandbox) -> Iterator[Any]:
+    path = sandbox.state_dir / "faults.yaml"
+    nodes: list[str] = []
+
+    def inject(node: str) -> None:
+        faults = read_faults(path)
+        faults.setdefault(node, set()).add(Fault.PROBE_FAILS)
+        write_faults(path, faults)
+        nodes.append(node)
+
+    yield inject
+    faults = read_faults(path)
+    for node in nodes:
+        faults.get(node, set()).discard(Fault.PROBE_FAILS)
+    write_faults(path, faults)
+
+
+def agent_pods(sandbox: Sandbox, node: str) -> list[dict[str, Any]]:
+    return [p for p in sandbox.kube.get(
+        "/api/v1/namespaces/kube-system/pods", labelSelector="k8s-app=cilium",
+        fieldSelector=f"spec.nodeName={node}")["items"]
+        if not p["metadata"].get("deletionTimestamp")]
+
+
+def test_label_and_agent_restart_switch_the_node_and_a_retry_restarts_nothing(
+        sandbox: Sandbox, steps: MigrationActivities,
+        switched: tuple[NodeRef, RestartAgentInput, AgentStatus]) -> None:
+    target, restart, agent = switched
+    assert agent.ready
+    assert sorted(p.name for p in sandbox.cni_dir(target.node).iterdir()) == [
+        "05-cilium.conflist", "10-flannel.conflist.cilium_bak"]
+    # The step retried: the agent it started already read the overrides, so it stays.
+    again = ActivityEnvironment().run(steps.restart_agent, restart)
+    assert again.pod == agent.pod
+    assert [p["metadata"]["name"] for p in agent_pods(sandbox, target.node)] == [agent.pod]
+
+
+def test_a_node_shell_reboot_happens_once_for_a_boot_id(
+        sandbox: Sandbox, steps: MigrationActivities,
+        switched: tuple[NodeRef, RestartAgentInput, AgentStatus]) -> None:
+    target = switched[0]
+    env = ActivityEnvironment()
+    before = env.run(steps.snapshot_node, target).boot_id
+    request = RebootInput(target=target, strategy="node-shell", boot_id_before=before,
+                          timeout_seconds=30)
+
+    first = env.run(steps.reboot_node, request)
+    assert first.triggered and first.boot_id_after != before
+    node = sandbox.kube.get(f"/api/v1/nodes/{target.node}")
+    assert node["status"]["nodeInfo"]["bootID"] == first.boot_id_after
+    [agent] = agent_pods(sandbox, target.node)
+    assert agent["status"]["containerStatuses"][0]["restartCount"] >= 1  # restarted by the boot
+
+    second = env.run(steps.reboot_node, request)  # the same step once more
+    assert (second.triggered, second.boot_id_after) == (False, first.boot_id_after)
+    shells = sandbox.kube.get("/api/v1/namespaces/kube-system/pods",
+                              labelSelector="cilium-migrate.io/node-shell",
+                              fieldSelector=f"spec.nodeName={target.node}")["items"]
+    assert shells == []
+    node = sandbox.kube.get(f"/api/v1/nodes/{target.node}")
+    assert node["status"]["nodeInfo"]["bootID"] == first.boot_id_after
+
+
+def test_verify_passes_on_a_switched_node_and_fails_when_the_probe_reaches_nothing(
+        sandbox: Sandbox, steps: MigrationActivities, probe_fails: Any, namespace: str,
+        switched: tuple[NodeRef, RestartAgentInput, AgentStatus]) -> None:
+    target = switched[0]
+    env = ActivityEnvironment()
+    # A peer on flannel for certain: a pod on a node not switched to Cilium.
+    peer = deployment("peer", 1)
+    peer["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{
+            "matchExpressions": [{"key": MIGRATION_LABEL, "operator": "DoesNotExist"}]}]}}}
+    sandbox.kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", peer)
+    wait_for(lambda: ready_pods(sandbox, namespace, "app=peer"), "a pod on flannel")
+    request = VerifyInput(target=target, image="busybox:1.36", checks=CHECKS,
+                          cilium_pools=[CILIUM_POOL], flannel_network=FLANNEL_NETWORK,
+                          timeout_seconds=30)
+
+    result = env.run(steps.verify_node, request)
+    assert result.passed
+    assert result.pod_ip and ipaddress.ip_address(result.pod_ip) in ipaddress.ip_network(
+        CILIUM_POOL)
+    checks = {c.name: c for c in result.checks}
+    assert checks["peer-flannel"].detail.startswith("reached 10.244.")
+    assert list(checks) == CHECKS
+
+    probe_fails(target.node)
+    with pytest.raises(ApplicationError) as raised:
+        env.run(steps.verify_node, request)
+    error = raised.value
+    assert error.type == StepError.VERIFICATION_FAILED and error.non_retryable
+    failed = {c["name"] for c in error.details[0]["checks"] if not c["passed"]}
+    assert {"api-server", "peer-flannel"} <= failed and "pod-ip-in-pool" not in failed
+    assert "api-server" in error.message
+    assert sandbox.kube.get("/api/v1/namespaces/kube-system/pods",
+                            labelSelector=f"{PROBE_LABEL}=true")["items"] == []
+
+
+def test_the_probe_script_reports_in_the_shape_the_activity_reads(tmp_path: Path) -> None:
+    """Outside the sandbox the probe pod really runs its script: here with stand-ins for
+    wget (the API server answers) and ping (only the first peer answers)."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "wget").write_text("#!/bin/sh\nexit 0\n")
+    (tools / "ping").write_text('#!/bin/sh\nfor a; do last=$a; done; [ "$last" = 10.244.1.5 ]\n')
+    for tool in tools.iterdir():
+        tool.chmod(0o755)
+    report = tmp_path / "termination-log"
+    env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}", "POD_IP": "10.245.3.2",
+           "NODE_NAME": "worker-9", "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+           "KUBERNETES_SERVICE_PORT": "443", "PROBE_PEERS": "10.244.1.5,10.245.7.8"}
+    done = subprocess.run(["sh", "-c", PROBE_SCRIPT.replace("/dev/termination-log", str(report))],
+                          env=env, timeout=30)
+    assert done.returncode == 1  # one peer did not answer
+    assert json.loads(report.read_text()) == {
+        "podIP": "10.245.3.2", "node": "worker-9", "apiServer": True,
+        "peers": {"10.244.1.5": True, "10.245.7.8": False}}

@@ -1,0 +1,105 @@
+"""Reboots that do not come back, and retried reboot steps that must not reboot twice."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.context import ActivityContext
+from activities.registry import MigrationActivities
+from plan.steps import ClusterRef, NodeRef, RebootInput, StepError
+from sandbox.simulator.faults import Fault, read_faults, write_faults
+from tests.conftest import Sandbox
+
+pytestmark = pytest.mark.sandbox
+
+CLUSTER = ClusterRef(name="sandbox")
+
+
+@pytest.fixture(scope="module")
+def steps(sandbox: Sandbox, cilium: None) -> MigrationActivities:
+    return MigrationActivities(ActivityContext(default_kubeconfig=str(sandbox.kubeconfig)))
+
+
+@pytest.fixture
+def faults(sandbox: Sandbox) -> Iterator[Any]:
+    """Sets and clears faults; whatever a test left set is cleared afterwards."""
+    path = sandbox.state_dir / "faults.yaml"
+    touched: list[tuple[str, Fault]] = []
+
+    def change(node: str, fault: Fault, on: bool = True) -> None:
+        current = read_faults(path)
+        if on:
+            current.setdefault(node, set()).add(fault)
+            touched.append((node, fault))
+        else:
+            current.get(node, set()).discard(fault)
+        write_faults(path, current)
+
+    yield change
+    for node, fault in touched:
+        change(node, fault, on=False)
+
+
+def reboot_pods(sandbox: Sandbox, node: str) -> list[dict[str, Any]]:
+    pods: list[dict[str, Any]] = sandbox.kube.get(
+        "/api/v1/namespaces/kube-system/pods", labelSelector="cilium-migrate.io/node-shell=reboot",
+        fieldSelector=f"spec.nodeName={node}")["items"]
+    return pods
+
+
+def test_a_reboot_that_never_completes_fails_and_the_retry_waits_for_the_same_reboot(
+        sandbox: Sandbox, steps: MigrationActivities, faults: Any) -> None:
+    node = sandbox.claim_worker()
+    target = NodeRef(cluster=CLUSTER, node=node, run_id="r")
+    env = ActivityEnvironment()
+    before = env.run(steps.snapshot_node, target).boot_id
+    request = RebootInput(target=target, strategy="node-shell", boot_id_before=before,
+                          timeout_seconds=2)
+    faults(node, Fault.REBOOT_NEVER_COMPLETES)
+
+    with pytest.raises(ApplicationError) as raised:
+        env.run(steps.reboot_node, request)
+    error = raised.value
+    assert error.type == StepError.REBOOT_NOT_COMPLETING and error.non_retryable
+    assert "bootID has not changed" in error.message
+    assert len(reboot_pods(sandbox, node)) == 1  # kept, so a retry does not ask again
+
+    # The operator power-cycles the machine and retries the step, a new activity that knows
+    # nothing of the last one: it finds the kept pod instead of creating another, waits for
+    # the boot, and cleans up.
+    faults(node, Fault.REBOOT_NEVER_COMPLETES, on=False)
+    result = ActivityEnvironment().run(steps.reboot_node,
+                                       request.model_copy(update={"timeout_seconds": 30}))
+    assert result.boot_id_after != before
+    assert reboot_pods(sandbox, node) == []  # a second reboot pod would still be here
+    assert ActivityEnvironment().run(steps.snapshot_node, target).ready
+
+
+def test_a_command_reboot_recorded_as_triggered_is_not_run_again(
+        sandbox: Sandbox, steps: MigrationActivities) -> None:
+    """A worker died after the command ran: Temporal gives the next attempt the last
+    heartbeat, which says the reboot was asked for, so the attempt only waits. (Read-only use
+    of a node: the command fails or is not run, so nothing reboots.)"""
+    node = sandbox.workers()[-1]
+    target = NodeRef(cluster=CLUSTER, node=node, run_id="r")
+    boot_id = ActivityEnvironment().run(steps.snapshot_node, target).boot_id
+    request = RebootInput(target=target, strategy="command", boot_id_before=boot_id,
+                          command=["false", "{node}"], timeout_seconds=1)
+
+    with pytest.raises(ApplicationError) as fresh:
+        ActivityEnvironment().run(steps.reboot_node, request)
+    assert "exited 1" in fresh.value.message  # a first attempt runs the command
+
+    retried = ActivityEnvironment()
+    retried.info = dataclasses.replace(retried.info, attempt=2, heartbeat_details=[
+        {"boot_id_before": boot_id, "triggered": True, "agent_containers": []}])
+    with pytest.raises(ApplicationError) as waited:
+        retried.run(steps.reboot_node, request)
+    assert waited.value.type == StepError.REBOOT_NOT_COMPLETING
+    assert "bootID has not changed" in waited.value.message
