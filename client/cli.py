@@ -6,7 +6,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from client import exit_codes, plan_commands, sandbox_commands
+from client import (
+    dev_commands,
+    exit_codes,
+    history_commands,
+    migration_commands,
+    plan_commands,
+    sandbox_commands,
+    status_commands,
+    worker_commands,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     plan_commands.register(groups)
     sandbox_commands.register(groups)
+    migration_commands.register(groups)
+    status_commands.register(groups)
+    history_commands.register(groups)
+    worker_commands.register(groups)
+    dev_commands.register(groups)
     return parser
 
 

@@ -1,0 +1,148 @@
+"""`cilium-migrate history export|replay`: keep a migration's history, and check that today's
+workflow code still replays it (a change that does not is a nondeterminism bug, caught here
+before it breaks a running migration).
+
+An export is `{"workflow_id": ..., "history": {...}}`, the layout of tests/histories (so an
+exported run can become a replay test as it is): replay must use the real workflow ID, since the
+node workflows' IDs derive from it. `replay` also reads the bare history JSON of the Temporal CLI
+and UI (`temporal workflow show -o json`), taking the ID from the history's first event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime, TelemetryConfig
+from temporalio.worker import Replayer
+from temporalio.workflow import NondeterminismError
+
+from client import exit_codes, migrations
+from client.errors import CommandError
+from client.temporal_flags import add_temporal_flags, open_client, run
+from worker.build import WORKFLOWS
+
+
+def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    history = groups.add_parser("history", help="export a migration's history, or replay one")
+    commands = history.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    export = commands.add_parser("export", help="write a migration's event history as JSON")
+    export.add_argument("cluster")
+    export.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
+                        help="where to write it ('-' for stdout)")
+    export.add_argument("--run-id", help="a run other than the latest")
+    add_temporal_flags(export)
+    export.set_defaults(run=lambda args: run(args, _export(args)))
+
+    for parent, name in ((commands, "replay"), (groups, "replay")):
+        replay = parent.add_parser(name, help="replay an exported history against this "
+                                   "version's workflow code (exit 2 if it diverges)")
+        replay.add_argument("file", type=Path)
+        replay.add_argument("--workflow-id", help="when the history does not record it")
+        replay.add_argument("-v", "--verbose", action="store_true",
+                            help="show the SDK's own log of the replay")
+        replay.set_defaults(run=lambda args: run(args, _replay(args)))
+
+
+async def _export(args: argparse.Namespace) -> int:
+    client = await open_client(args)
+    migration = await migrations.find(client, args.cluster)
+    handle = client.get_workflow_handle(migration.handle.id, run_id=args.run_id)
+    print(f"fetching the history of {handle.id}...", file=sys.stderr, flush=True)
+    history = await handle.fetch_history()
+    text = json.dumps({"workflow_id": history.workflow_id,
+                       "history": history.to_json_dict()}, indent=1)
+    if str(args.output) == "-":
+        sys.stdout.write(text + "\n")
+    else:
+        try:
+            args.output.write_text(text + "\n", encoding="utf-8")
+        except OSError as error:
+            raise CommandError(f"cannot write {args.output}: {error.strerror}") from None
+        print(f"wrote {len(history.events)} events of {history.workflow_id} (run "
+              f"{history.run_id}) to {args.output}")
+    return exit_codes.OK
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    history = load_history(args.file, args.workflow_id)
+    print(f"replaying {len(history.events)} events of {history.workflow_id}...",
+          file=sys.stderr, flush=True)
+    failure = await replay(history, quiet=not args.verbose)
+    if failure is not None:
+        kind = "nondeterminism" if isinstance(failure, NondeterminismError) else "failure"
+        raise CommandError(f"replay of {args.file} failed ({kind}): {failure_reason(failure)}",
+                           exit_codes.BLOCKED)
+    print(f"{args.file}: replays cleanly ({history.workflow_id})")
+    return exit_codes.OK
+
+
+def load_history(path: Path, workflow_id: str | None = None) -> WorkflowHistory:
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise CommandError(f"cannot read {path}: {error.strerror}") from None
+    except ValueError as error:
+        raise CommandError(f"{path} is not JSON: {error}") from None
+    recorded: str | None = None
+    if isinstance(data, dict) and "history" in data:  # our export
+        recorded, data = data.get("workflow_id"), data["history"]
+    if not isinstance(data, dict) or not data.get("events"):
+        raise CommandError(f"{path} is not a Temporal history (no events)")
+    recorded = recorded or _recorded_workflow_id(data)
+    if workflow_id is None and recorded is None:
+        raise CommandError(f"{path} does not record its workflow ID; pass --workflow-id")
+    try:
+        return WorkflowHistory.from_json(workflow_id or str(recorded), data)
+    except Exception as error:  # noqa: BLE001 - protobuf's parse errors have many types
+        raise CommandError(f"{path} is not a Temporal history: {_first_line(error)}") from None
+
+
+async def replay(history: WorkflowHistory, quiet: bool = True) -> BaseException | None:
+    """Replays ``history`` with this version's workflows; the failure, or None if it matched.
+    ``quiet`` keeps the SDK's logs of the failing activation (a traceback) off the terminal."""
+    runtime = Runtime(telemetry=TelemetryConfig(logging=None)) if quiet else None
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter,
+                        runtime=runtime)
+    sdk_log = logging.getLogger("temporalio")
+    level = sdk_log.level
+    if quiet:
+        sdk_log.setLevel(logging.CRITICAL)
+    try:
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    finally:
+        sdk_log.setLevel(level)
+    return result.replay_failure
+
+
+def failure_reason(failure: BaseException) -> str:
+    """The messages inside a failed activation, outermost first, without the Rust debug dump
+    around them, e.g. "[TMPRL1100] Nondeterminism error: Activity type of scheduled event
+    'x' does not match activity type of activity command 'y'"."""
+    text = str(failure)
+    messages = [m.replace('\\"', '"') for m in re.findall(r'message: "((?:[^"\\]|\\.)*)"',
+                                                            text)]
+    messages = [m.split("\\n")[0].strip() for m in messages if m.strip()]
+    return ": ".join(messages[:2])[:500] if messages else _first_line(failure)
+
+
+def _recorded_workflow_id(data: Any) -> str | None:
+    try:
+        started = data["events"][0]["workflowExecutionStartedEventAttributes"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    value = started.get("workflowId") if isinstance(started, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:500] if lines else type(error).__name__

@@ -1,0 +1,254 @@
+"""The Temporal calls behind the operator commands: find, start, ask, steer and list migrations.
+
+Each function takes a connected client and returns our own models or raises `CommandError`
+with the exit code a script can branch on; the command modules only parse and print.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from client import exit_codes
+from client.errors import CommandError
+from plan.spec import MigrationSpec
+from workflows.cluster import (
+    CLUSTER_ATTRIBUTE,
+    PHASE_ATTRIBUTE,
+    ClusterMigrationWorkflow,
+    workflow_id,
+)
+from workflows.messages import MigrationInput
+from workflows.progress import NodeState, Phase, Progress
+
+WORKFLOW_TYPE = "ClusterMigration"
+# How long a query or an update may wait for a worker before we say that none is answering
+# (a worker must replay the workflow to answer either).
+ANSWER_TIMEOUT = float(os.environ.get("CILIUM_MIGRATE_ANSWER_TIMEOUT", "30"))
+ENDED_PHASES = (Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED)
+
+Handle = WorkflowHandle[ClusterMigrationWorkflow, Progress]
+
+
+@dataclass(frozen=True)
+class Migration:
+    cluster: str
+    handle: Handle
+    description: WorkflowExecutionDescription
+
+    @property
+    def running(self) -> bool:
+        return self.description.status is WorkflowExecutionStatus.RUNNING
+
+    @property
+    def status(self) -> str:
+        return status_name(self.description.status)
+
+
+@dataclass(frozen=True)
+class Started:
+    handle: Handle
+    attached: bool  # a migration of this cluster was already running
+    same_spec: bool | None = None  # when attached: was it started with this spec?
+
+
+class NoAnswer(CommandError):
+    def __init__(self, what: str, task_queue: str) -> None:
+        super().__init__(f"no worker answered the {what} within {ANSWER_TIMEOUT:.0f}s; is "
+                         f"`cilium-migrate worker` running on task queue {task_queue}?",
+                         exit_codes.UNREACHABLE)
+
+
+def status_name(status: WorkflowExecutionStatus | None) -> str:
+    return status.name.lower().replace("_", "-") if status else "unknown"
+
+
+async def find(client: Client, cluster: str) -> Migration:
+    """The latest migration of ``cluster`` (running, or the last one that ran)."""
+    handle: Handle = client.get_workflow_handle_for(ClusterMigrationWorkflow.run,
+                                                    workflow_id(cluster))
+    try:
+        description = await handle.describe()
+    except RPCError as error:
+        if error.status is RPCStatusCode.NOT_FOUND:
+            raise CommandError(f"no migration of cluster {cluster} (workflow "
+                               f"{workflow_id(cluster)}) in namespace {client.namespace}",
+                               exit_codes.NOT_FOUND) from None
+        raise
+    return Migration(cluster, handle, description)
+
+
+async def find_running(client: Client, cluster: str) -> Migration:
+    migration = await find(client, cluster)
+    if not migration.running:
+        raise CommandError(f"the migration of cluster {cluster} has ended ({migration.status})",
+                           exit_codes.BLOCKED)
+    return migration
+
+
+async def start(client: Client, spec: MigrationSpec, task_queue: str) -> Started:
+    cluster = spec.cluster.name
+    attributes = TypedSearchAttributes([
+        SearchAttributePair(CLUSTER_ATTRIBUTE, cluster),
+        SearchAttributePair(PHASE_ATTRIBUTE, Phase.DISCOVERING.value)])
+    try:
+        handle = await client.start_workflow(
+            ClusterMigrationWorkflow.run, MigrationInput(spec=spec), id=workflow_id(cluster),
+            task_queue=task_queue, search_attributes=attributes)
+    except WorkflowAlreadyStartedError:
+        existing: Handle = client.get_workflow_handle_for(
+            ClusterMigrationWorkflow.run, workflow_id(cluster))
+        return Started(existing, attached=True,
+                       same_spec=await _same_spec(client, existing, spec))
+    return Started(handle, attached=False)
+
+
+async def _same_spec(client: Client, handle: Handle, spec: MigrationSpec) -> bool | None:
+    """Compares the running migration's input with ``spec``; None when it cannot tell."""
+    async for event in handle.fetch_history_events():
+        payloads = event.workflow_execution_started_event_attributes.input.payloads
+        try:
+            [running] = await client.data_converter.decode(payloads, [MigrationInput])
+        except Exception:  # noqa: BLE001 - an older input shape: unknown, not an error
+            return None
+        return bool(running.spec == spec)
+    return None
+
+
+async def progress(client: Client, migration: Migration) -> Progress:
+    """The migration's own account of itself. A completed run's result is its final progress,
+    which needs no worker; anything else asks the workflow (a worker replays closed runs)."""
+    if migration.description.status is WorkflowExecutionStatus.COMPLETED:
+        return await migration.handle.result()
+    try:
+        return await migration.handle.query(ClusterMigrationWorkflow.get_progress,
+                                            rpc_timeout=timedelta(seconds=ANSWER_TIMEOUT))
+    except RPCError as error:
+        # No worker: the server says so at once when none polled lately, else the call times out.
+        if error.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED,
+                            RPCStatusCode.FAILED_PRECONDITION):
+            raise NoAnswer("progress query", migration.description.task_queue) from None
+        raise
+
+
+async def update(migration: Migration, name: str, request: Any, update_id: str) -> str:
+    """Sends an operator Update; a refusal by the workflow's validator becomes exit code 2."""
+    try:
+        result = await migration.handle.execute_update(
+            name, request, id=update_id, result_type=str,
+            rpc_timeout=timedelta(seconds=ANSWER_TIMEOUT))
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        raise NoAnswer(f"{name} request (id {update_id}, safe to repeat)",
+                       migration.description.task_queue) from None
+    except WorkflowUpdateFailedError as error:
+        cause = error.cause
+        reason = getattr(cause, "message", None) or str(cause or error)
+        raise CommandError(f"{name} refused: {reason}", exit_codes.BLOCKED) from None
+    except RPCError as error:
+        if error.status is RPCStatusCode.NOT_FOUND:  # it ended between describe and update
+            raise CommandError(f"{name} refused: the migration of cluster {migration.cluster} "
+                               f"has ended", exit_codes.BLOCKED) from None
+        raise
+    return str(result)
+
+
+async def wait_for_end(client: Client, migration: Migration) -> tuple[Migration, Progress]:
+    """Waits until the run ends; then its final state and progress."""
+    with contextlib.suppress(WorkflowFailureError):  # how a failed or cancelled run ends
+        await migration.handle.result()
+    ended = await find(client, migration.cluster)
+    return ended, await progress(client, ended)
+
+
+async def uncordoned_by_abort(client: Client, migration: Migration, final: Progress
+                              ) -> tuple[list[str], list[str]]:
+    """The nodes an abort uncordoned, and those it may not have (their compensation failed).
+
+    A node's workflow ends as cancelled only once its compensation uncordoned what it had
+    cordoned; the parent waits for that before it ends itself."""
+    done: list[str] = []
+    unsure: list[str] = []
+    for node in final.nodes.values():
+        if not (node.cordoned_by_us and node.state is NodeState.CANCELLED):
+            continue
+        child = client.get_workflow_handle(f"{migration.handle.id}/node/{node.name}")
+        try:
+            status = (await child.describe()).status
+        except RPCError as error:
+            if error.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            status = None
+        (done if status is WorkflowExecutionStatus.CANCELED else unsure).append(node.name)
+    return done, unsure
+
+
+@dataclass(frozen=True)
+class Listed:
+    cluster: str
+    workflow_id: str
+    run_id: str
+    status: str
+    phase: str | None
+    started_at: datetime
+    closed_at: datetime | None
+    task_queue: str
+
+
+def _listed(execution: WorkflowExecution) -> Listed:
+    attributes = execution.typed_search_attributes
+    cluster = attributes.get(CLUSTER_ATTRIBUTE) or execution.id.removeprefix(workflow_id(""))
+    return Listed(cluster=cluster, workflow_id=execution.id, run_id=execution.run_id,
+                  status=status_name(execution.status), phase=attributes.get(PHASE_ATTRIBUTE),
+                  started_at=execution.start_time, closed_at=execution.close_time,
+                  task_queue=execution.task_queue)
+
+
+async def list_migrations(client: Client, running_only: bool = False) -> AsyncIterator[Listed]:
+    query = f"WorkflowType='{WORKFLOW_TYPE}'"
+    if running_only:
+        query += " AND ExecutionStatus='Running'"
+    async for execution in client.list_workflows(query):
+        yield _listed(execution)
+
+
+async def running_progress(client: Client, listed: Listed) -> Progress | None:
+    """A listed run's progress when it is running and answers quickly; else None (a listing
+    must not fail, or wait long, because one run has no worker)."""
+    if listed.status != "running":
+        return None
+    handle = client.get_workflow_handle(listed.workflow_id, run_id=listed.run_id)
+    try:
+        return await handle.query("progress", result_type=Progress,
+                                  rpc_timeout=timedelta(seconds=5))
+    except RPCError:
+        return None
+
+
+async def the_running_cluster(client: Client) -> str:
+    """The cluster of the one running migration, for commands given no cluster."""
+    running = sorted({m.cluster async for m in list_migrations(client, running_only=True)})
+    if len(running) == 1:
+        return running[0]
+    if not running:
+        raise CommandError(f"no migration is running in namespace {client.namespace}; name a "
+                           "cluster to see an ended one", exit_codes.NOT_FOUND)
+    raise CommandError(f"{len(running)} migrations are running ({', '.join(running)}); name "
+                       "the cluster", exit_codes.INVALID_INPUT)
