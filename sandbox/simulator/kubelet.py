@@ -260,7 +260,8 @@ class Simulator:
         for pod in sorted(self._pods_on(node), key=lambda p: not p.host_network):
             if pod.terminating:
                 self._finish_termination(pod.uid)
-            elif not pod.started and self._phase(pod) not in ("Succeeded", "Failed"):
+            elif not pod.started and not pod.completed and self._phase(pod) not in (
+                    "Succeeded", "Failed"):
                 pod.restarts += 1
                 self._start_pod(pod)
 
@@ -289,7 +290,7 @@ class Simulator:
             self._adopt(pod, node)
         pod.obj = obj
         phase = self._phase(pod)
-        if phase in ("Succeeded", "Failed"):
+        if pod.completed or phase in ("Succeeded", "Failed"):
             if meta.get("deletionTimestamp"):
                 self._delete_now(pod)
             return
@@ -306,8 +307,8 @@ class Simulator:
             pod.started = True
             pod.ip = status.get("podIP")
             pod.start_time = status.get("startTime")
-            pod.restarts = max([c.get("restartCount", 0)
-                                for c in status.get("containerStatuses") or []] or [0])
+            pod.container_statuses = status.get("containerStatuses") or []
+            pod.restarts = max([c.get("restartCount", 0) for c in pod.container_statuses] or [0])
             self.reserve_existing_ips(node)
             if personality_of(pod).name == "flanneld":
                 node.flannel_running = True
@@ -359,7 +360,9 @@ class Simulator:
         pod.start_time = pod.start_time or now_rfc3339()
         personality = personality_of(pod)
         ready = personality.ready_at_start(self, node, pod)
-        self.kube.patch(pod.path + "/status", {"status": self._running_status(pod, node, ready)})
+        status = self._running_status(pod, node, ready)
+        pod.container_statuses = status["containerStatuses"]
+        self.kube.patch(pod.path + "/status", {"status": status})
         personality.on_started(self, node, pod)
 
     def _running_status(self, pod: PodState, node: NodeState, ready: bool) -> Obj:
@@ -395,9 +398,10 @@ class Simulator:
                              ("ContainersReady", value), ("Ready", value))]
 
     def set_pod_ready(self, pod: PodState, ready: bool) -> None:
-        statuses = pod.obj.get("status", {}).get("containerStatuses") or []
-        for container in statuses:
-            container["ready"] = ready
+        # From what we wrote, not from pod.obj: with many nodes the watch can lag behind our
+        # own writes, and an old copy would put the previous boot's containers back.
+        statuses = [{**c, "ready": ready} for c in pod.container_statuses]
+        pod.container_statuses = statuses
         self.kube.patch(pod.path + "/status", {"status": {
             "conditions": self._pod_conditions(ready), "containerStatuses": statuses}})
 
@@ -420,6 +424,7 @@ class Simulator:
         }})
         self._release_ip(pod, node)
         pod.started = False
+        pod.completed = True
 
     def _run_init_containers(self, pod: PodState, node: NodeState) -> None:
         """Plays init containers that copy a ConfigMap file into the host's CNI directory.

@@ -68,6 +68,9 @@ class PodState:
     terminating: bool = False
     restarts: int = 0
     start_time: str | None = None
+    completed: bool = False  # ran to completion; later (stale) events must not restart it
+    # The container statuses this simulator last wrote: events may lag behind them.
+    container_statuses: list[Obj] = field(default_factory=list)
 
     @property
     def path(self) -> str:
