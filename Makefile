@@ -26,17 +26,10 @@ lint: $(STAMP)
 test: toolchain lint
 	$(BIN)/pytest -q
 
-# Until the migration workflow lands, the demo shows the ground it runs on: a sandbox cluster
-# with flannel, started, inspected and stopped again (also on Ctrl-C).
-DEMO_DIR ?= $(CURDIR)/.demo
+# The whole product on this machine: dev server + worker, a sandbox with workloads and PDBs,
+# a migration approved wave by wave with the same CLI commands an operator types.
 demo: toolchain
-	@set -e; trap '$(BIN)/cilium-migrate sandbox down --state-dir $(DEMO_DIR) >/dev/null 2>&1 || true' EXIT INT TERM; \
-	  $(BIN)/cilium-migrate sandbox up --nodes 5 --control-planes 1 --zones 3 --state-dir $(DEMO_DIR) --replace; \
-	  $(BIN)/cilium-migrate sandbox status --state-dir $(DEMO_DIR); \
-	  echo; echo '$$ kubectl get nodes,pods -A -o wide'; \
-	  "$$($(BIN)/python -c 'from sandbox.toolchain import find_toolchain; print(find_toolchain()["kubectl"])')" \
-	    --kubeconfig $(DEMO_DIR)/kubeconfig get nodes,pods -A -o wide; \
-	  echo; echo 'stopping the sandbox (its state stays in $(DEMO_DIR))'
+	$(BIN)/cilium-migrate demo --dir $(CURDIR)/.demo
 
 sandbox-down: $(STAMP)
 	$(BIN)/cilium-migrate sandbox down

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from client import (
+    demo_commands,
     dev_commands,
     exit_codes,
     history_commands,
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     history_commands.register(groups)
     worker_commands.register(groups)
     dev_commands.register(groups)
+    demo_commands.register(groups)
     return parser
 
 

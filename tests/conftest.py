@@ -26,7 +26,7 @@ from sandbox.topology import Topology
 REPO = Path(__file__).resolve().parent.parent
 SHARED_REFERENCE = REPO.parent / "shared" / "reference"
 
-CHART = REPO / "sandbox" / "chart" / "cilium"
+CHART = cluster.CILIUM_CHART
 # The article's migration values (Phase 1 of ../shared/docs/procedure.md).
 MIGRATION_VALUES = {
     "operator": {"unmanagedPodWatcher": {"restart": False}},

@@ -1,0 +1,181 @@
+"""`cilium-migrate demo`: the whole product on this machine, driven the way an operator would.
+
+It starts a Temporal dev server with a worker (`cilium-migrate dev`), a sandbox cluster with
+sample workloads and PodDisruptionBudgets, then runs a migration with per-wave approvals,
+approving each gate by running the same `cilium-migrate approve` command a human would (and
+printing it). Everything it started is stopped at the end, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from client import exit_codes
+from client.errors import CommandError
+from sandbox import cluster
+from sandbox.toolchain import ensure_toolchain, print_progress
+
+CLUSTER = "demo"
+
+
+def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    demo = groups.add_parser("demo", help="run a whole migration on a local sandbox")
+    demo.add_argument("--workers", type=int, default=4)
+    demo.add_argument("--port", type=int, default=7233, help="Temporal dev server port")
+    demo.add_argument("--dir", type=Path, help="where the demo keeps its state (default: a "
+                      "new temporary directory)")
+    demo.set_defaults(run=_demo)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "client.cli", *args]
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _workloads(directory: Path) -> Path:
+    """Two apps spread over the workers, each with a PDB that allows one disruption."""
+    documents: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace",
+                                        "metadata": {"name": "shop"}}]
+    for app, replicas in (("web", 6), ("api", 3)):
+        documents.append({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": app, "namespace": "shop"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": app}},
+                     "template": {"metadata": {"labels": {"app": app}}, "spec": {
+                         "terminationGracePeriodSeconds": 5,
+                         "topologySpreadConstraints": [{
+                             "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                             "whenUnsatisfiable": "ScheduleAnyway",
+                             "labelSelector": {"matchLabels": {"app": app}}}],
+                         "containers": [{"name": app, "image": "nginx:1.27"}]}}}})
+        documents.append({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": f"{app}-pdb", "namespace": "shop"},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": app}}}})
+    path = directory / "workloads.yaml"
+    path.write_text(yaml.safe_dump_all(documents))
+    return path
+
+
+def _spec(directory: Path) -> Path:
+    spec = {
+        "cluster": {"name": CLUSTER},
+        "cilium": {"chart": {"path": str(cluster.CILIUM_CHART)}},
+        "rollout": {"maxUnavailable": 2},
+        "approvals": {"policy": "per-wave"},
+        "drain": {"timeout": "5m"},
+        "reboot": {"timeout": "5m"},
+    }
+    path = directory / "migration.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def _demo(args: argparse.Namespace) -> int:
+    directory = (args.dir or Path(tempfile.mkdtemp(prefix="cilium-migrate-demo-"))).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    toolchain = ensure_toolchain(print_progress)
+    state_dir = directory / "sandbox"
+    address = ("--address", f"localhost:{args.port}")
+    dev: subprocess.Popen[bytes] | None = None
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        _say(f"== sandbox: 1 control plane + {args.workers} workers in 2 zones ({state_dir})")
+        cluster.up(state_dir, nodes=args.workers + 1, control_planes=1, zones=2,
+                   replace=True, simulator_args=("--reboot-seconds", "2"),
+                   progress=print_progress)
+        kubectl = [str(toolchain["kubectl"]), "--kubeconfig", str(state_dir / "kubeconfig")]
+        subprocess.run([*kubectl, "apply", "-f", str(_workloads(directory))], check=True,
+                       stdout=subprocess.DEVNULL)
+        _say("== Temporal dev server and worker: cilium-migrate dev")
+        with open(directory / "dev.log", "ab") as log:
+            dev = subprocess.Popen(_cli(
+                "dev", "--port", str(args.port), "--db-file", str(directory / "temporal.db"),
+                "--cluster-kubeconfig", f"{CLUSTER}={state_dir / 'kubeconfig'}",
+                "--helm", str(toolchain["helm"])), stdout=log, stderr=log,
+                start_new_session=True)
+        _wait_for_server(address, dev)
+        spec = _spec(directory)
+        _run(["plan", "-f", str(spec), "--kubeconfig", str(state_dir / "kubeconfig")])
+        _run(["start", "-f", str(spec), *address])
+        _approve_until_done(address)
+        _run(["status", CLUSTER, *address])
+        _say(f"\nDone in {time.monotonic() - started:.0f}s. Web UI: "
+             f"http://localhost:{args.port + 1000}/namespaces/default/workflows/"
+             f"cilium-migrate%2F{CLUSTER}")
+        _say(f"History for a post-mortem: cilium-migrate history export {CLUSTER} -o FILE "
+             f"--address localhost:{args.port} (while the dev server runs)")
+        return exit_codes.OK
+    except KeyboardInterrupt:
+        _say("\ninterrupted: stopping everything the demo started")
+        return 130
+    finally:
+        if dev is not None and dev.poll() is None:
+            os.killpg(dev.pid, signal.SIGINT)
+            try:
+                dev.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(dev.pid, signal.SIGKILL)
+        if (state_dir / "state.json").exists():
+            cluster.down(state_dir)
+        _say(f"stopped the dev server and the sandbox; state and logs in {directory}")
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    _say(f"\n$ cilium-migrate {' '.join(command)}")
+    result = subprocess.run(_cli(*command), text=True, capture_output=True)
+    print(result.stdout, end="", flush=True)
+    if result.returncode != 0:
+        raise CommandError(f"`cilium-migrate {command[0]}` failed: {result.stderr.strip()}",
+                           result.returncode)
+    return result
+
+
+def _wait_for_server(address: tuple[str, ...], dev: subprocess.Popen[bytes]) -> None:
+    for _ in range(240):
+        if dev.poll() is not None:
+            raise CommandError("`cilium-migrate dev` stopped; see dev.log in the demo dir",
+                               exit_codes.UNREACHABLE)
+        probe = subprocess.run(_cli("list", *address), capture_output=True, text=True)
+        if probe.returncode == 0:
+            return
+        time.sleep(0.5)
+    raise CommandError("the Temporal dev server did not answer", exit_codes.UNREACHABLE)
+
+
+def _approve_until_done(address: tuple[str, ...]) -> None:
+    shown = ""
+    while True:
+        result = subprocess.run(_cli("status", CLUSTER, "-o", "json", *address),
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            time.sleep(1)
+            continue
+        progress = json.loads(result.stdout)
+        line = f"phase {progress['phase']}: " + ", ".join(
+            f"{n} {s['state']}{'/' + s['step'] if s.get('step') else ''}"
+            for n, s in progress["nodes"].items())
+        if line != shown:
+            _say(line)
+            shown = line
+        if progress["phase"] in ("completed", "failed", "cancelled"):
+            return
+        for gate in progress["pending_gates"]:
+            _run(["approve", CLUSTER, gate, "--as", "demo-operator", "--reason",
+                  f"demo: {gate} reviewed", *address])
+        time.sleep(1)
