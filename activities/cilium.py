@@ -17,7 +17,7 @@ from kubernetes.client.rest import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.context import get_node, heartbeat, resumed, step_error
+from activities.context import get_node, heartbeat, record_node_event, resumed, step_error
 from activities.drain import RETRY_SECONDS, evict, none_of
 from activities.kubeapi import (
     APPLY,
@@ -229,6 +229,9 @@ def restart_agent(kube: Kube, request: RestartAgentInput) -> AgentStatus:
         raise step_error(StepError.AGENT_NOT_READY,
                          f"the Cilium agent on {node} is not Ready after "
                          f"{request.timeout_seconds:.0f}s: {state}")
+    record_node_event(kube, node, "CiliumMigrateAgentRestarted",
+                      f"Cilium agent {agent['metadata']['name']} is Ready with the node's "
+                      f"configuration ({len(replaced)} old agent pod(s) replaced)")
     return AgentStatus(pod=agent["metadata"]["name"], ready=True)
 
 

@@ -7,19 +7,29 @@ so no credential ever travels through Temporal.
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from temporalio import activity
+from temporalio.common import MetricMeter
 from temporalio.exceptions import ApplicationError
 
 from activities.kubeapi import Kube, Obj
 from plan.steps import ClusterRef, StepError
 
 WORKER_NODE_ENV = "CILIUM_MIGRATE_NODE_NAME"
+EVENT_COMPONENT = "cilium-migrate"
+EVENT_REASON_PREFIX = "CiliumMigrate"
+# The API server refuses event messages over 1 KiB.
+EVENT_MESSAGE_LIMIT = 1024
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -77,3 +87,42 @@ def get_node(kube: Kube, name: str) -> Obj:
     if node is None:
         raise step_error(StepError.NODE_GONE, f"node {name} no longer exists")
     return node
+
+
+def metric_meter() -> MetricMeter:
+    """The running activity's meter (its metrics leave through the worker's runtime), or a
+    no-op meter when the step runs outside an activity (unit tests, scripts)."""
+    return activity.metric_meter() if activity.in_activity() else MetricMeter.noop
+
+
+def record_node_event(kube: Kube, node_name: str, reason: str, message: str,
+                      type: str = "Normal", *, uid: str | None = None,
+                      action: str | None = None) -> None:
+    """Writes a Kubernetes Event about the node, so `kubectl describe node` tells what the
+    migration did to it. Best effort: a step never fails because its event could not be written.
+
+    ``uid`` is the node's UID when the caller has the node at hand; otherwise the node name,
+    the kubelet's convention, which `kubectl describe node` searches for as well.
+    """
+    now = datetime.now(UTC)
+    seconds = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if len(message.encode()) > EVENT_MESSAGE_LIMIT:
+        message = message.encode()[:EVENT_MESSAGE_LIMIT - 3].decode(errors="ignore") + "..."
+    event: Obj = {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{node_name}.", "namespace": "default"},
+        "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node_name,
+                           "uid": uid or node_name},
+        "reason": reason, "message": message, "type": type,
+        "action": action or reason.removeprefix(EVENT_REASON_PREFIX) or reason,
+        "source": {"component": EVENT_COMPONENT},
+        "reportingComponent": EVENT_COMPONENT,
+        "reportingInstance": socket.gethostname()[:128],
+        "firstTimestamp": seconds, "lastTimestamp": seconds,
+        "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "count": 1,
+    }
+    try:
+        kube.create("/api/v1/namespaces/default/events", event)
+    except Exception as error:  # noqa: BLE001 - an event is never worth failing the step for
+        log.warning("could not record event %s on node %s: %s", reason, node_name, error)

@@ -18,7 +18,14 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from activities.context import get_node, heartbeat, resumed, step_error
+from activities.context import (
+    get_node,
+    heartbeat,
+    metric_meter,
+    record_node_event,
+    resumed,
+    step_error,
+)
 from activities.kubeapi import (
     Kube,
     Obj,
@@ -35,6 +42,7 @@ MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 RETRY_SECONDS = 2.0
 # After forced deletions, how long beyond the pods' grace periods we wait for them to go.
 FORCE_MARGIN_SECONDS = 30.0
+BLOCKED_METRIC = "cilium_migrate_drain_blocked_seconds"
 
 
 @dataclass
@@ -50,13 +58,14 @@ class _NodePods:
 def drain_node(kube: Kube, request: DrainInput) -> DrainResult:
     node = request.target.node
     get_node(kube, node)
+    clock = _BlockedClock()
     # A retried attempt continues the list of its predecessor.
     evicted: dict[str, None] = dict.fromkeys(resumed().get("evicted", []))
     deadline = time.monotonic() + request.timeout_seconds
     while True:
         pods = _look(kube, node, request)
         if pods.refused:
-            raise _blocked(node, pods.refused, "cannot be evicted as asked")
+            raise _blocked(kube, node, pods.refused, "cannot be evicted as asked", clock)
         refusals: dict[str, DrainBlocker] = {}
         for pod in pods.to_evict:
             refusal = evict(kube, pod, request.grace_period_seconds)
@@ -64,12 +73,14 @@ def drain_node(kube: Kube, request: DrainInput) -> DrainResult:
                 evicted[object_key(pod)] = None
             else:
                 refusals[object_key(pod)] = refusal
+                clock.refused()
         progress = {"evicted": list(evicted),
                     "blockers": [b.model_dump() for b in refusals.values()]}
         heartbeat(**progress)
         going = pods.to_evict + pods.terminating
         if not going:
-            return DrainResult(evicted=list(evicted), skipped=pods.skipped)
+            return _drained(kube, node, DrainResult(evicted=list(evicted), skipped=pods.skipped),
+                            clock)
         left = deadline - time.monotonic()
         if left <= 0:
             break
@@ -79,12 +90,15 @@ def drain_node(kube: Kube, request: DrainInput) -> DrainResult:
 
     pods = _look(kube, node, request)
     if not pods.to_evict and not pods.terminating:  # the last ones left just in time
-        return DrainResult(evicted=list(evicted), skipped=pods.skipped)
+        return _drained(kube, node, DrainResult(evicted=list(evicted), skipped=pods.skipped),
+                        clock)
     blockers = [_refusal(kube, p) or _still_terminating(p) for p in pods.to_evict]
     blockers += [_still_terminating(p) for p in pods.terminating]
     if not request.force_on_timeout:
-        raise _blocked(node, blockers, f"still there after {request.timeout_seconds:.0f}s")
-    return _force(kube, node, request, pods, evicted)
+        raise _blocked(kube, node, blockers, f"still there after {request.timeout_seconds:.0f}s",
+                       clock)
+    clock.refused()
+    return _drained(kube, node, _force(kube, node, request, pods, evicted, clock), clock)
 
 
 def _look(kube: Kube, node: str, request: DrainInput) -> _NodePods:
@@ -195,7 +209,7 @@ def _wait_gone(kube: Kube, node: str, pods: list[Obj], timeout: float,
 
 
 def _force(kube: Kube, node: str, request: DrainInput, pods: _NodePods,
-           evicted: dict[str, None]) -> DrainResult:
+           evicted: dict[str, None], clock: _BlockedClock) -> DrainResult:
     """The operator chose deletion over waiting: delete what the budgets protect."""
     forced = []
     for pod in pods.to_evict:
@@ -210,12 +224,54 @@ def _force(kube: Kube, node: str, request: DrainInput, pods: _NodePods,
     if not _wait_gone(kube, node, going, max(graces, default=0) + FORCE_MARGIN_SECONDS,
                       {"evicted": list(evicted), "forced": forced}):
         left = _look(kube, node, request)
-        raise _blocked(node, [_still_terminating(p) for p in left.to_evict + left.terminating],
-                       "still there after being deleted")
+        raise _blocked(kube, node,
+                       [_still_terminating(p) for p in left.to_evict + left.terminating],
+                       "still there after being deleted", clock)
     return DrainResult(evicted=list(evicted), skipped=pods.skipped, forced=forced)
 
 
-def _blocked(node: str, blockers: list[DrainBlocker], why: str) -> Exception:
+class _BlockedClock:
+    """How long the drain was held up, for the `cilium_migrate_drain_blocked_seconds`
+    histogram: from the first refused eviction (or the start, when it ends blocked without
+    one) to the moment the drain ends."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.first_refusal: float | None = None
+
+    def refused(self) -> None:
+        if self.first_refusal is None:
+            self.first_refusal = time.monotonic()
+
+    def record(self, outcome: str) -> None:
+        """``outcome``: blocked (the drain failed), cleared (refusals, then done), forced."""
+        if outcome == "cleared" and self.first_refusal is None:
+            return  # never held up: nothing to record
+        since = self.first_refusal if self.first_refusal is not None else self.started
+        metric_meter().create_histogram_float(
+            BLOCKED_METRIC, "How long drains were held up by refused evictions", "s",
+        ).record(time.monotonic() - since, {"outcome": outcome})
+
+
+def _drained(kube: Kube, node: str, result: DrainResult, clock: _BlockedClock) -> DrainResult:
+    clock.record("forced" if result.forced else "cleared")
+    message = f"drained: {len(result.evicted)} pod(s) evicted"
+    if result.forced:
+        message += f", {len(result.forced)} deleted after the timeout ({', '.join(result.forced)})"
+    if result.skipped:
+        message += f", {len(result.skipped)} DaemonSet/mirror pod(s) left in place"
+    record_node_event(kube, node, "CiliumMigrateDrained", message)
+    return result
+
+
+def _blocked(kube: Kube, node: str, blockers: list[DrainBlocker], why: str,
+             clock: _BlockedClock) -> Exception:
+    clock.record("blocked")
+    pdbs = sorted({b.pdb for b in blockers if b.pdb})
+    record_node_event(kube, node, "CiliumMigrateDrainBlocked",
+                      f"drain blocked, {why}: pods {', '.join(b.pod for b in blockers)}"
+                      + (f"; PodDisruptionBudgets {', '.join(pdbs)}" if pdbs else ""),
+                      type="Warning")
     described = "; ".join(f"pod {b.pod}: {b.reason}" for b in blockers)
     return step_error(StepError.DRAIN_BLOCKED, f"drain of {node} blocked, {why}: {described}",
                       [b.model_dump() for b in blockers])

@@ -8,11 +8,11 @@ the resourceVersion it was decided on, so a concurrent change makes it decide ag
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from kubernetes.client.rest import ApiException
 
-from activities.context import get_node
+from activities.context import get_node, record_node_event
 from activities.kubeapi import Kube, Obj, condition_true
 from plan.steps import CORDONED_BY_ANNOTATION, CordonResult, LabelInput, NodeRef, NodeSnapshot
 
@@ -46,7 +46,12 @@ def cordon_node(kube: Kube, target: NodeRef) -> CordonResult:
         return ({"metadata": {"annotations": {CORDONED_BY_ANNOTATION: target.run_id}},
                  "spec": {"unschedulable": True}}, CordonResult(cordoned_by_us=True))
 
-    return _update(kube, target.node, decide)
+    written = _Written(decide)
+    result = _update(kube, target.node, written)
+    if written.patched:
+        record_node_event(kube, target.node, "CiliumMigrateCordoned",
+                          f"cordoned by cilium-migrate run {target.run_id}", uid=written.uid)
+    return result
 
 
 def uncordon_node(kube: Kube, target: NodeRef) -> bool:
@@ -58,7 +63,12 @@ def uncordon_node(kube: Kube, target: NodeRef) -> bool:
         return {"metadata": {"annotations": {CORDONED_BY_ANNOTATION: None}},
                 "spec": {"unschedulable": None}}, True
 
-    return _update(kube, target.node, decide)
+    written = _Written(decide)
+    result = _update(kube, target.node, written)
+    if written.patched:
+        record_node_event(kube, target.node, "CiliumMigrateUncordoned",
+                          f"uncordoned by cilium-migrate run {target.run_id}", uid=written.uid)
+    return result
 
 
 def label_node(kube: Kube, request: LabelInput) -> None:
@@ -71,7 +81,28 @@ def label_node(kube: Kube, request: LabelInput) -> None:
             return None, None
         return {"metadata": {"labels": {request.key: request.value}}}, None
 
-    _update(kube, request.target.node, decide)
+    written = _Written(decide)
+    _update(kube, request.target.node, written)
+    if written.patched:
+        record_node_event(kube, request.target.node, "CiliumMigrateLabelled",
+                          f"label {request.key}={request.value} set" if request.value is not None
+                          else f"label {request.key} removed", uid=written.uid)
+
+
+class _Written(Generic[R]):
+    """Wraps a ``decide`` function and remembers whether its last decision was a write (the
+    one `_update` applied), so the step records an event only when it changed the node."""
+
+    def __init__(self, decide: Callable[[Obj], tuple[Obj | None, R]]) -> None:
+        self.decide = decide
+        self.patched = False
+        self.uid: str | None = None
+
+    def __call__(self, node: Obj) -> tuple[Obj | None, R]:
+        patch, result = self.decide(node)
+        self.patched = patch is not None
+        self.uid = node["metadata"].get("uid")
+        return patch, result
 
 
 def _owner(node: Obj) -> str | None:

@@ -17,13 +17,15 @@ import subprocess
 import time
 from typing import Any, Protocol
 
-from activities.context import get_node, heartbeat, resumed, step_error
+from activities.context import get_node, heartbeat, record_node_event, resumed, step_error
 from activities.kubeapi import Kube, Obj, condition_true, pod_finished, pod_ready
 from plan.steps import HostCommandInput, RebootInput, RebootResult, StepError
 
 AGENT_SELECTOR = "k8s-app=cilium"
 SHELL_LABEL = "cilium-migrate.io/node-shell"
 COMMAND_TIMEOUT_SECONDS = 300
+# The host command the node workflow runs to roll a node back (it records an event on success).
+ROLLBACK_COMMAND = "rollback"
 
 
 # ---- node-shell pods ----------------------------------------------------------------------------
@@ -172,6 +174,9 @@ def reboot_node(kube: Kube, request: RebootInput,
     if still_up and not progress["triggered"]:
         strategy.trigger(kube, node, request)
         triggered = progress["triggered"] = True
+        record_node_event(kube, name, "CiliumMigrateRebootRequested",
+                          f"reboot requested ({request.strategy}); bootID before: "
+                          f"{request.boot_id_before}", uid=node["metadata"].get("uid"))
     heartbeat(**progress)
 
     stale = set(progress["agent_containers"])
@@ -195,7 +200,11 @@ def reboot_node(kube: Kube, request: RebootInput,
         raise step_error(StepError.REBOOT_NOT_COMPLETING,
                          f"node {name} did not come back within {request.timeout_seconds:.0f}s:"
                          f" {state}" + (f"; {note}" if note else ""))
-    return RebootResult(boot_id_after=_boot_id(get_node(kube, name)), triggered=triggered)
+    after = get_node(kube, name)
+    record_node_event(kube, name, "CiliumMigrateRebooted",
+                      f"rebooted: new bootID {_boot_id(after)} (was {request.boot_id_before}), "
+                      "node Ready with a new Cilium agent", uid=after["metadata"].get("uid"))
+    return RebootResult(boot_id_after=_boot_id(after), triggered=triggered)
 
 
 def _boot_id(node: Obj) -> str:
@@ -258,6 +267,9 @@ def run_host_command(kube: Kube, request: HostCommandInput) -> None:
                              f"{message.strip() or 'no output'}")
     finally:
         kube.delete(f"{pods}/{name}")
+    if request.name == ROLLBACK_COMMAND:
+        record_node_event(kube, node, "CiliumMigrateRolledBack",
+                          "rolled back: the host's CNI configuration is flannel's again")
 
 
 def _delete_and_wait(kube: Kube, namespace: str, name: str, timeout: float) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from activities.context import get_node, heartbeat, step_error
+from activities.context import get_node, heartbeat, record_node_event, step_error
 from activities.kubeapi import Kube, Obj, object_key, pod_finished, pod_ready
 from activities.reboot import shell_pod_name, termination
 from plan.steps import PROBE_LABEL, CheckResult, StepError, VerifyInput, VerifyResult
@@ -138,8 +138,13 @@ def verify_node(kube: Kube, request: VerifyInput) -> VerifyResult:
     result = VerifyResult(pod_ip=probe.pod_ip, checks=checks)
     if not result.passed:
         failed = "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.passed)
+        record_node_event(kube, node, "CiliumMigrateVerifyFailed",
+                          f"verification failed: {failed}", type="Warning")
         raise step_error(StepError.VERIFICATION_FAILED,
                          f"verification of {node} failed: {failed}", result.model_dump(mode="json"))
+    record_node_event(kube, node, "CiliumMigrateVerified",
+                      f"verified ({request.expect}): pod IP {probe.pod_ip}; checks passed: "
+                      f"{', '.join(c.name for c in checks)}")
     return result
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
@@ -25,6 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 from client import exit_codes
 from client.errors import CommandError
 from worker.build import connect
+from worker.metrics import start_tracing
 
 DEFAULT_ADDRESS = "localhost:7233"
 DEFAULT_NAMESPACE = "default"
@@ -123,8 +125,12 @@ def run(args: argparse.Namespace, command: Coroutine[Any, Any, int]) -> int:
     """Runs one command's coroutine, turns Temporal's failures into one-line errors, and makes
     the process exit explicitly once `cli.main` is done with the result (see `_exit_at_end`)."""
     code = exit_codes.INVALID_INPUT  # what an unexpected exception ends with
+    flush_traces = start_tracing()
     try:
-        code = _run(args, command)
+        # The root span: the workflow's spans (through the client's tracing interceptor) join
+        # this command's trace.
+        with trace.get_tracer(__name__).start_as_current_span(f"cilium-migrate {_name(args)}"):
+            code = _run(args, command)
     except CommandError as error:
         code = error.exit_code
         raise
@@ -132,8 +138,15 @@ def run(args: argparse.Namespace, command: Coroutine[Any, Any, int]) -> int:
         code = 130
         raise
     finally:
+        flush_traces()
         _exit_at_end(code)
     return code
+
+
+def _name(args: argparse.Namespace) -> str:
+    """The command as typed, without its arguments: `start`, `history export`."""
+    return " ".join(str(part) for part in (getattr(args, "group", None),
+                                             getattr(args, "command", None)) if part)
 
 
 def _run(args: argparse.Namespace, command: Coroutine[Any, Any, int]) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
@@ -24,16 +25,25 @@ SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[str], ...] = (CLUSTER_ATTRIBUTE, PHA
 
 
 async def connect(address: str, namespace: str = "default", **options: Any) -> Client:
-    return await Client.connect(address, namespace=namespace,
+    """Every client traces: starting, signalling or updating a workflow carries the caller's
+    span (the CLI's root span) to the workflow and its activities."""
+    interceptors = [*options.pop("interceptors", ()), TracingInterceptor()]
+    return await Client.connect(address, namespace=namespace, interceptors=interceptors,
                                 data_converter=pydantic_data_converter, **options)
 
 
 def build_worker(client: Client, activities: Sequence[Callable[..., Any]],
                  task_queue: str = TASK_QUEUE, max_concurrent_activities: int = 32) -> Worker:
     """Activities are synchronous (the Kubernetes client blocks), so they run on a thread pool
-    at least as large as the number of activities allowed at once."""
+    at least as large as the number of activities allowed at once.
+
+    A client from `connect` already brings its tracing interceptor to the worker (the SDK
+    passes client interceptors that are worker interceptors too); any other client gets one
+    here, so workflows and activities are traced either way."""
+    traced = any(isinstance(i, TracingInterceptor) for i in client.config()["interceptors"])
     return Worker(
         client, task_queue=task_queue, workflows=list(WORKFLOWS), activities=list(activities),
         activity_executor=ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
+        interceptors=[] if traced else [TracingInterceptor()],
     )

@@ -73,6 +73,10 @@ NODE_CONFIG_DEFAULTS = {
     "cni-exclusive": "true",
 }
 INSTALL_TIMEOUT = 900.0
+# Our own metrics, served with the SDK's by the worker's Prometheus endpoint. The workflow's
+# meter records nothing during replay and adds no history events.
+NODES_FINISHED_METRIC = "cilium_migrate_nodes_finished"
+GATE_WAIT_METRIC = "cilium_migrate_gate_wait_seconds"
 
 
 def workflow_id(cluster: str) -> str:
@@ -191,11 +195,14 @@ class ClusterMigrationWorkflow:
         except ChildWorkflowError as error:
             if is_cancelled_exception(error):
                 record.state, record.finished_at = NodeState.CANCELLED, workflow.now()
+                _count_node_finished(NodeState.CANCELLED)
                 raise
             record.state, record.error = NodeState.FAILED, describe_failure(error)
+            _count_node_finished(NodeState.FAILED)
             self.progress.halted = f"node {node} failed: {record.error}"
             return
         self.progress.nodes[node] = result
+        _count_node_finished(result.state)
         if result.state is not NodeState.MIGRATED:
             self.progress.halted = (f"node {node} was {result.state.value}; resume to go on "
                                     "with the next wave")
@@ -306,7 +313,9 @@ class ClusterMigrationWorkflow:
     async def _gate(self, gate: str) -> None:
         if self.gates.open(gate):
             self.progress.pending_gates = list(self.gates.pending)
+            opened = workflow.now()
             await workflow.wait_condition(lambda: gate in self.gates.approved)
+            _record_gate_wait(gate, (workflow.now() - opened).total_seconds())
 
     async def _wait_until_clear(self) -> None:
         await workflow.wait_condition(
@@ -359,6 +368,20 @@ class ClusterMigrationWorkflow:
             verify_image=spec.verify.probe_image, verify_checks=list(spec.verify.checks),
             verify_timeout_seconds=spec.verify.timeout.total_seconds(),
         )
+
+
+def _count_node_finished(state: NodeState) -> None:
+    workflow.metric_meter().create_counter(
+        NODES_FINISHED_METRIC, "Nodes whose migration ended, by how it ended",
+    ).add(1, {"state": state.value})
+
+
+def _record_gate_wait(gate: str, seconds: float) -> None:
+    """``gate``'s kind (install, wave, node, finalize, ...) keeps the label's values few."""
+    kind = "wave" if gate.startswith("wave-") else gate.split("/", 1)[0]
+    workflow.metric_meter().create_histogram_float(
+        GATE_WAIT_METRIC, "Time from a gate's opening to its approval", "s",
+    ).record(seconds, {"gate": kind})
 
 
 def _line(finding: Finding) -> str:
