@@ -14,6 +14,7 @@ from client.rendering import OUTPUT_FORMATS, dump, table
 from plan.planner import MigrationPlan, make_plan
 from plan.spec import MigrationSpec
 from plan.spec_loader import SpecError, load_spec, spec_json_schema
+from plan.spec_reference import spec_reference
 
 
 def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -24,6 +25,8 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     plan.set_defaults(run=_plan)
 
     schema = groups.add_parser("schema", help="print the spec's JSON Schema (for editors)")
+    schema.add_argument("--markdown", action="store_true",
+                        help="a field reference table instead (as in the README)")
     schema.set_defaults(run=_schema)
 
 
@@ -71,7 +74,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    print(json.dumps(spec_json_schema(), indent=2))
+    print(spec_reference() if args.markdown else json.dumps(spec_json_schema(), indent=2))
     return exit_codes.OK
 
 
