@@ -8,7 +8,7 @@ the resourceVersion it was decided on, so a concurrent change makes it decide ag
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from kubernetes.client.rest import ApiException
 
@@ -46,12 +46,8 @@ def cordon_node(kube: Kube, target: NodeRef) -> CordonResult:
         return ({"metadata": {"annotations": {CORDONED_BY_ANNOTATION: target.run_id}},
                  "spec": {"unschedulable": True}}, CordonResult(cordoned_by_us=True))
 
-    written = _Written(decide)
-    result = _update(kube, target.node, written)
-    if written.patched:
-        record_node_event(kube, target.node, "CiliumMigrateCordoned",
-                          f"cordoned by cilium-migrate run {target.run_id}", uid=written.uid)
-    return result
+    return _update(kube, target.node, decide, event=(
+        "CiliumMigrateCordoned", f"cordoned by cilium-migrate run {target.run_id}"))
 
 
 def uncordon_node(kube: Kube, target: NodeRef) -> bool:
@@ -63,12 +59,8 @@ def uncordon_node(kube: Kube, target: NodeRef) -> bool:
         return {"metadata": {"annotations": {CORDONED_BY_ANNOTATION: None}},
                 "spec": {"unschedulable": None}}, True
 
-    written = _Written(decide)
-    result = _update(kube, target.node, written)
-    if written.patched:
-        record_node_event(kube, target.node, "CiliumMigrateUncordoned",
-                          f"uncordoned by cilium-migrate run {target.run_id}", uid=written.uid)
-    return result
+    return _update(kube, target.node, decide, event=(
+        "CiliumMigrateUncordoned", f"uncordoned by cilium-migrate run {target.run_id}"))
 
 
 def label_node(kube: Kube, request: LabelInput) -> None:
@@ -81,28 +73,9 @@ def label_node(kube: Kube, request: LabelInput) -> None:
             return None, None
         return {"metadata": {"labels": {request.key: request.value}}}, None
 
-    written = _Written(decide)
-    _update(kube, request.target.node, written)
-    if written.patched:
-        record_node_event(kube, request.target.node, "CiliumMigrateLabelled",
-                          f"label {request.key}={request.value} set" if request.value is not None
-                          else f"label {request.key} removed", uid=written.uid)
-
-
-class _Written(Generic[R]):
-    """Wraps a ``decide`` function and remembers whether its last decision was a write (the
-    one `_update` applied), so the step records an event only when it changed the node."""
-
-    def __init__(self, decide: Callable[[Obj], tuple[Obj | None, R]]) -> None:
-        self.decide = decide
-        self.patched = False
-        self.uid: str | None = None
-
-    def __call__(self, node: Obj) -> tuple[Obj | None, R]:
-        patch, result = self.decide(node)
-        self.patched = patch is not None
-        self.uid = node["metadata"].get("uid")
-        return patch, result
+    _update(kube, request.target.node, decide, event=(
+        "CiliumMigrateLabelled", f"label {request.key}={request.value} set"
+        if request.value is not None else f"label {request.key} removed"))
 
 
 def _owner(node: Obj) -> str | None:
@@ -113,9 +86,13 @@ def _unschedulable(node: Obj) -> bool:
     return bool(node.get("spec", {}).get("unschedulable"))
 
 
-def _update(kube: Kube, name: str, decide: Callable[[Obj], tuple[Obj | None, R]]) -> R:
+def _update(kube: Kube, name: str, decide: Callable[[Obj], tuple[Obj | None, R]],
+            event: tuple[str, str] | None = None) -> R:
     """Reads the node, lets ``decide`` choose a patch, and applies it only if the node has not
-    changed in between (resourceVersion precondition); decides again after a conflict."""
+    changed in between (resourceVersion precondition); decides again after a conflict.
+
+    ``event`` (reason, message) is recorded on the node only when a patch was applied, so a
+    retry that finds the work done adds no second event."""
     for _ in range(CONFLICT_ATTEMPTS):
         node = get_node(kube, name)
         patch, result = decide(node)
@@ -125,6 +102,8 @@ def _update(kube: Kube, name: str, decide: Callable[[Obj], tuple[Obj | None, R]]
         try:
             if kube.patch(f"/api/v1/nodes/{name}", patch) is None:
                 get_node(kube, name)  # raises NodeGone
+            if event is not None:
+                record_node_event(kube, name, *event, uid=node["metadata"].get("uid"))
             return result
         except ApiException as error:
             if error.status != 409:
