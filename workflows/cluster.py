@@ -22,7 +22,8 @@ with workflow.unsafe.imports_passed_through():
     from plan.findings import Finding
     from plan.helm_values import final_values, initial_values, values_diff
     from plan.preflight import run_preflight
-    from plan.spec import MigrationSpec
+    from plan.rules.values import NODE_CONFIG_V2
+    from plan.spec import CiliumSpec, MigrationSpec
     from plan.steps import (
         Activity,
         ChartRef,
@@ -158,7 +159,7 @@ class ClusterMigrationWorkflow:
         self._set_phase(Phase.CONFIGURING)
         await run_step(Activity.APPLY_NODE_CONFIG, NodeConfigInput(
             cluster=self._cluster(), namespace=self.spec.cilium.namespace,
-            api_version=_node_config_api(self.spec.cilium.version),
+            api_version=_node_config_api(self.spec.cilium),
             defaults=NODE_CONFIG_DEFAULTS), type(None))
 
     async def _migrate_nodes(self, waves: list[Wave], facts: ClusterFacts) -> None:
@@ -224,7 +225,7 @@ class ClusterMigrationWorkflow:
             type(None), timeout=timedelta(seconds=INSTALL_TIMEOUT), long=True)
         await run_step(Activity.DELETE_NODE_CONFIG, NodeConfigInput(
             cluster=self._cluster(), namespace=self.spec.cilium.namespace,
-            api_version=_node_config_api(self.spec.cilium.version), defaults={}), type(None))
+            api_version=_node_config_api(self.spec.cilium), defaults={}), type(None))
 
     async def _remove_flannel(self, facts: ClusterFacts) -> None:
         if not self.spec.finalize.remove_flannel or facts.flannel is None:
@@ -388,7 +389,6 @@ def _line(finding: Finding) -> str:
     return f"[{finding.id}] {finding.message}"
 
 
-def _node_config_api(version: str) -> str:
+def _node_config_api(cilium: CiliumSpec) -> str:
     """CiliumNodeConfig moved to cilium.io/v2 in Cilium 1.16; v2alpha1 before that."""
-    major, minor = (int(p) for p in version.split(".")[:2])
-    return "cilium.io/v2" if (major, minor) >= (1, 16) else "cilium.io/v2alpha1"
+    return "cilium.io/v2" if cilium.version_tuple >= NODE_CONFIG_V2 else "cilium.io/v2alpha1"

@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from activities.kubeapi import MERGE, Kube, Obj
+from activities.kubeapi import MERGE, Kube, Obj, selector_matches
 from sandbox.simulator.faults import Fault, FaultBook, FaultFileError
 from sandbox.simulator.hostfs import CNI_DIR, HostFs
 from sandbox.simulator.ipam import ExhaustedError, HostLocal
 from sandbox.simulator.personalities import personality_of
-from sandbox.simulator.selectors import selector_matches
 from sandbox.simulator.state import NodeState, PodState, new_boot_id, now_micro, now_rfc3339
 from sandbox.topology import CLUSTER_CIDR, NodeSpec, Topology
 

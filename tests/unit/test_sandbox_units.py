@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from activities.kubeapi import selector_matches
 from sandbox.simulator.faults import Fault, FaultBook, FaultFileError, read_faults, write_faults
 from sandbox.simulator.hostfs import HostFs, run_host_command
 from sandbox.simulator.ipam import ExhaustedError, HostLocal, next_free_block
-from sandbox.simulator.selectors import selector_matches
 from sandbox.topology import Topology
 
 
