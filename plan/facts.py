@@ -112,7 +112,3 @@ class ClusterFacts(FactsModel):
             if node.name == name:
                 return node
         raise KeyError(name)
-
-    @property
-    def node_names(self) -> list[str]:
-        return [node.name for node in self.nodes]

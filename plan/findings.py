@@ -53,9 +53,3 @@ def unacknowledged(findings: Iterable[Finding]) -> list[Finding]:
         for finding in findings
         if finding.severity == "warning" and not finding.acknowledged
     ]
-
-
-def may_proceed(findings: Iterable[Finding]) -> bool:
-    """True when nothing blocks and every warning has been acknowledged."""
-    listed = list(findings)
-    return not blocking(listed) and not unacknowledged(listed)

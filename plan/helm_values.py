@@ -150,11 +150,6 @@ def values_diff(initial: Values, final: Values) -> list[tuple[str, Any, Any]]:
     ]
 
 
-def validate_values(values: Values) -> list[str]:
-    """Every problem the chart would have with `values`: wrong types, then unknown keys."""
-    return schema_errors(values) + unknown_keys(values)
-
-
 def schema_errors(values: Values) -> list[str]:
     """Violations of the chart's values.schema.json, each led by its dotted key."""
     messages = []

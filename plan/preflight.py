@@ -100,7 +100,3 @@ def run_preflight(spec: MigrationSpec, facts: ClusterFacts) -> list[Finding]:
     ]
     return acknowledge(findings, spec.acknowledge)
 
-
-def rule_ids() -> list[str]:
-    """Every rule id, in registry order."""
-    return [rule.id for rule in RULES]

@@ -213,11 +213,6 @@ class ChartSource(SpecModel):
             raise ValueError("give either repo (and name) or path, not both")
         return self
 
-    @property
-    def repo_url(self) -> str | None:
-        """The Helm repository to use, or None for a local chart."""
-        return None if self.path is not None else self.repo
-
 
 class CiliumSpec(SpecModel):
     version: Annotated[
@@ -289,6 +284,10 @@ class DrainSpec(SpecModel):
     timeout: Duration = timedelta(minutes=15)
     grace_period_seconds: StrictInt | None = Field(default=None, ge=0, le=86_400)
     delete_empty_dir_data: StrictBool = True
+    evict_unmanaged_pods: StrictBool = Field(
+        default=True,
+        description="Evict pods no controller owns (nothing re-creates them); false makes "
+                    "them blockers, as `kubectl drain` without --force does.")
     on_timeout: Literal["fail", "force"] = "fail"
 
 
@@ -325,13 +324,12 @@ class RebootSpec(SpecModel):
             raise ValueError("the template never names the node: use {node} or {ip}")
         return value
 
-    def render_command(self, node: str, ip: str | None) -> list[str]:
-        """The command for one node; ValueError if the template needs an IP the node lacks."""
-        if self.command is None:
-            raise ValueError(f'strategy "{self.strategy}" has no command')
-        if ip is None and "ip" in _placeholders(self.command):
-            raise ValueError(f"node {node} has no internal IP for the {{ip}} placeholder")
-        return [part.format(node=node, ip=ip or "") for part in self.command]
+
+def render_command(template: list[str], node: str, ip: str | None) -> list[str]:
+    """A reboot command template for one node; ValueError if it needs an IP the node lacks."""
+    if ip is None and "ip" in _placeholders(template):
+        raise ValueError(f"node {node} has no internal IP for the {{ip}} placeholder")
+    return [part.format(node=node, ip=ip or "") for part in template]
 
 
 def _placeholders(template: list[str]) -> set[str]:

@@ -15,8 +15,8 @@ from plan.helm_values import (
     flatten,
     initial_values,
     merge_values,
+    schema_errors,
     unknown_keys,
-    validate_values,
     value_at,
     values_diff,
 )
@@ -39,6 +39,11 @@ bpf: {hostLegacyRouting: true}
 """
 )
 
+
+
+def validate_values(values: dict[str, Any]) -> list[str]:
+    """Every problem the chart would have with ``values``: wrong types, then unknown keys."""
+    return schema_errors(values) + unknown_keys(values)
 
 def spec_with(**sections: Any) -> MigrationSpec:
     return MigrationSpec.model_validate({"cluster": {"name": "prod"}, **sections}, by_name=False)

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from plan.facts import MIGRATION_LABEL, ClusterFacts
-from plan.findings import Finding, blocking, may_proceed, unacknowledged
-from plan.preflight import RULES, rule_ids, run_preflight
+from plan.findings import Finding, blocking, unacknowledged
+from plan.preflight import RULES, run_preflight
 from plan.spec import MigrationSpec
 
 FactsChange = Callable[[ClusterFacts], ClusterFacts]
@@ -213,12 +213,12 @@ def test_rule_stays_quiet(rule: str, sections: dict[str, Any], change: FactsChan
 
 
 def test_every_rule_has_a_trigger_and_a_near_miss() -> None:
-    assert {case[0] for case in TRIGGERS} == set(rule_ids())
-    assert {case[0] for case in NEAR_MISSES} == set(rule_ids())
+    assert {case[0] for case in TRIGGERS} == set([rule.id for rule in RULES])
+    assert {case[0] for case in NEAR_MISSES} == set([rule.id for rule in RULES])
 
 
 def test_rule_ids_are_unique_and_documented() -> None:
-    ids = rule_ids()
+    ids = [rule.id for rule in RULES]
     assert len(ids) == len(set(ids))
     assert all(rule.summary and rule.summary != rule.id for rule in RULES)
 
@@ -240,12 +240,11 @@ def test_acknowledged_warnings_stay_listed_but_no_longer_hold_the_run() -> None:
     policies = facts_with(network_policies=[{"namespace": "a", "name": "b"}])
     pending = findings_for({}, policies)
     assert [finding.id for finding in unacknowledged(pending)] == ["network-policies-present"]
-    assert not may_proceed(pending)
     accepted = findings_for({"acknowledge": ["network-policies-present"]}, policies)
     assert [(finding.id, finding.acknowledged) for finding in accepted] == [
         ("network-policies-present", True)
     ]
-    assert unacknowledged(accepted) == [] and may_proceed(accepted)
+    assert unacknowledged(accepted) == [] and blocking(accepted) == []
 
 
 def test_blocking_findings_cannot_be_acknowledged() -> None:
@@ -254,7 +253,6 @@ def test_blocking_findings_cannot_be_acknowledged() -> None:
     )
     [absent] = blocking(findings)
     assert absent.id == "kube-proxy-absent" and not absent.acknowledged
-    assert not may_proceed(findings)
 
 
 def test_order_follows_the_registry_and_ignores_discovery_order() -> None:
@@ -265,7 +263,7 @@ def test_order_follows_the_registry_and_ignores_discovery_order() -> None:
         node_with("w1", ready=False),
     )
     findings = findings_for(sections, change)
-    order = {rule_id: position for position, rule_id in enumerate(rule_ids())}
+    order = {rule_id: position for position, rule_id in enumerate([rule.id for rule in RULES])}
     positions = [order[finding.id] for finding in findings]
     assert positions == sorted(positions)
     shuffled_nodes = list(change(healthy_facts()).nodes)

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from plan.duration import format_duration, parse_duration
-from plan.spec import MigrationSpec
+from plan.spec import MigrationSpec, render_command
 from plan.spec_loader import spec_json_schema
 
 
@@ -28,7 +28,7 @@ def error_locations(**sections: object) -> list[tuple[object, ...]]:
 def test_defaults_are_the_procedures_values() -> None:
     spec = spec_of()
     assert spec.cilium.version == "1.18.4"
-    assert spec.cilium.chart.repo == spec.cilium.chart.repo_url == "https://helm.cilium.io"
+    assert spec.cilium.chart.repo == "https://helm.cilium.io"
     assert spec.cilium.chart.name == "cilium"
     assert spec.cilium.namespace == "kube-system"
     assert spec.network.pod_cidrs == [IPv4Network("10.245.0.0/16")]
@@ -145,16 +145,17 @@ def test_valid_alternatives_are_accepted() -> None:
         reboot={"strategy": "command", "command": ["ssh", "root@{ip}", "reboot"]},
         verify={"checks": ["api-server"]},
     )
-    assert spec.cilium.chart.repo_url == "oci://registry.example/charts"
+    assert spec.cilium.chart.repo == "oci://registry.example/charts"
     assert spec.rollout.max_unavailable == "100%"
-    assert spec.reboot.render_command("n1", "10.0.0.7") == ["ssh", "root@10.0.0.7", "reboot"]
+    template = spec.reboot.command or []
+    assert render_command(template, "n1", "10.0.0.7") == ["ssh", "root@10.0.0.7", "reboot"]
     with pytest.raises(ValueError, match="no internal IP"):
-        spec.reboot.render_command("n1", None)
+        render_command(spec.reboot.command or [], "n1", None)
 
 
 def test_local_chart_has_no_repository() -> None:
     chart = spec_of(cilium={"chart": {"path": "./chart"}}).cilium.chart
-    assert chart.repo is None and chart.repo_url is None
+    assert chart.repo is None
     assert (
         spec_of(cilium={"chart": {"name": "cilium"}}).cilium.chart.repo == "https://helm.cilium.io"
     )

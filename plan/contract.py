@@ -1,6 +1,7 @@
 """The contract between the workflows and the activities: step names, inputs, results, errors.
 
-Workflows import this module (it is pure); activities implement the steps. Inputs carry names,
+Workflows import this module (it is pure); activities implement the steps. Node steps take the
+policies `plan.policies` built from the spec, unchanged. Inputs carry names,
 never credentials: an activity resolves the cluster's credentials from `ClusterRef` on the worker
 that runs it. Every step is idempotent, so each input carries what a retry needs to tell "already
 done" from "still to do" (for example the bootID seen before a reboot).
@@ -9,15 +10,16 @@ done" from "still to do" (for example the bootID seen before a reboot).
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from plan.facts import MIGRATION_LABEL
+from plan.policies import ClusterRef, DrainPolicy, Overlays, RebootPolicy, VerifyPolicy
 
 # Node annotation naming the migration that cordoned the node: only that run uncordons it.
 CORDONED_BY_ANNOTATION = "cilium-migrate.io/cordoned-by"
-NODE_CONFIG_NAME = "cilium-default"
 PROBE_LABEL = "cilium-migrate.io/probe"
 
 
@@ -25,19 +27,32 @@ class StepModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ClusterRef(StepModel):
-    """Which cluster, by name; the worker maps it to credentials (kubeconfig context or
-    in-cluster service account)."""
-
-    name: str
-    context: str | None = None
-    in_cluster: bool = False
-
-
 class NodeRef(StepModel):
     cluster: ClusterRef
     node: str
-    run_id: str  # the migration's workflow ID: recorded as the cordon owner
+    migration_id: str  # the migration's workflow ID: recorded as the cordon owner
+
+
+class NodeStep(StrEnum):
+    """A node's steps, in the order the procedure runs them (rollback after a decision)."""
+
+    SNAPSHOT = "snapshot"
+    CORDON = "cordon"
+    DRAIN = "drain"
+    LABEL = "label"
+    RESTART_AGENT = "restart-agent"
+    REBOOT = "reboot"
+    VERIFY = "verify"
+    UNCORDON = "uncordon"
+    ROLLBACK = "rollback"
+    DONE = "done"
+
+
+class NodeNote(StepModel):
+    """A Kubernetes Event a step records on its node when it succeeds."""
+
+    reason: str
+    message: str
 
 
 # ---- node steps ------------------------------------------------------------------------------
@@ -57,13 +72,7 @@ class CordonResult(StepModel):
 
 class DrainInput(StepModel):
     target: NodeRef
-    timeout_seconds: float
-    grace_period_seconds: int | None = None
-    delete_empty_dir_data: bool = True
-    force_on_timeout: bool = False  # delete instead of evict when the deadline passes
-    # Pods no controller owns are evicted too (nothing re-creates them); False makes them
-    # blockers, as `kubectl drain` without --force does.
-    evict_unmanaged: bool = True
+    policy: DrainPolicy
 
 
 class DrainBlocker(StepModel):
@@ -102,12 +111,9 @@ class AgentStatus(StepModel):
 
 class RebootInput(StepModel):
     target: NodeRef
-    strategy: Literal["node-shell", "docker", "command"]
+    policy: RebootPolicy
     boot_id_before: str
-    timeout_seconds: float
-    image: str = "busybox:1.36"
-    command: list[str] | None = None  # for the command strategy; {node} and {ip} substituted
-    cilium_namespace: str = "kube-system"
+    cilium_namespace: str  # where the node-shell pod runs and the new agent is awaited
 
 
 class RebootResult(StepModel):
@@ -121,18 +127,16 @@ class HostCommandInput(StepModel):
     target: NodeRef
     name: str  # step name, part of the pod name so a retry finds its earlier pod
     script: str
-    image: str = "busybox:1.36"
+    image: str
     timeout_seconds: float = 120.0
     namespace: str = "kube-system"  # where the node-shell pod runs (privileged: a system namespace)
+    on_success: NodeNote | None = None
 
 
 class VerifyInput(StepModel):
     target: NodeRef
-    image: str
-    checks: list[str]
-    cilium_pools: list[str]
-    flannel_network: str | None
-    timeout_seconds: float
+    policy: VerifyPolicy
+    overlays: Overlays
     expect: Literal["cilium", "flannel"] = "cilium"  # which range the probe's IP must be in
     namespace: str = "kube-system"  # where the probe pod runs
 
@@ -187,10 +191,12 @@ class CiliumStatus(StepModel):
 
 
 class NodeConfigInput(StepModel):
+    """The CiliumNodeConfig that switches labelled nodes (`plan.node_config` decides it)."""
+
     cluster: ClusterRef
     namespace: str
-    name: str = NODE_CONFIG_NAME
-    api_version: str = "cilium.io/v2"
+    name: str
+    api_version: str
     label: str = MIGRATION_LABEL
     defaults: dict[str, str]
 
@@ -248,7 +254,9 @@ class RemoveFlannelResult(StepModel):
 class StepError:
     """`ApplicationError.type` values raised non-retryable by activities."""
 
+    DISCOVERY_FAILED = "DiscoveryFailed"  # the cluster is not what discovery can read
     DRAIN_BLOCKED = "DrainBlocked"  # details[0]: list of DrainBlocker dicts
+    RECYCLE_BLOCKED = "RecycleBlocked"  # details[0]: list of DrainBlocker dicts
     VERIFICATION_FAILED = "VerificationFailed"  # details[0]: VerifyResult dict
     NODE_GONE = "NodeGone"
     REBOOT_NOT_COMPLETING = "RebootNotCompleting"
