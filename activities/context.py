@@ -21,7 +21,7 @@ from temporalio.common import MetricMeter
 from temporalio.exceptions import ApplicationError
 
 from activities.kubeapi import Kube, Obj
-from plan.steps import ClusterRef, StepError
+from plan.contract import ClusterRef, StepError
 
 WORKER_NODE_ENV = "CILIUM_MIGRATE_NODE_NAME"
 EVENT_COMPONENT = "cilium-migrate"
@@ -96,8 +96,7 @@ def metric_meter() -> MetricMeter:
 
 
 def record_node_event(kube: Kube, node_name: str, reason: str, message: str,
-                      type: str = "Normal", *, uid: str | None = None,
-                      action: str | None = None) -> None:
+                      type: str = "Normal", *, uid: str | None = None) -> None:
     """Writes a Kubernetes Event about the node, so `kubectl describe node` tells what the
     migration did to it. Best effort: a step never fails because its event could not be written.
 
@@ -114,7 +113,7 @@ def record_node_event(kube: Kube, node_name: str, reason: str, message: str,
         "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node_name,
                            "uid": uid or node_name},
         "reason": reason, "message": message, "type": type,
-        "action": action or reason.removeprefix(EVENT_REASON_PREFIX) or reason,
+        "action": reason.removeprefix(EVENT_REASON_PREFIX) or reason,
         "source": {"component": EVENT_COMPONENT},
         "reportingComponent": EVENT_COMPONENT,
         "reportingInstance": socket.gethostname()[:128],

@@ -13,7 +13,10 @@ import logging
 from typing import Any
 from urllib.parse import urlparse
 
-from activities.kubeapi import Kube, Obj
+from temporalio.exceptions import ApplicationError
+
+from activities.kubeapi import Kube, Obj, boot_id, condition_true, unschedulable
+from plan.contract import StepError
 from plan.facts import (
     ClusterFacts,
     ExistingCilium,
@@ -35,8 +38,16 @@ OTHER_CNI_DAEMONSETS = {
 }
 
 
-class DiscoveryError(Exception):
-    """The cluster cannot be read as needed (missing rights, malformed flannel config)."""
+class DiscoveryError(ApplicationError):
+    """The cluster is not what discovery can read (a malformed flannel config, say).
+
+    Asking again reads the same cluster, so it is typed and non-retryable: raised in the
+    discover activity it reaches the workflow as `StepError.DISCOVERY_FAILED` at once, and
+    the command line catches it by this class.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type=StepError.DISCOVERY_FAILED, non_retryable=True)
 
 
 def discover_cluster(kube: Kube, worker_node: str | None = None) -> ClusterFacts:
@@ -76,10 +87,9 @@ def _node_facts(node: Obj) -> NodeFacts:
         name=node["metadata"]["name"],
         control_plane=any(label in labels for label in CONTROL_PLANE_LABELS),
         zone=labels.get(ZONE_LABEL),
-        schedulable=not spec.get("unschedulable", False),
-        ready=any(c["type"] == "Ready" and c["status"] == "True"
-                  for c in status.get("conditions", [])),
-        boot_id=status.get("nodeInfo", {}).get("bootID", ""),
+        schedulable=not unschedulable(node),
+        ready=condition_true(node, "Ready"),
+        boot_id=boot_id(node),
         pod_cidrs=cidrs,
         internal_ip=addresses.get("InternalIP"),
         taints=[Taint(key=t["key"], value=t.get("value"), effect=t["effect"])
@@ -167,5 +177,5 @@ def _pdb_facts(pdb: Obj) -> PodDisruptionBudgetFacts:
 
 def _api_server(kube: Kube) -> tuple[str, int]:
     """Where nodes reach the API server, as the client reaches it (Cilium's k8sServiceHost)."""
-    url = urlparse(kube.api.configuration.host)
+    url = urlparse(kube.server)
     return url.hostname or "", url.port or 443

@@ -27,6 +27,9 @@ T = TypeVar("T")
 STRATEGIC = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
 APPLY = "application/apply-patch+yaml"
+# A wait's watch is cut into windows this long: the server closes each, and the caller's
+# `on_tick` (its heartbeat) runs between them.
+WATCH_WINDOW_SECONDS = 5.0
 
 
 class Kube:
@@ -41,6 +44,11 @@ class Kube:
             config.load_kube_config(config_file=kubeconfig, context=context,
                                     client_configuration=configuration)
         self.api = client.ApiClient(configuration)
+
+    @property
+    def server(self) -> str:
+        """The API server's URL, as this client reaches it."""
+        return str(self.api.configuration.host)
 
     def request(self, method: str, path: str, body: Any = None,
                 query: dict[str, Any] | None = None, content_type: str | None = None,
@@ -132,15 +140,13 @@ class Kube:
                 time.sleep(1.0)
 
     def wait(self, path: str, condition: Callable[[list[Obj]], T | None], timeout: float,
-             on_tick: Callable[[], None] | None = None, tick_seconds: float = 5.0,
-             **query: Any) -> T | None:
+             on_tick: Callable[[], None] | None = None, **query: Any) -> T | None:
         """Follows the collection at ``path`` (narrowed by label or field selectors in
         ``query``) until ``condition`` holds for its current objects.
 
         Returns the first truthy value of ``condition(objects)``, checked after the initial
-        list and after every change, or None once ``timeout`` seconds have passed. The watch
-        is cut into windows of ``tick_seconds`` (the server closes each one), and ``on_tick``
-        runs before each window: that is where activities heartbeat.
+        list and after every change, or None once ``timeout`` seconds have passed. ``on_tick``
+        runs before each watch window: that is where activities heartbeat.
         """
         deadline = time.monotonic() + timeout
         objects: dict[str, Obj] = {}
@@ -157,7 +163,7 @@ class Kube:
                 return None
             if on_tick is not None:
                 on_tick()
-            window = max(1, math.ceil(min(remaining, tick_seconds)))
+            window = max(1, math.ceil(min(remaining, WATCH_WINDOW_SECONDS)))
             events = self._stream(path, resource_version, query, window)
             try:
                 for kind, obj in events:
@@ -214,6 +220,16 @@ def condition_true(obj: Obj, kind: str) -> bool:
 
 def is_terminating(obj: Obj) -> bool:
     return bool(obj["metadata"].get("deletionTimestamp"))
+
+
+def boot_id(node: Obj) -> str:
+    """The node's bootID: it changes with every boot, so a reboot is told by it."""
+    return str(node.get("status", {}).get("nodeInfo", {}).get("bootID", ""))
+
+
+def unschedulable(node: Obj) -> bool:
+    """Cordoned: no new pods are scheduled there."""
+    return bool(node.get("spec", {}).get("unschedulable"))
 
 
 def pod_ready(pod: Obj) -> bool:

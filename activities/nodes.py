@@ -13,8 +13,8 @@ from typing import TypeVar
 from kubernetes.client.rest import ApiException
 
 from activities.context import get_node, record_node_event
-from activities.kubeapi import Kube, Obj, condition_true
-from plan.steps import CORDONED_BY_ANNOTATION, CordonResult, LabelInput, NodeRef, NodeSnapshot
+from activities.kubeapi import Kube, Obj, boot_id, condition_true, unschedulable
+from plan.contract import CORDONED_BY_ANNOTATION, CordonResult, LabelInput, NodeRef, NodeSnapshot
 
 CONFLICT_ATTEMPTS = 5
 R = TypeVar("R")
@@ -25,8 +25,8 @@ def snapshot_node(kube: Kube, target: NodeRef) -> NodeSnapshot:
     meta = node["metadata"]
     return NodeSnapshot(
         node=target.node,
-        unschedulable=bool(node.get("spec", {}).get("unschedulable")),
-        boot_id=node.get("status", {}).get("nodeInfo", {}).get("bootID", ""),
+        unschedulable=unschedulable(node),
+        boot_id=boot_id(node),
         ready=condition_true(node, "Ready"),
         labels=meta.get("labels") or {},
         cordoned_by=(meta.get("annotations") or {}).get(CORDONED_BY_ANNOTATION),
@@ -38,29 +38,29 @@ def cordon_node(kube: Kube, target: NodeRef) -> CordonResult:
 
     def decide(node: Obj) -> tuple[Obj | None, CordonResult]:
         owner = _owner(node)
-        if owner == target.run_id:  # our earlier attempt; re-assert in case someone undid it
-            patch = None if _unschedulable(node) else {"spec": {"unschedulable": True}}
+        if owner == target.migration_id:  # our earlier attempt: re-assert, someone may undo it
+            patch = None if unschedulable(node) else {"spec": {"unschedulable": True}}
             return patch, CordonResult(cordoned_by_us=True)
-        if _unschedulable(node):
+        if unschedulable(node):
             return None, CordonResult(cordoned_by_us=False)
-        return ({"metadata": {"annotations": {CORDONED_BY_ANNOTATION: target.run_id}},
+        return ({"metadata": {"annotations": {CORDONED_BY_ANNOTATION: target.migration_id}},
                  "spec": {"unschedulable": True}}, CordonResult(cordoned_by_us=True))
 
     return _update(kube, target.node, decide, event=(
-        "CiliumMigrateCordoned", f"cordoned by cilium-migrate run {target.run_id}"))
+        "CiliumMigrateCordoned", f"cordoned by cilium-migrate run {target.migration_id}"))
 
 
 def uncordon_node(kube: Kube, target: NodeRef) -> bool:
     """Uncordons only a node this run cordoned; True when it did (or had done) so."""
 
     def decide(node: Obj) -> tuple[Obj | None, bool]:
-        if _owner(node) != target.run_id:
+        if _owner(node) != target.migration_id:
             return None, False
         return {"metadata": {"annotations": {CORDONED_BY_ANNOTATION: None}},
                 "spec": {"unschedulable": None}}, True
 
     return _update(kube, target.node, decide, event=(
-        "CiliumMigrateUncordoned", f"uncordoned by cilium-migrate run {target.run_id}"))
+        "CiliumMigrateUncordoned", f"uncordoned by cilium-migrate run {target.migration_id}"))
 
 
 def label_node(kube: Kube, request: LabelInput) -> None:
@@ -80,10 +80,6 @@ def label_node(kube: Kube, request: LabelInput) -> None:
 
 def _owner(node: Obj) -> str | None:
     return (node["metadata"].get("annotations") or {}).get(CORDONED_BY_ANNOTATION)
-
-
-def _unschedulable(node: Obj) -> bool:
-    return bool(node.get("spec", {}).get("unschedulable"))
 
 
 def _update(kube: Kube, name: str, decide: Callable[[Obj], tuple[Obj | None, R]],

@@ -11,11 +11,12 @@ from typing import Any
 
 from temporalio import activity
 
-from activities import cilium, drain, nodes, reboot, verify
+from activities import agent, drain, finalize, health, helm, host, node_config, nodes, verify
 from activities.context import ActivityContext
 from activities.discovery import discover_cluster
-from plan.facts import ClusterFacts
-from plan.steps import (
+from activities.reboot.step import reboot_node
+from activities.reboot.strategies import strategies
+from plan.contract import (
     Activity,
     AgentStatus,
     CiliumStatus,
@@ -44,17 +45,19 @@ from plan.steps import (
     VerifyInput,
     VerifyResult,
 )
+from plan.facts import ClusterFacts
 
 
 class MigrationActivities:
     def __init__(self, context: ActivityContext) -> None:
         self.context = context
-        self.reboot_strategies = reboot.strategies(docker=context.docker)
+        self.reboot_strategies = strategies(docker=context.docker)
 
     # ---- discovery ----------------------------------------------------------------------
 
     @activity.defn(name=Activity.DISCOVER)
     def discover_cluster(self, cluster: ClusterRef) -> ClusterFacts:
+        # Its DiscoveryError is already typed and non-retryable: no translation here.
         return discover_cluster(self.context.kube(cluster), self.context.worker_node)
 
     # ---- node steps ---------------------------------------------------------------------
@@ -77,16 +80,16 @@ class MigrationActivities:
 
     @activity.defn(name=Activity.RESTART_AGENT)
     def restart_agent(self, request: RestartAgentInput) -> AgentStatus:
-        return cilium.restart_agent(self.context.kube(request.target.cluster), request)
+        return agent.restart_agent(self.context.kube(request.target.cluster), request)
 
     @activity.defn(name=Activity.REBOOT_NODE)
     def reboot_node(self, request: RebootInput) -> RebootResult:
-        return reboot.reboot_node(self.context.kube(request.target.cluster), request,
-                                  self.reboot_strategies)
+        return reboot_node(self.context.kube(request.target.cluster), request,
+                           self.reboot_strategies)
 
     @activity.defn(name=Activity.RUN_HOST_COMMAND)
     def run_host_command(self, request: HostCommandInput) -> None:
-        reboot.run_host_command(self.context.kube(request.target.cluster), request)
+        host.run_host_command(self.context.kube(request.target.cluster), request)
 
     @activity.defn(name=Activity.VERIFY_NODE)
     def verify_node(self, request: VerifyInput) -> VerifyResult:
@@ -100,36 +103,36 @@ class MigrationActivities:
 
     @activity.defn(name=Activity.HELM_UPGRADE)
     def helm_upgrade(self, request: HelmInput) -> HelmResult:
-        return cilium.helm_upgrade(self.context.helm, self.context.kubeconfig(request.cluster),
-                                   request)
+        return helm.helm_upgrade(self.context.helm, self.context.kubeconfig(request.cluster),
+                                 request)
 
     @activity.defn(name=Activity.WAIT_FOR_CILIUM)
     def wait_for_cilium(self, request: CiliumWaitInput) -> CiliumStatus:
-        return cilium.wait_for_cilium(self.context.kube(request.cluster), request)
+        return agent.wait_for_cilium(self.context.kube(request.cluster), request)
 
     @activity.defn(name=Activity.APPLY_NODE_CONFIG)
     def apply_node_config(self, request: NodeConfigInput) -> None:
-        cilium.apply_node_config(self.context.kube(request.cluster), request)
+        node_config.apply_node_config(self.context.kube(request.cluster), request)
 
     @activity.defn(name=Activity.DELETE_NODE_CONFIG)
     def delete_node_config(self, request: NodeConfigInput) -> None:
-        cilium.delete_node_config(self.context.kube(request.cluster), request)
+        node_config.delete_node_config(self.context.kube(request.cluster), request)
 
     @activity.defn(name=Activity.CHECK_HEALTH)
     def check_health(self, request: HealthInput) -> HealthReport:
-        return cilium.check_health(self.context.kube(request.cluster), request)
+        return health.check_health(self.context.kube(request.cluster), request)
 
     @activity.defn(name=Activity.RECYCLE_PODS)
     def recycle_pods(self, request: RecycleInput) -> RecycleResult:
-        return cilium.recycle_pods(self.context.kube(request.cluster), request)
+        return finalize.recycle_pods(self.context.kube(request.cluster), request)
 
     @activity.defn(name=Activity.ROLLOUT_RESTART)
     def rollout_restart(self, request: RolloutRestartInput) -> None:
-        cilium.rollout_restart(self.context.kube(request.cluster), request)
+        finalize.rollout_restart(self.context.kube(request.cluster), request)
 
     @activity.defn(name=Activity.REMOVE_FLANNEL)
     def remove_flannel(self, request: RemoveFlannelInput) -> RemoveFlannelResult:
-        return cilium.remove_flannel(self.context.kube(request.cluster), request)
+        return finalize.remove_flannel(self.context.kube(request.cluster), request)
 
 
 def activities(context: ActivityContext) -> list[Callable[..., Any]]:

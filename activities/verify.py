@@ -9,16 +9,17 @@ termination message. The activity reads the pod's status, so it needs no log acc
 
 from __future__ import annotations
 
-import ipaddress
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from activities.context import get_node, heartbeat, record_node_event, step_error
+from activities.host import pod_name, termination
 from activities.kubeapi import Kube, Obj, object_key, pod_finished, pod_ready
-from activities.reboot import shell_pod_name, termination
-from plan.steps import PROBE_LABEL, CheckResult, StepError, VerifyInput, VerifyResult
+from activities.pod_addresses import range_of
+from plan.contract import PROBE_LABEL, CheckResult, StepError, VerifyInput, VerifyResult
+from plan.policies import Overlays
 
 PROBE_SCRIPT = """\
 api=false
@@ -60,21 +61,19 @@ class Probe:
 # ---- checks: one small function each, registered by name ----------------------------------
 
 def _ip_in_pool(probe: Probe) -> CheckResult:
-    request = probe.request
-    ranges = (request.cilium_pools if request.expect == "cilium"
-              else [request.flannel_network] if request.flannel_network else [])
+    expect = probe.request.expect
+    ranges = _ranges(probe.request.overlays).get(expect, [])
     name = "pod-ip-in-pool"
     if probe.pod_ip is None:
         return CheckResult(name=name, passed=False,
                            detail=f"the probe got no IP ({probe.problem or 'no report'})")
     if not ranges:
         return CheckResult(name=name, passed=False, detail="no flannel network to compare with")
-    address = ipaddress.ip_address(probe.pod_ip)
-    inside = next((r for r in ranges if address in ipaddress.ip_network(r)), None)
+    inside = range_of(probe.pod_ip, ranges)
     if inside:
-        return CheckResult(name=name, passed=True, detail=f"{address} is in {inside}")
+        return CheckResult(name=name, passed=True, detail=f"{probe.pod_ip} is in {inside}")
     return CheckResult(name=name, passed=False, detail=(
-        f"{address} is outside the {request.expect} range {', '.join(ranges)}"))
+        f"{probe.pod_ip} is outside the {expect} range {', '.join(ranges)}"))
 
 
 def _api_server(probe: Probe) -> CheckResult:
@@ -108,33 +107,38 @@ CHECKS: dict[str, Callable[[Probe], CheckResult]] = {
 }
 
 
+def judge(probe: Probe, checks: Sequence[str]) -> list[CheckResult]:
+    """The named checks' verdicts on the probe, in the order asked. A name without a check
+    (the spec's list of names grew, this table did not) fails rather than passing unseen."""
+    return [CHECKS[name](probe) if name in CHECKS else CheckResult(
+        name=name, passed=False, detail=f"unknown check; known: {sorted(CHECKS)}")
+        for name in checks]
+
+
 # ---- the step -----------------------------------------------------------------------------
 
 def verify_node(kube: Kube, request: VerifyInput) -> VerifyResult:
-    node = request.target.node
+    node, timeout = request.target.node, request.policy.timeout_seconds
     get_node(kube, node)
-    probe = Probe(request=request, peers=choose_peers(kube, request))
+    peers = choose_peers(kube, request)
     pods = f"/api/v1/namespaces/{request.namespace}/pods"
-    name = shell_pod_name("probe", node)
+    name = pod_name("probe", node)
     # An earlier attempt's probe may have probed other peers: always start afresh.
     kube.delete(f"{pods}/{name}", {"gracePeriodSeconds": 0})
-    if not kube.wait(pods, lambda found: not found, request.timeout_seconds,
+    if not kube.wait(pods, lambda found: not found, timeout,
                      fieldSelector=f"metadata.name={name}"):
         raise RuntimeError(f"the previous probe {request.namespace}/{name} is still there")
-    kube.create(pods, probe_pod(name, node, request.image, probe.peers))
+    kube.create(pods, probe_pod(name, node, request.policy.image, peers))
     try:
         finished = kube.wait(pods, lambda found: next((p for p in found if pod_finished(p)), None),
-                             request.timeout_seconds, on_tick=lambda: heartbeat(probe=name),
+                             timeout, on_tick=lambda: heartbeat(probe=name),
                              fieldSelector=f"metadata.name={name}")
         last = finished or kube.get_or_none(f"{pods}/{name}")
     finally:
         kube.delete(f"{pods}/{name}", {"gracePeriodSeconds": 0})
-    _read_report(probe, finished, last)
+    probe = read_report(request, peers, finished, last)
 
-    unknown = [c for c in request.checks if c not in CHECKS]
-    checks = [CHECKS[c](probe) for c in request.checks if c in CHECKS]
-    checks += [CheckResult(name=c, passed=False, detail=f"unknown check; known: {sorted(CHECKS)}")
-               for c in unknown]
+    checks = judge(probe, request.policy.checks)
     result = VerifyResult(pod_ip=probe.pod_ip, checks=checks)
     if not result.passed:
         failed = "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.passed)
@@ -151,17 +155,23 @@ def verify_node(kube: Kube, request: VerifyInput) -> VerifyResult:
 def choose_peers(kube: Kube, request: VerifyInput) -> dict[str, Peer | None]:
     """One Ready pod per overlay, on another node, the same one each time the cluster is alike
     (sorted by node, namespace and name)."""
-    ranges: dict[str, list[str]] = {"cilium": request.cilium_pools}
-    if request.flannel_network:
-        ranges["flannel"] = [request.flannel_network]
+    ranges = _ranges(request.overlays)
     candidates = sorted(
         (Peer(ip=p["status"]["podIP"], pod=object_key(p), node=p["spec"]["nodeName"])
          for p in kube.get("/api/v1/pods", fieldSelector="status.phase=Running")["items"]
          if _usable_peer(p, request.target.node)),
         key=lambda peer: (peer.node, peer.pod))
-    return {overlay: next((peer for peer in candidates if any(
-        ipaddress.ip_address(peer.ip) in ipaddress.ip_network(r) for r in ranges.get(overlay, [])
-    )), None) for overlay in ("flannel", "cilium")}
+    return {overlay: next((peer for peer in candidates
+                           if range_of(peer.ip, ranges.get(overlay, [])) is not None), None)
+            for overlay in ("flannel", "cilium")}
+
+
+def _ranges(overlays: Overlays) -> dict[str, list[str]]:
+    """Each overlay's pod address ranges; flannel has none when discovery found no network."""
+    ranges = {"cilium": overlays.cilium_pools}
+    if overlays.flannel_network:
+        ranges["flannel"] = [overlays.flannel_network]
+    return ranges
 
 
 def _usable_peer(pod: Obj, node: str) -> bool:
@@ -195,19 +205,24 @@ def probe_pod(name: str, node: str, image: str, peers: dict[str, Peer | None]) -
     }
 
 
-def _read_report(probe: Probe, finished: Obj | None, last: Obj | None) -> None:
-    probe.pod_ip = ((last or {}).get("status") or {}).get("podIP")
+def read_report(request: VerifyInput, peers: dict[str, Peer | None], finished: Obj | None,
+                last: Obj | None) -> Probe:
+    """The probe as its pod left it: ``finished`` once it ended (None if it did not), ``last``
+    as last seen (for its address, even when it did not finish)."""
+    probe = Probe(request=request, peers=peers,
+                  pod_ip=((last or {}).get("status") or {}).get("podIP"))
     if finished is None:
         phase = ((last or {}).get("status") or {}).get("phase", "gone")
-        probe.problem = (f"the probe did not finish within {probe.request.timeout_seconds:.0f}s "
-                         f"(pod {phase})")
-        return
+        probe.problem = (f"the probe did not finish within "
+                         f"{request.policy.timeout_seconds:.0f}s (pod {phase})")
+        return probe
     _, message = termination(finished)
     try:
         report: dict[str, Any] = json.loads(message)
     except ValueError:
         probe.problem = f"the probe wrote no report: {message.strip()[:200] or 'empty'}"
-        return
+        return probe
     probe.pod_ip = report.get("podIP") or probe.pod_ip
     probe.api_server = report.get("apiServer") is True
     probe.reached = {str(ip): ok is True for ip, ok in (report.get("peers") or {}).items()}
+    return probe

@@ -15,10 +15,9 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.context import ActivityContext
 from activities.registry import MigrationActivities
-from plan.steps import (
+from plan.contract import (
     ChartRef,
     CiliumWaitInput,
-    ClusterRef,
     HealthInput,
     HelmInput,
     HostCommandInput,
@@ -31,12 +30,14 @@ from plan.steps import (
     RolloutRestartInput,
     StepError,
 )
+from plan.policies import ClusterRef
 from tests.conftest import CHART, CILIUM_POOL, MIGRATION_VALUES, Sandbox
 from tests.helpers import deployment, ready_pods, wait_for
 
 pytestmark = pytest.mark.sandbox
 
 CLUSTER = ClusterRef(name="sandbox")
+IMAGE = "busybox:1.36"
 NODE_CONFIG_DEFAULTS = {
     "write-cni-conf-when-ready": "/host/etc/cni/net.d/05-cilium.conflist",
     "custom-cni-conf": "false", "cni-chaining-mode": "none", "cni-exclusive": "true",
@@ -80,6 +81,7 @@ def test_the_node_config_is_applied_idempotently_and_deleted(
     env = ActivityEnvironment()
     # Its own name and label, so no node in the shared sandbox is selected by it.
     request = NodeConfigInput(cluster=CLUSTER, namespace="kube-system", name=f"cfg-{namespace}",
+                              api_version="cilium.io/v2",
                               label=f"cilium-migrate.io/test-{namespace}",
                               defaults=NODE_CONFIG_DEFAULTS)
     path = f"/apis/cilium.io/v2/namespaces/kube-system/ciliumnodeconfigs/{request.name}"
@@ -122,11 +124,12 @@ def test_rollout_restart_restarts_once_per_value_and_waits(
 def switching(sandbox: Sandbox, steps: MigrationActivities) -> Iterator[NodeRef]:
     """A worker the test moves to Cilium; afterwards it goes back to flannel, so later tests
     in the session find new pods there on flannel as before."""
-    target = NodeRef(cluster=CLUSTER, node=sandbox.claim_worker(), run_id="r")
+    target = NodeRef(cluster=CLUSTER, node=sandbox.claim_worker(), migration_id="r")
     yield target
     env = ActivityEnvironment()
     env.run(steps.label_node, LabelInput(target=target, value=None))
-    env.run(steps.run_host_command, HostCommandInput(target=target, name="rollback", script=(
+    env.run(steps.run_host_command, HostCommandInput(target=target, name="rollback", image=IMAGE,
+                                                     script=(
         "rm -f /etc/cni/net.d/05-cilium.conflist && mv /etc/cni/net.d/10-flannel.conflist"
         ".cilium_bak /etc/cni/net.d/10-flannel.conflist")))
     env.run(steps.restart_agent, RestartAgentInput(
@@ -147,8 +150,9 @@ def test_recycle_moves_pods_left_on_flannel_and_reports_unmanaged_ones(
     old = wait_for(lambda: ready_pods(sandbox, namespace, "app=old"), "old")[0]
     wait_for(lambda: ready_pods(sandbox, namespace, "app=stray"), "stray")
     # The node moves to Cilium; pods that were running keep their flannel address.
-    env.run(steps.apply_node_config, NodeConfigInput(cluster=CLUSTER, namespace="kube-system",
-                                                     defaults=NODE_CONFIG_DEFAULTS))
+    env.run(steps.apply_node_config, NodeConfigInput(
+        cluster=CLUSTER, namespace="kube-system", name="cilium-default",
+        api_version="cilium.io/v2", defaults=NODE_CONFIG_DEFAULTS))
     env.run(steps.label_node, LabelInput(target=target))
     env.run(steps.restart_agent, RestartAgentInput(
         target=target, namespace="kube-system", timeout_seconds=30,

@@ -1,5 +1,5 @@
 """Node steps leave Kubernetes Events on the node, so `kubectl describe node` tells what the
-migration did to it; an event that cannot be written never fails the step."""
+migration did to it. (An event that cannot be written: tests/unit/test_activities_events.py.)"""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes.client.rest import ApiException
 from temporalio.testing import ActivityEnvironment
 
-from activities.context import ActivityContext, record_node_event
+from activities.context import ActivityContext
 from activities.registry import MigrationActivities
-from plan.steps import CORDONED_BY_ANNOTATION, ClusterRef, NodeRef
+from plan.contract import CORDONED_BY_ANNOTATION, NodeRef
+from plan.policies import ClusterRef
 from tests.conftest import Sandbox
 
 CLUSTER = ClusterRef(name="sandbox")
@@ -41,14 +41,15 @@ def test_cordon_and_uncordon_are_recorded_as_events_on_the_node(
         sandbox: Sandbox, node: str) -> None:
     steps = MigrationActivities(ActivityContext(default_kubeconfig=str(sandbox.kubeconfig)))
     env = ActivityEnvironment()
-    target = NodeRef(cluster=CLUSTER, node=node, run_id=f"cilium-migrate/{uuid.uuid4().hex[:8]}")
+    target = NodeRef(cluster=CLUSTER, node=node,
+                     migration_id=f"cilium-migrate/{uuid.uuid4().hex[:8]}")
     uid = sandbox.kube.get(f"/api/v1/nodes/{node}")["metadata"]["uid"]
 
     assert env.run(steps.cordon_node, target).cordoned_by_us
     assert env.run(steps.cordon_node, target).cordoned_by_us  # nothing to do: no second event
     assert env.run(steps.uncordon_node, target) is True
 
-    ours = sorted((e for e in node_events(sandbox, node) if target.run_id in e["message"]),
+    ours = sorted((e for e in node_events(sandbox, node) if target.migration_id in e["message"]),
                   key=lambda e: e["eventTime"])
     assert [e["reason"] for e in ours] == ["CiliumMigrateCordoned", "CiliumMigrateUncordoned"]
     for event in ours:
@@ -60,28 +61,3 @@ def test_cordon_and_uncordon_are_recorded_as_events_on_the_node(
         assert event["reportingComponent"] == "cilium-migrate"
         assert event["count"] == 1 and event["action"]
         assert event["metadata"]["namespace"] == "default"
-
-
-class RefusingKube:
-    """A client whose every write the API server refuses."""
-
-    def __init__(self) -> None:
-        self.asked: list[tuple[str, dict[str, Any]]] = []
-
-    def create(self, path: str, body: dict[str, Any]) -> None:
-        self.asked.append((path, body))
-        raise ApiException(status=403, reason="Forbidden")
-
-
-def test_an_event_that_cannot_be_written_only_logs_a_warning(
-        caplog: pytest.LogCaptureFixture) -> None:
-    kube = RefusingKube()
-    record_node_event(kube, "worker-1", "CiliumMigrateDrainBlocked",  # type: ignore[arg-type]
-                      "x" * 2000, type="Warning")
-    [(path, event)] = kube.asked
-    assert path == "/api/v1/namespaces/default/events"
-    assert event["involvedObject"] == {"apiVersion": "v1", "kind": "Node", "name": "worker-1",
-                                       "uid": "worker-1"}
-    assert event["type"] == "Warning" and event["action"] == "DrainBlocked"
-    assert len(event["message"].encode()) <= 1024
-    assert "could not record event CiliumMigrateDrainBlocked" in caplog.text

@@ -19,11 +19,9 @@ from temporalio.testing import ActivityEnvironment
 from activities.context import ActivityContext
 from activities.registry import MigrationActivities
 from activities.verify import PROBE_SCRIPT
-from plan.facts import MIGRATION_LABEL
-from plan.steps import (
+from plan.contract import (
     PROBE_LABEL,
     AgentStatus,
-    ClusterRef,
     HostCommandInput,
     LabelInput,
     NodeConfigInput,
@@ -33,6 +31,9 @@ from plan.steps import (
     StepError,
     VerifyInput,
 )
+from plan.facts import MIGRATION_LABEL
+from plan.policies import ClusterRef, Overlays, RebootPolicy, VerifyPolicy
+from plan.spec import VerifyCheck
 from sandbox.simulator.faults import Fault, read_faults, write_faults
 from tests.conftest import CILIUM_POOL, Sandbox
 from tests.helpers import deployment, ready_pods, wait_for
@@ -40,14 +41,16 @@ from tests.helpers import deployment, ready_pods, wait_for
 pytestmark = pytest.mark.sandbox
 
 CLUSTER = ClusterRef(name="sandbox")
+IMAGE = "busybox:1.36"
 FLANNEL_NETWORK = "10.244.0.0/16"
-NODE_CONFIG = NodeConfigInput(cluster=CLUSTER, namespace="kube-system", defaults={
+NODE_CONFIG = NodeConfigInput(cluster=CLUSTER, namespace="kube-system", name="cilium-default",
+                              api_version="cilium.io/v2", defaults={
     "write-cni-conf-when-ready": "/host/etc/cni/net.d/05-cilium.conflist",
     "custom-cni-conf": "false",
     "cni-chaining-mode": "none",
     "cni-exclusive": "true",
 })
-CHECKS = ["pod-ip-in-pool", "api-server", "peer-flannel", "peer-cilium"]
+CHECKS: list[VerifyCheck] = ["pod-ip-in-pool", "api-server", "peer-flannel", "peer-cilium"]
 ROLLBACK = ("rm -f /etc/cni/net.d/05-cilium.conflist && mv /etc/cni/net.d/10-flannel.conflist"
             ".cilium_bak /etc/cni/net.d/10-flannel.conflist")
 
@@ -65,7 +68,7 @@ def switched(sandbox: Sandbox, steps: MigrationActivities
     """A worker moved to Cilium the way the node workflow does it: label, then agent restart.
     Afterwards it goes back to flannel, so later tests in the session find new pods there
     on flannel as before."""
-    target = NodeRef(cluster=CLUSTER, node=sandbox.claim_worker(), run_id="r")
+    target = NodeRef(cluster=CLUSTER, node=sandbox.claim_worker(), migration_id="r")
     env = ActivityEnvironment()
     env.run(steps.label_node, LabelInput(target=target))
     restart = RestartAgentInput(target=target, namespace="kube-system", timeout_seconds=30,
@@ -73,7 +76,7 @@ def switched(sandbox: Sandbox, steps: MigrationActivities
     yield target, restart, env.run(steps.restart_agent, restart)
     env.run(steps.label_node, LabelInput(target=target, value=None))
     env.run(steps.run_host_command, HostCommandInput(target=target, name="rollback",
-                                                     script=ROLLBACK))
+                                                     script=ROLLBACK, image=IMAGE))
     env.run(steps.restart_agent, restart.model_copy(update={"not_before": datetime.now(UTC)}))
 
 
@@ -121,8 +124,9 @@ def test_a_node_shell_reboot_happens_once_for_a_boot_id(
     target = switched[0]
     env = ActivityEnvironment()
     before = env.run(steps.snapshot_node, target).boot_id
-    request = RebootInput(target=target, strategy="node-shell", boot_id_before=before,
-                          timeout_seconds=30)
+    request = RebootInput(target=target, boot_id_before=before, cilium_namespace="kube-system",
+                          policy=RebootPolicy(strategy="node-shell", timeout_seconds=30,
+                                              image=IMAGE))
 
     first = env.run(steps.reboot_node, request)
     assert first.triggered and first.boot_id_after != before
@@ -153,9 +157,10 @@ def test_verify_passes_on_a_switched_node_and_fails_when_the_probe_reaches_nothi
             "matchExpressions": [{"key": MIGRATION_LABEL, "operator": "DoesNotExist"}]}]}}}
     sandbox.kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", peer)
     wait_for(lambda: ready_pods(sandbox, namespace, "app=peer"), "a pod on flannel")
-    request = VerifyInput(target=target, image="busybox:1.36", checks=CHECKS,
-                          cilium_pools=[CILIUM_POOL], flannel_network=FLANNEL_NETWORK,
-                          timeout_seconds=30)
+    request = VerifyInput(
+        target=target, policy=VerifyPolicy(image=IMAGE, checks=CHECKS, timeout_seconds=30),
+        overlays=Overlays(cilium_namespace="kube-system", cilium_pools=[CILIUM_POOL],
+                          flannel_network=FLANNEL_NETWORK))
 
     result = env.run(steps.verify_node, request)
     assert result.passed

@@ -12,8 +12,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.context import ActivityContext
 from activities.registry import MigrationActivities
-from plan.facts import MIGRATION_LABEL
-from plan.steps import (
+from plan.contract import (
     CORDONED_BY_ANNOTATION,
     ClusterRef,
     DrainInput,
@@ -21,6 +20,8 @@ from plan.steps import (
     NodeRef,
     StepError,
 )
+from plan.facts import MIGRATION_LABEL
+from plan.policies import DrainPolicy
 from tests.conftest import Sandbox
 from tests.helpers import deployment, ready_pods, wait_for
 
@@ -71,15 +72,15 @@ def node_object(sandbox: Sandbox, node: str) -> dict[str, Any]:
 def test_only_the_run_that_cordoned_a_node_uncordons_it(
         sandbox: Sandbox, steps: MigrationActivities, node: str) -> None:
     env = ActivityEnvironment()
-    ours = NodeRef(cluster=CLUSTER, node=node, run_id="cilium-migrate/sandbox")
-    other = NodeRef(cluster=CLUSTER, node=node, run_id="cilium-migrate/other")
+    ours = NodeRef(cluster=CLUSTER, node=node, migration_id="cilium-migrate/sandbox")
+    other = NodeRef(cluster=CLUSTER, node=node, migration_id="cilium-migrate/other")
 
     before = env.run(steps.snapshot_node, ours)
     assert (before.unschedulable, before.cordoned_by, before.ready) == (False, None, True)
     assert env.run(steps.cordon_node, ours).cordoned_by_us
     assert env.run(steps.cordon_node, ours).cordoned_by_us  # a retry: the same answer
     cordoned = env.run(steps.snapshot_node, ours)
-    assert (cordoned.unschedulable, cordoned.cordoned_by) == (True, ours.run_id)
+    assert (cordoned.unschedulable, cordoned.cordoned_by) == (True, ours.migration_id)
 
     assert not env.run(steps.cordon_node, other).cordoned_by_us
     assert env.run(steps.uncordon_node, other) is False
@@ -101,14 +102,14 @@ def test_only_the_run_that_cordoned_a_node_uncordons_it(
 def test_a_missing_node_is_reported_as_gone(steps: MigrationActivities) -> None:
     with pytest.raises(ApplicationError) as raised:
         ActivityEnvironment().run(steps.cordon_node,
-                                  NodeRef(cluster=CLUSTER, node="no-such-node", run_id="r"))
+                                  NodeRef(cluster=CLUSTER, node="no-such-node", migration_id="r"))
     assert raised.value.type == StepError.NODE_GONE and raised.value.non_retryable
 
 
 def test_labels_are_ensured_and_removed(
         sandbox: Sandbox, steps: MigrationActivities, node: str) -> None:
     env = ActivityEnvironment()
-    target = NodeRef(cluster=CLUSTER, node=node, run_id="r")
+    target = NodeRef(cluster=CLUSTER, node=node, migration_id="r")
     env.run(steps.label_node, LabelInput(target=target))
     env.run(steps.label_node, LabelInput(target=target))
     assert node_object(sandbox, node)["metadata"]["labels"][MIGRATION_LABEL] == "true"
@@ -136,7 +137,7 @@ def test_drain_evicts_skips_daemonsets_and_names_the_budget_in_its_way(
     env = ActivityEnvironment()
     beats: list[Any] = []
     env.on_heartbeat = lambda *details: beats.append(details)
-    target = NodeRef(cluster=CLUSTER, node=node, run_id="r")
+    target = NodeRef(cluster=CLUSTER, node=node, migration_id="r")
     deployments = f"/apis/apps/v1/namespaces/{namespace}/deployments"
     for name in ("web", "db"):
         sandbox.kube.create(deployments, preferring(name, node))
@@ -151,7 +152,8 @@ def test_drain_evicts_skips_daemonsets_and_names_the_budget_in_its_way(
     env.run(steps.cordon_node, target)
 
     with pytest.raises(ApplicationError) as raised:
-        env.run(steps.drain_node, DrainInput(target=target, timeout_seconds=3))
+        env.run(steps.drain_node, DrainInput(target=target,
+                                             policy=DrainPolicy(timeout_seconds=3)))
     error = raised.value
     db_name, web_name = (f"{namespace}/{p['metadata']['name']}" for p in (db, web))
     assert error.type == StepError.DRAIN_BLOCKED and error.non_retryable
@@ -165,7 +167,8 @@ def test_drain_evicts_skips_daemonsets_and_names_the_budget_in_its_way(
 
     # A second replica elsewhere lets the budget spare the one on the node.
     sandbox.kube.patch(f"{deployments}/db", {"spec": {"replicas": 2}})
-    result = env.run(steps.drain_node, DrainInput(target=target, timeout_seconds=30))
+    result = env.run(steps.drain_node, DrainInput(target=target,
+                                                  policy=DrainPolicy(timeout_seconds=30)))
     assert db_name in result.evicted
     flannel = sandbox.kube.get("/api/v1/namespaces/kube-flannel/pods",
                                fieldSelector=f"spec.nodeName={node}")["items"]
@@ -181,11 +184,11 @@ def test_drain_refuses_pods_with_local_data_unless_allowed(
     body["spec"]["template"]["spec"]["volumes"] = [{"name": "scratch", "emptyDir": {}}]
     sandbox.kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", body)
     pod = wait_for(lambda: pods_on(sandbox, namespace, "app=cache", node), "cache")[0]
-    target = NodeRef(cluster=CLUSTER, node=node, run_id="r")
+    target = NodeRef(cluster=CLUSTER, node=node, migration_id="r")
 
     with pytest.raises(ApplicationError) as raised:
         ActivityEnvironment().run(steps.drain_node, DrainInput(
-            target=target, timeout_seconds=30, delete_empty_dir_data=False))
+            target=target, policy=DrainPolicy(timeout_seconds=30, delete_empty_dir_data=False)))
     assert raised.value.type == StepError.DRAIN_BLOCKED
     assert f"{namespace}/{pod['metadata']['name']}" in raised.value.message
     assert "emptyDir volume(s) scratch" in raised.value.message
@@ -196,7 +199,7 @@ def test_drain_refuses_pods_with_local_data_unless_allowed(
 def test_drain_deletes_what_a_budget_protects_only_when_told_to(
         sandbox: Sandbox, steps: MigrationActivities, node: str, namespace: str) -> None:
     env = ActivityEnvironment()
-    target = NodeRef(cluster=CLUSTER, node=node, run_id="r")
+    target = NodeRef(cluster=CLUSTER, node=node, migration_id="r")
     sandbox.kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments",
                         preferring("db", node))
     sandbox.kube.create(f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets", {
@@ -205,8 +208,8 @@ def test_drain_deletes_what_a_budget_protects_only_when_told_to(
     db = wait_for(lambda: pods_on(sandbox, namespace, "app=db", node), "db on the node")[0]
     env.run(steps.cordon_node, target)
 
-    result = env.run(steps.drain_node, DrainInput(target=target, timeout_seconds=2,
-                                                  force_on_timeout=True))
+    result = env.run(steps.drain_node, DrainInput(
+        target=target, policy=DrainPolicy(timeout_seconds=2, force_on_timeout=True)))
     assert result.forced == [f"{namespace}/{db['metadata']['name']}"]
     assert result.evicted == []
     assert sandbox.kube.get_or_none(

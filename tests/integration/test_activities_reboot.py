@@ -12,13 +12,15 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.context import ActivityContext
 from activities.registry import MigrationActivities
-from plan.steps import ClusterRef, NodeRef, RebootInput, StepError
+from plan.contract import NodeRef, RebootInput, StepError
+from plan.policies import ClusterRef, RebootPolicy
 from sandbox.simulator.faults import Fault, read_faults, write_faults
 from tests.conftest import Sandbox
 
 pytestmark = pytest.mark.sandbox
 
 CLUSTER = ClusterRef(name="sandbox")
+IMAGE = "busybox:1.36"
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +58,12 @@ def reboot_pods(sandbox: Sandbox, node: str) -> list[dict[str, Any]]:
 def test_a_reboot_that_never_completes_fails_and_the_retry_waits_for_the_same_reboot(
         sandbox: Sandbox, steps: MigrationActivities, faults: Any) -> None:
     node = sandbox.claim_worker()
-    target = NodeRef(cluster=CLUSTER, node=node, run_id="r")
+    target = NodeRef(cluster=CLUSTER, node=node, migration_id="r")
     env = ActivityEnvironment()
     before = env.run(steps.snapshot_node, target).boot_id
-    request = RebootInput(target=target, strategy="node-shell", boot_id_before=before,
-                          timeout_seconds=2)
+    request = RebootInput(target=target, boot_id_before=before, cilium_namespace="kube-system",
+                          policy=RebootPolicy(strategy="node-shell", timeout_seconds=2,
+                                              image=IMAGE))
     faults(node, Fault.REBOOT_NEVER_COMPLETES)
 
     with pytest.raises(ApplicationError) as raised:
@@ -74,8 +77,8 @@ def test_a_reboot_that_never_completes_fails_and_the_retry_waits_for_the_same_re
     # nothing of the last one: it finds the kept pod instead of creating another, waits for
     # the boot, and cleans up.
     faults(node, Fault.REBOOT_NEVER_COMPLETES, on=False)
-    result = ActivityEnvironment().run(steps.reboot_node,
-                                       request.model_copy(update={"timeout_seconds": 30}))
+    result = ActivityEnvironment().run(steps.reboot_node, request.model_copy(
+        update={"policy": request.policy.model_copy(update={"timeout_seconds": 30})}))
     assert result.boot_id_after != before
     assert reboot_pods(sandbox, node) == []  # a second reboot pod would still be here
     assert ActivityEnvironment().run(steps.snapshot_node, target).ready
@@ -87,10 +90,11 @@ def test_a_command_reboot_recorded_as_triggered_is_not_run_again(
     heartbeat, which says the reboot was asked for, so the attempt only waits. (Read-only use
     of a node: the command fails or is not run, so nothing reboots.)"""
     node = sandbox.workers()[-1]
-    target = NodeRef(cluster=CLUSTER, node=node, run_id="r")
+    target = NodeRef(cluster=CLUSTER, node=node, migration_id="r")
     boot_id = ActivityEnvironment().run(steps.snapshot_node, target).boot_id
-    request = RebootInput(target=target, strategy="command", boot_id_before=boot_id,
-                          command=["false", "{node}"], timeout_seconds=1)
+    request = RebootInput(target=target, boot_id_before=boot_id, cilium_namespace="kube-system",
+                          policy=RebootPolicy(strategy="command", timeout_seconds=1,
+                                              image=IMAGE, command=["false", "{node}"]))
 
     with pytest.raises(ApplicationError) as fresh:
         ActivityEnvironment().run(steps.reboot_node, request)

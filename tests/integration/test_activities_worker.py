@@ -17,8 +17,9 @@ from temporalio.worker import Worker
 
 from activities.context import WORKER_NODE_ENV, ActivityContext
 from activities.registry import activities
+from plan.contract import Activity, NodeRef, NodeSnapshot
 from plan.facts import ClusterFacts
-from plan.steps import Activity, ClusterRef, NodeRef, NodeSnapshot
+from plan.policies import ClusterRef
 from tests.conftest import Sandbox
 
 pytestmark = pytest.mark.sandbox
@@ -71,7 +72,7 @@ async def test_activities_run_through_a_worker_and_fail_typed(
                           activities=activities(context), activity_executor=executor):
             result = await temporal_env.client.execute_workflow(
                 SmokeWorkflow.run, NodeRef(cluster=ClusterRef(name="sandbox"), node=node,
-                                           run_id="smoke"),
+                                           migration_id="smoke"),
                 id=f"smoke-{queue}", task_queue=queue)
     assert result["worker_node"] == "worker-1"
     assert result["nodes"] == len(sandbox.topology.nodes)

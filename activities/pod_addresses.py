@@ -1,0 +1,28 @@
+"""Which overlay a pod is on, told by its address: the pods holding an address on a pod network,
+and the range (Cilium pool or flannel network) an address falls in.
+
+During the migration both overlays carry pods; recycling, the health check and verification
+all sort pods by their address, so they share this one reading of it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from activities.kubeapi import Kube, Obj
+
+
+def range_of(ip: str, cidrs: list[str]) -> str | None:
+    """The first of ``cidrs`` that holds ``ip``, if any."""
+    address = ipaddress.ip_address(ip)
+    return next((cidr for cidr in cidrs if address in ipaddress.ip_network(cidr)), None)
+
+
+def running_pods(kube: Kube, namespaces: list[str] | None) -> list[Obj]:
+    """Running pods on a pod network (not the host's), with an address; ``namespaces`` None
+    means all of them."""
+    paths = (["/api/v1/pods"] if namespaces is None
+             else [f"/api/v1/namespaces/{ns}/pods" for ns in namespaces])
+    return [p for path in paths
+            for p in kube.get(path, fieldSelector="status.phase=Running")["items"]
+            if not p["spec"].get("hostNetwork") and p.get("status", {}).get("podIP")]

@@ -1,0 +1,59 @@
+"""When a DaemonSet or Deployment has rolled out, and waiting for it.
+
+Shared by the steps that wait for Cilium, restart its agents, and judge the cluster's health:
+they must agree on what "rolled out" means, or a health check would pass a rollout the wait
+still considers under way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from activities.context import heartbeat
+from activities.kubeapi import Kube, Obj, condition_true
+
+# Waits that may simply need more time fail with this type, which Temporal retries.
+NOT_READY_YET = "NotReadyYet"
+
+
+def daemonset_rolled_out(ds: Obj) -> bool:
+    """Every scheduled pod runs the current template and is Ready and available."""
+    if not ds:
+        return False
+    status, desired = ds.get("status", {}), ds.get("status", {}).get("desiredNumberScheduled", 0)
+    return (status.get("observedGeneration", 0) >= ds["metadata"].get("generation", 0)
+            and status.get("updatedNumberScheduled", 0) == desired
+            and status.get("numberReady", 0) == desired
+            and status.get("numberAvailable", 0) == desired)
+
+
+def deployment_rolled_out(deployment: Obj) -> bool:
+    if not deployment:
+        return False
+    status, wanted = deployment.get("status", {}), deployment["spec"].get("replicas", 1)
+    return (status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+            and status.get("updatedReplicas", 0) == wanted
+            and status.get("availableReplicas", 0) >= wanted
+            and condition_true(deployment, "Available"))
+
+
+def daemonset_progress(ds: Obj) -> str:
+    """How far a DaemonSet's rollout is, for an operator."""
+    status = ds.get("status", {})
+    return (f"{status.get('numberReady', 0)}/{status.get('desiredNumberScheduled', 0)} ready, "
+            f"{status.get('updatedNumberScheduled', 0)} up to date")
+
+
+def wait_rolled_out(kube: Kube, collection: str, name: str, done: Callable[[Obj], bool],
+                    timeout: float) -> Obj:
+    """Waits for ``done(object)``; returns the object as last seen ({} when missing)."""
+    seen: Obj = {}
+
+    def check(items: list[Obj]) -> bool:
+        nonlocal seen
+        seen = items[0] if items else {}
+        return bool(items) and done(seen)
+
+    kube.wait(collection, check, max(timeout, 0), on_tick=lambda: heartbeat(waiting_for=name),
+              fieldSelector=f"metadata.name={name}")
+    return seen
