@@ -13,7 +13,6 @@ from pathlib import Path
 
 CNI_DIR = "/etc/cni/net.d"
 CILIUM_CONFLIST = "05-cilium.conflist"
-FLANNEL_CONFLIST = "10-flannel.conflist"
 BACKUP_SUFFIX = ".cilium_bak"
 _CNI_SUFFIXES = (".conf", ".conflist", ".json")
 

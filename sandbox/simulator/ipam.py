@@ -50,7 +50,3 @@ def next_free_block(pools: Iterable[str], mask_size: int, taken: Iterable[str]) 
                 return str(block)
     raise ExhaustedError(f"cluster pool {list(pools)} has no free /{mask_size} block")
 
-
-def in_any(ip: str, cidrs: Iterable[str]) -> bool:
-    address = ipaddress.ip_address(ip)
-    return any(address in ipaddress.ip_network(c) for c in cidrs)

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from activities.kubeapi import MERGE, Kube, Obj, selector_matches
+from activities.kubeapi import MERGE, Kube, Obj
 from sandbox.simulator.faults import Fault, FaultBook, FaultFileError
 from sandbox.simulator.hostfs import CNI_DIR, HostFs
 from sandbox.simulator.ipam import ExhaustedError, HostLocal
 from sandbox.simulator.personalities import personality_of
+from sandbox.simulator.selectors import InvalidSelector, selects
 from sandbox.simulator.state import NodeState, PodState, new_boot_id, now_micro, now_rfc3339
 from sandbox.topology import CLUSTER_CIDR, NodeSpec, Topology
 
@@ -537,7 +538,11 @@ class Simulator:
             f"/apis/cilium.io/v2/namespaces/{namespace}/ciliumnodeconfigs") or {}
         for item in sorted(listing.get("items", []), key=lambda i: i["metadata"]["name"]):
             spec = item.get("spec", {})
-            if selector_matches(spec.get("nodeSelector") or {}, node.labels):
+            try:
+                matches = selects(spec.get("nodeSelector"), node.labels)
+            except InvalidSelector:
+                continue  # the agent skips a CiliumNodeConfig whose selector does not parse
+            if matches:
                 config.update(spec.get("defaults") or {})
         return config
 

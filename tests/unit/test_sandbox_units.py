@@ -10,6 +10,7 @@ from activities.kubeapi import selector_matches
 from sandbox.simulator.faults import Fault, FaultBook, FaultFileError, read_faults, write_faults
 from sandbox.simulator.hostfs import HostFs, run_host_command
 from sandbox.simulator.ipam import ExhaustedError, HostLocal, next_free_block
+from sandbox.simulator.selectors import InvalidSelector, selects
 from sandbox.topology import Topology
 
 
@@ -68,8 +69,23 @@ def test_cluster_pool_blocks_do_not_overlap() -> None:
     ({"matchExpressions": [{"key": "gpu", "operator": "Exists"}]}, False),
     ({"matchExpressions": [{"key": "gpu", "operator": "DoesNotExist"}]}, True),
 ])
-def test_label_selectors(selector: dict, expected: bool) -> None:
-    assert selector_matches(selector, {"role": "db", "zone": "a"}) is expected
+def test_label_selectors_in_product_and_simulator_agree(selector: dict, expected: bool) -> None:
+    """Two matchers written apart (the drain's and the simulated agent's) give the answers
+    apimachinery gives."""
+    labels = {"role": "db", "zone": "a"}
+    assert selector_matches(selector, labels) is expected
+    assert selects(selector, labels) is expected
+
+
+def test_simulator_selector_nil_selects_nothing_and_malformed_is_an_error() -> None:
+    assert selects(None, {"role": "db"}) is False
+    for malformed in ({"matchExpressions": [{"key": "zone", "operator": "In"}]},
+                      {"matchExpressions": [{"key": "zone", "operator": "Exists",
+                                             "values": ["a"]}]},
+                      {"matchExpressions": [{"key": "zone", "operator": "Near",
+                                             "values": ["a"]}]}):
+        with pytest.raises(InvalidSelector):
+            selects(malformed, {"zone": "a"})
 
 
 def test_fault_file_round_trip_and_errors(tmp_path: Path) -> None:
