@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo install toolchain lint bench sandbox-down clean
+.PHONY: test test-fast demo install toolchain lint bench sandbox-down clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed (set PYTHON=...)")'
@@ -25,6 +25,11 @@ lint: $(STAMP)
 
 test: toolchain lint
 	$(BIN)/pytest -q
+
+# Unit and workflow tests: no sandbox, no Go toolchain (the workflow tests use the Temporal CLI
+# from the virtualenv); under a minute.
+test-fast: lint
+	$(BIN)/pytest -q tests/unit tests/workflows
 
 # The whole product on this machine: dev server + worker, a sandbox with workloads and PDBs,
 # a migration approved wave by wave with the same CLI commands an operator types.

@@ -35,7 +35,7 @@ from tests.integration.migration_support import (  # noqa: E402
     start_migration,
     wait_progress,
 )
-from worker.build import SEARCH_ATTRIBUTES  # noqa: E402
+from workflows.identity import SEARCH_ATTRIBUTES  # noqa: E402
 from workflows.progress import Phase  # noqa: E402
 
 _SAMPLE = re.compile(r"^apiserver_request_total\{[^}]*\} ([0-9.e+]+)$", re.MULTILINE)

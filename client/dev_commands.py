@@ -21,8 +21,8 @@ from client import exit_codes
 from client.errors import CommandError
 from client.temporal_flags import TemporalTarget, open_client_at, run
 from client.worker_commands import add_worker_flags, worker_options
-from worker.build import SEARCH_ATTRIBUTES
 from worker.main import configure_logging, log, serve, stop_on_signals
+from workflows.identity import SEARCH_ATTRIBUTES
 
 STATE_DIR = Path("~/.local/state/cilium-migrate").expanduser()
 START_TIMEOUT = 60.0

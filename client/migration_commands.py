@@ -22,6 +22,7 @@ from client.errors import CommandError
 from client.plan_commands import add_kube_flags, read_spec
 from client.temporal_flags import add_temporal_flags, connection_flags, open_client, run
 from worker.build import TASK_QUEUE
+from workflows.identity import APPROVE_UPDATE, DECIDE_UPDATE, PAUSE_UPDATE, RESUME_UPDATE
 from workflows.messages import ApproveRequest, DecideRequest, Decision, PauseRequest
 
 
@@ -122,24 +123,24 @@ async def _start(args: argparse.Namespace) -> int:
 async def _approve(args: argparse.Namespace) -> int:
     request = ApproveRequest(gate=args.gate, approver=args.operator, reason=args.reason)
     update_id = args.request_id or f"approve/{args.gate}/{args.operator}"
-    return await _send(args, "approve", request, update_id)
+    return await _send(args, APPROVE_UPDATE, request, update_id)
 
 
 async def _pause(args: argparse.Namespace) -> int:
     request = PauseRequest(operator=args.operator, reason=args.reason)
-    return await _send(args, "pause", request, args.request_id or f"pause/{uuid.uuid4()}")
+    return await _send(args, PAUSE_UPDATE, request, args.request_id or f"pause/{uuid.uuid4()}")
 
 
 async def _resume(args: argparse.Namespace) -> int:
     request = PauseRequest(operator=args.operator, reason=args.reason)
-    return await _send(args, "resume", request, args.request_id or f"resume/{uuid.uuid4()}")
+    return await _send(args, RESUME_UPDATE, request, args.request_id or f"resume/{uuid.uuid4()}")
 
 
 async def _decide(args: argparse.Namespace) -> int:
     request = DecideRequest(node=args.node, decision=Decision(args.decision),
                             operator=args.operator, reason=args.reason)
     update_id = args.request_id or f"decide/{args.node}/{args.decision}/{uuid.uuid4()}"
-    return await _send(args, "decide", request, update_id)
+    return await _send(args, DECIDE_UPDATE, request, update_id)
 
 
 async def _send(args: argparse.Namespace, name: str, request: object, update_id: str) -> int:

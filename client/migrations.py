@@ -30,20 +30,21 @@ from temporalio.service import RPCError, RPCStatusCode
 from client import exit_codes
 from client.errors import CommandError
 from plan.spec import MigrationSpec
-from workflows.cluster import (
+from workflows.cluster import ClusterMigrationWorkflow
+from workflows.identity import (
     CLUSTER_ATTRIBUTE,
+    CLUSTER_WORKFLOW,
     PHASE_ATTRIBUTE,
-    ClusterMigrationWorkflow,
-    workflow_id,
+    PROGRESS_QUERY,
+    cluster_of,
+    cluster_workflow_id,
 )
 from workflows.messages import MigrationInput
 from workflows.progress import NodeState, Phase, Progress
 
-WORKFLOW_TYPE = "ClusterMigration"
 # How long a query or an update may wait for a worker before we say that none is answering
 # (a worker must replay the workflow to answer either).
 ANSWER_TIMEOUT = float(os.environ.get("CILIUM_MIGRATE_ANSWER_TIMEOUT", "30"))
-ENDED_PHASES = (Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED)
 
 Handle = WorkflowHandle[ClusterMigrationWorkflow, Progress]
 
@@ -84,13 +85,13 @@ def status_name(status: WorkflowExecutionStatus | None) -> str:
 async def find(client: Client, cluster: str) -> Migration:
     """The latest migration of ``cluster`` (running, or the last one that ran)."""
     handle: Handle = client.get_workflow_handle_for(ClusterMigrationWorkflow.run,
-                                                    workflow_id(cluster))
+                                                    cluster_workflow_id(cluster))
     try:
         description = await handle.describe()
     except RPCError as error:
         if error.status is RPCStatusCode.NOT_FOUND:
             raise CommandError(f"no migration of cluster {cluster} (workflow "
-                               f"{workflow_id(cluster)}) in namespace {client.namespace}",
+                               f"{cluster_workflow_id(cluster)}) in namespace {client.namespace}",
                                exit_codes.NOT_FOUND) from None
         raise
     return Migration(cluster, handle, description)
@@ -111,11 +112,11 @@ async def start(client: Client, spec: MigrationSpec, task_queue: str) -> Started
         SearchAttributePair(PHASE_ATTRIBUTE, Phase.DISCOVERING.value)])
     try:
         handle = await client.start_workflow(
-            ClusterMigrationWorkflow.run, MigrationInput(spec=spec), id=workflow_id(cluster),
-            task_queue=task_queue, search_attributes=attributes)
+            ClusterMigrationWorkflow.run, MigrationInput(spec=spec),
+            id=cluster_workflow_id(cluster), task_queue=task_queue, search_attributes=attributes)
     except WorkflowAlreadyStartedError:
         existing: Handle = client.get_workflow_handle_for(
-            ClusterMigrationWorkflow.run, workflow_id(cluster))
+            ClusterMigrationWorkflow.run, cluster_workflow_id(cluster))
         return Started(existing, attached=True,
                        same_spec=await _same_spec(client, existing, spec))
     return Started(handle, attached=False)
@@ -214,7 +215,7 @@ class Listed:
 
 def _listed(execution: WorkflowExecution) -> Listed:
     attributes = execution.typed_search_attributes
-    cluster = attributes.get(CLUSTER_ATTRIBUTE) or execution.id.removeprefix(workflow_id(""))
+    cluster = attributes.get(CLUSTER_ATTRIBUTE) or cluster_of(execution.id)
     return Listed(cluster=cluster, workflow_id=execution.id, run_id=execution.run_id,
                   status=status_name(execution.status), phase=attributes.get(PHASE_ATTRIBUTE),
                   started_at=execution.start_time, closed_at=execution.close_time,
@@ -222,7 +223,7 @@ def _listed(execution: WorkflowExecution) -> Listed:
 
 
 async def list_migrations(client: Client, running_only: bool = False) -> AsyncIterator[Listed]:
-    query = f"WorkflowType='{WORKFLOW_TYPE}'"
+    query = f"WorkflowType='{CLUSTER_WORKFLOW}'"
     if running_only:
         query += " AND ExecutionStatus='Running'"
     async for execution in client.list_workflows(query):
@@ -236,7 +237,7 @@ async def running_progress(client: Client, listed: Listed) -> Progress | None:
         return None
     handle = client.get_workflow_handle(listed.workflow_id, run_id=listed.run_id)
     try:
-        return await handle.query("progress", result_type=Progress,
+        return await handle.query(PROGRESS_QUERY, result_type=Progress,
                                   rpc_timeout=timedelta(seconds=5))
     except RPCError:
         return None

@@ -6,12 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
+from activities.context import ActivityContext
 from activities.discovery import DiscoveryError, discover_cluster
 from activities.kubeapi import Kube
 from client import exit_codes
 from client.errors import CommandError
 from client.rendering import OUTPUT_FORMATS, dump, table
 from plan.planner import MigrationPlan, make_plan
+from plan.policies import cluster_ref
 from plan.spec import MigrationSpec
 from plan.spec_loader import SpecError, load_spec, spec_json_schema
 from plan.spec_reference import spec_reference
@@ -50,9 +52,13 @@ def read_spec(path: Path) -> MigrationSpec:
 
 
 def kube_for(spec: MigrationSpec, kubeconfig: str | None, context: str | None) -> Kube:
+    """The cluster's client, from the same factory the worker's activities use; the flags
+    override the spec (a --kubeconfig wins over `inCluster`)."""
+    ref = cluster_ref(spec.cluster)
+    ref = ref.model_copy(update={"context": context or ref.context,
+                                 "in_cluster": ref.in_cluster and not kubeconfig})
     try:
-        return Kube(kubeconfig, context or spec.cluster.kubeconfig_context,
-                    in_cluster=spec.cluster.in_cluster and not kubeconfig)
+        return ActivityContext(default_kubeconfig=kubeconfig).kube(ref)
     except Exception as error:  # noqa: BLE001 - the client raises many kinds; all mean "no"
         raise CommandError(f"cannot load cluster credentials: {error}",
                            exit_codes.INVALID_INPUT) from error

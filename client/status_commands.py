@@ -66,7 +66,7 @@ def _format(migration: migrations.Migration, progress: Progress,
     if args.output != "table":
         return dump(progress, args.output).rstrip("\n")
     text = render_progress(progress, connection=connection_flags(args))
-    if not migration.running and progress.phase not in migrations.ENDED_PHASES:
+    if not migration.running and not progress.phase.ended:
         # Ended from outside (e.g. `temporal workflow terminate`): its last report is stale.
         text += (f"\n\nNote: the workflow was {migration.status}; this is the last state "
                  "it reported.")

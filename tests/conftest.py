@@ -138,7 +138,7 @@ async def temporal_env() -> AsyncIterator[Any]:
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
-    from worker.build import SEARCH_ATTRIBUTES
+    from workflows.identity import SEARCH_ATTRIBUTES
 
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli(), data_converter=pydantic_data_converter,

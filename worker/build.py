@@ -10,18 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from workflows.cluster import CLUSTER_ATTRIBUTE, PHASE_ATTRIBUTE, ClusterMigrationWorkflow
+from workflows.cluster import ClusterMigrationWorkflow
 from workflows.node import NodeMigrationWorkflow
 
 TASK_QUEUE = "cilium-migrate"
 WORKFLOWS: tuple[type, ...] = (ClusterMigrationWorkflow, NodeMigrationWorkflow)
-# Register these on the server (`temporal server start-dev --search-attribute NAME=Keyword`).
-SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[str], ...] = (CLUSTER_ATTRIBUTE, PHASE_ATTRIBUTE)
 
 
 async def connect(address: str, namespace: str = "default", **options: Any) -> Client:

@@ -6,8 +6,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from plan.policies import ClusterRef, NodePolicies
 from plan.spec import MigrationSpec
-from plan.steps import CheckResult, ClusterRef, DrainBlocker
 
 
 class Message(BaseModel):
@@ -43,38 +43,11 @@ class MigrationInput(Message):
 
 
 class NodeMigrationInput(Message):
-    """Everything a node's migration needs, decided by the parent."""
+    """Everything a node's migration needs, decided by the parent: the policies go to the
+    steps unchanged."""
 
     cluster: ClusterRef
     node: str
     wave: int
-    run_id: str
-    parent_id: str
-    cilium_namespace: str
-    cilium_pools: list[str]
-    flannel_network: str | None
-    drain_timeout_seconds: float
-    drain_grace_period_seconds: int | None
-    drain_delete_empty_dir_data: bool
-    drain_force_on_timeout: bool
-    reboot_strategy: str
-    reboot_image: str
-    reboot_command: list[str] | None
-    reboot_timeout_seconds: float
-    verify_image: str
-    verify_checks: list[str]
-    verify_timeout_seconds: float
-
-
-class NodeEvent(Message):
-    """A child's report to its parent: the step it is on, or why it is blocked."""
-
-    node: str
-    state: str
-    step: str | None = None
-    blocker: str | None = None
-    blockers: list[DrainBlocker] = Field(default_factory=list)
-    verify: list[CheckResult] = Field(default_factory=list)
-    boot_id_before: str | None = None
-    boot_id_after: str | None = None
-    cordoned_by_us: bool | None = None
+    migration_id: str  # the parent's workflow ID: reports go there, cordons are owned by it
+    policies: NodePolicies

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from plan.steps import (
+    from plan.contract import (
         Activity,
         AgentStatus,
         CheckResult,
@@ -25,10 +25,10 @@ with workflow.unsafe.imports_passed_through():
         DrainBlocker,
         DrainInput,
         DrainResult,
-        HostCommandInput,
         LabelInput,
         NodeRef,
         NodeSnapshot,
+        NodeStep,
         RebootInput,
         RebootResult,
         RestartAgentInput,
@@ -36,23 +36,20 @@ with workflow.unsafe.imports_passed_through():
         VerifyInput,
         VerifyResult,
     )
-    from workflows.messages import DecideRequest, Decision, NodeEvent, NodeMigrationInput
-    from workflows.progress import NodeProgress, NodeState, NodeStep
+    from plan.rollback import ROLLBACK_ACTIONS, RollbackAction, restore_flannel_config
+    from workflows.identity import (
+        DECIDE_SIGNAL,
+        NODE_REPORT_SIGNAL,
+        NODE_WORKFLOW,
+        PROGRESS_QUERY,
+    )
+    from workflows.messages import DecideRequest, Decision, NodeMigrationInput
+    from workflows.progress import NodeProgress, NodeState
     from workflows.steps import describe_failure, run_step, step_failure
 
 T = TypeVar("T")
-
-NODE_EVENT_SIGNAL = "node_event"
-DECIDE_SIGNAL = "decide"
-
-# Moves Cilium's config out of the way and puts flannel's back, leaving a state that can be
-# checked: the last command's status is the script's.
-ROLLBACK_SCRIPT = (
-    "rm -f /etc/cni/net.d/05-cilium.conflist; "
-    "test -e /etc/cni/net.d/10-flannel.conflist.cilium_bak && "
-    "mv /etc/cni/net.d/10-flannel.conflist.cilium_bak /etc/cni/net.d/10-flannel.conflist; "
-    "test -e /etc/cni/net.d/10-flannel.conflist"
-)
+AGENT_RESTART_TIMEOUT = 300.0
+HOST_COMMAND_TIMEOUT = 180.0
 
 
 class _Stop(Exception):
@@ -63,7 +60,7 @@ class _Stop(Exception):
         self.decision = decision
 
 
-@workflow.defn(name="NodeMigration")
+@workflow.defn(name=NODE_WORKFLOW)
 class NodeMigrationWorkflow:
     def __init__(self) -> None:
         self._decision: Decision | None = None
@@ -74,7 +71,7 @@ class NodeMigrationWorkflow:
     def decide(self, request: DecideRequest) -> None:
         self._decision = request.decision
 
-    @workflow.query(name="progress")
+    @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> NodeProgress | None:
         return self._node
 
@@ -97,65 +94,70 @@ class NodeMigrationWorkflow:
                 raise
             await self._compensate(node)
             raise asyncio.CancelledError() from error
-        node.blocker = None
+        node.blocker, node.step = None, NodeStep.DONE
         node.finished_at = workflow.now()
-        await self._tell_parent(step=NodeStep.DONE)
+        await self._report()
         return node
 
     async def _migrate(self, input: NodeMigrationInput, node: NodeProgress) -> None:
-        target = self._target()
+        target, policies = self._target(), input.policies
         snapshot = await self._step(NodeStep.SNAPSHOT, Activity.SNAPSHOT_NODE, target,
                                     NodeSnapshot)
         node.boot_id_before = snapshot.boot_id
         cordon = await self._step(NodeStep.CORDON, Activity.CORDON_NODE, target, CordonResult)
         node.cordoned_by_us = cordon.cordoned_by_us
-        await self._step(NodeStep.DRAIN, Activity.DRAIN_NODE, DrainInput(
-            target=target, timeout_seconds=input.drain_timeout_seconds,
-            grace_period_seconds=input.drain_grace_period_seconds,
-            delete_empty_dir_data=input.drain_delete_empty_dir_data,
-            force_on_timeout=input.drain_force_on_timeout,
-        ), DrainResult, timeout=input.drain_timeout_seconds)
+        await self._step(NodeStep.DRAIN, Activity.DRAIN_NODE,
+                         DrainInput(target=target, policy=policies.drain), DrainResult,
+                         timeout=policies.drain.timeout_seconds)
         await self._step(NodeStep.LABEL, Activity.LABEL_NODE, LabelInput(target=target), type(None))
         await self._step(NodeStep.RESTART_AGENT, Activity.RESTART_AGENT, RestartAgentInput(
-            target=target, namespace=input.cilium_namespace, timeout_seconds=300.0,
-            not_before=workflow.now()), AgentStatus, timeout=300.0)
-        reboot = await self._reboot(input, snapshot.boot_id)
+            target=target, namespace=policies.overlays.cilium_namespace,
+            timeout_seconds=AGENT_RESTART_TIMEOUT, not_before=workflow.now()), AgentStatus,
+            timeout=AGENT_RESTART_TIMEOUT)
+        reboot = await self._reboot(snapshot.boot_id)
         node.boot_id_after = reboot.boot_id_after
-        verify = await self._verify(input, expect="cilium")
+        verify = await self._verify(expect="cilium")
         node.verify = verify.checks
         await self._uncordon(node)
 
     async def _roll_back(self, input: NodeMigrationInput, node: NodeProgress) -> None:
-        """Back to flannel: unlabel, restore flannel's CNI config, reboot, verify, uncordon."""
+        """Back to flannel, undoing what `plan.rollback` says must be undone."""
         node.state = NodeState.ROLLING_BACK
         target = self._target()
-        await self._step(NodeStep.ROLLBACK, Activity.LABEL_NODE,
-                         LabelInput(target=target, value=None), type(None))
-        await self._step(NodeStep.ROLLBACK, Activity.RUN_HOST_COMMAND, HostCommandInput(
-            target=target, name="rollback", script=ROLLBACK_SCRIPT, image=input.reboot_image),
-            type(None), timeout=180.0)
-        snapshot = await self._step(NodeStep.ROLLBACK, Activity.SNAPSHOT_NODE, target,
-                                    NodeSnapshot)
-        reboot = await self._reboot(input, snapshot.boot_id)
-        node.boot_id_after = reboot.boot_id_after
-        node.verify = (await self._verify(input, expect="flannel")).checks
-        await self._uncordon(node)
+        for action in ROLLBACK_ACTIONS:
+            if action is RollbackAction.UNLABEL:
+                await self._step(NodeStep.ROLLBACK, Activity.LABEL_NODE,
+                                 LabelInput(target=target, value=None), type(None))
+            elif action is RollbackAction.RESTORE_FLANNEL_CONFIG:
+                await self._step(NodeStep.ROLLBACK, Activity.RUN_HOST_COMMAND,
+                                 restore_flannel_config(target, input.policies.reboot.image),
+                                 type(None), timeout=HOST_COMMAND_TIMEOUT)
+            elif action is RollbackAction.REBOOT:
+                snapshot = await self._step(NodeStep.ROLLBACK, Activity.SNAPSHOT_NODE, target,
+                                            NodeSnapshot)
+                node.boot_id_after = (await self._reboot(snapshot.boot_id)).boot_id_after
+            elif action is RollbackAction.VERIFY_ON_FLANNEL:
+                node.verify = (await self._verify(expect="flannel")).checks
+            elif action is RollbackAction.UNCORDON:
+                await self._uncordon(node)
 
-    async def _reboot(self, input: NodeMigrationInput, boot_id_before: str) -> RebootResult:
+    async def _reboot(self, boot_id_before: str) -> RebootResult:
+        input = self._input
+        assert input is not None
+        policy = input.policies.reboot
         return await self._step(NodeStep.REBOOT, Activity.REBOOT_NODE, RebootInput(
-            target=self._target(), strategy=input.reboot_strategy,  # type: ignore[arg-type]
-            boot_id_before=boot_id_before, timeout_seconds=input.reboot_timeout_seconds,
-            image=input.reboot_image, command=input.reboot_command,
-            cilium_namespace=input.cilium_namespace,
-        ), RebootResult, timeout=input.reboot_timeout_seconds)
+            target=self._target(), policy=policy, boot_id_before=boot_id_before,
+            cilium_namespace=input.policies.overlays.cilium_namespace,
+        ), RebootResult, timeout=policy.timeout_seconds)
 
-    async def _verify(self, input: NodeMigrationInput, expect: str) -> VerifyResult:
+    async def _verify(self, expect: Literal["cilium", "flannel"]) -> VerifyResult:
+        input = self._input
+        assert input is not None
+        policy = input.policies.verify
         return await self._step(NodeStep.VERIFY, Activity.VERIFY_NODE, VerifyInput(
-            target=self._target(), image=input.verify_image, checks=input.verify_checks,
-            cilium_pools=input.cilium_pools, flannel_network=input.flannel_network,
-            timeout_seconds=input.verify_timeout_seconds,
-            expect=expect,  # type: ignore[arg-type]
-        ), VerifyResult, timeout=input.verify_timeout_seconds)
+            target=self._target(), policy=policy, overlays=input.policies.overlays,
+            expect=expect,
+        ), VerifyResult, timeout=policy.timeout_seconds)
 
     async def _uncordon(self, node: NodeProgress) -> None:
         if node.cordoned_by_us:
@@ -177,7 +179,7 @@ class NodeMigrationWorkflow:
         while True:
             if node.step != step:
                 node.step = step
-                await self._tell_parent(step=step)
+                await self._report()
             try:
                 return await run_step(activity, argument, result_type,
                                       timeout=timedelta(seconds=timeout), long=long)
@@ -205,7 +207,7 @@ class NodeMigrationWorkflow:
         if (failure.type == StepError.VERIFICATION_FAILED and details
                 and isinstance(details[0], dict)):
             node.verify = [CheckResult.model_validate(c) for c in details[0].get("checks", [])]
-        await self._tell_parent(step=step)
+        await self._report()
         self._decision = None
         await workflow.wait_condition(lambda: self._decision is not None)
         decision = self._decision
@@ -213,17 +215,14 @@ class NodeMigrationWorkflow:
         node.state, node.blocker, node.blockers = NodeState.RUNNING, None, []
         return decision
 
-    async def _tell_parent(self, step: NodeStep) -> None:
+    async def _report(self) -> None:
+        """Sends the parent this node's progress, the one record of it."""
         input, node = self._input, self._node
         assert input is not None and node is not None
-        event = NodeEvent(node=node.name, state=node.state.value, step=step.value,
-                          blocker=node.blocker, blockers=node.blockers, verify=node.verify,
-                          boot_id_before=node.boot_id_before, boot_id_after=node.boot_id_after,
-                          cordoned_by_us=node.cordoned_by_us)
-        await workflow.get_external_workflow_handle(input.parent_id).signal(
-            NODE_EVENT_SIGNAL, event)
+        await workflow.get_external_workflow_handle(input.migration_id).signal(
+            NODE_REPORT_SIGNAL, node)
 
     def _target(self) -> NodeRef:
         input = self._input
         assert input is not None
-        return NodeRef(cluster=input.cluster, node=input.node, run_id=input.run_id)
+        return NodeRef(cluster=input.cluster, node=input.node, migration_id=input.migration_id)

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, computed_field
 
+from plan.contract import CheckResult, DrainBlocker, NodeStep
 from plan.findings import Finding
-from plan.steps import CheckResult, DrainBlocker
 
 
 class Phase(StrEnum):
@@ -28,6 +28,10 @@ class Phase(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+    @property
+    def ended(self) -> bool:
+        return self in (Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED)
+
 
 class NodeState(StrEnum):
     PENDING = "pending"
@@ -41,19 +45,6 @@ class NodeState(StrEnum):
     FAILED = "failed"
 
 
-class NodeStep(StrEnum):
-    SNAPSHOT = "snapshot"
-    CORDON = "cordon"
-    DRAIN = "drain"
-    LABEL = "label"
-    RESTART_AGENT = "restart-agent"
-    REBOOT = "reboot"
-    VERIFY = "verify"
-    UNCORDON = "uncordon"
-    ROLLBACK = "rollback"
-    DONE = "done"
-
-
 class Approval(BaseModel):
     gate: str
     approver: str
@@ -62,6 +53,9 @@ class Approval(BaseModel):
 
 
 class NodeProgress(BaseModel):
+    """One node's migration, owned by its NodeMigration child; the parent shows the copy the
+    child last reported."""
+
     name: str
     wave: int
     state: NodeState = NodeState.PENDING

@@ -21,9 +21,11 @@ import yaml
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
-from tests.workflows.test_cluster_workflow import FakeCluster, until
+from tests.fakes import FakeCluster
+from tests.workflows.support import until
 from worker.build import TASK_QUEUE, build_worker
-from workflows.cluster import ClusterMigrationWorkflow, workflow_id
+from workflows.cluster import ClusterMigrationWorkflow
+from workflows.identity import cluster_workflow_id
 from workflows.progress import Progress
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,13 +96,13 @@ class Migrations:
 
     def handle(self, name: str) -> WorkflowHandle[Any, Progress]:
         return self.client.get_workflow_handle_for(ClusterMigrationWorkflow.run,  # type: ignore[arg-type]
-                                                   workflow_id(name))
+                                                   cluster_workflow_id(name))
 
     async def until(self, name: str, check: Callable[[Progress], Any], what: str) -> Progress:
         return await until(self.handle(name), check, what)
 
     async def end_all(self, nodes: list[str]) -> None:
-        ids = [workflow_id(n) for n in self.names]
+        ids = [cluster_workflow_id(n) for n in self.names]
         ids += [f"{wid}/node/{node}" for wid in ids for node in nodes]
         for each in ids:
             with contextlib.suppress(RPCError):  # never started, or already ended

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.cli.conftest import Cli, Migrations
-from tests.workflows.test_cluster_workflow import FakeCluster
+from tests.fakes import FakeCluster
 from workflows.progress import NodeState
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from tests.cli.conftest import UNREACHABLE_ADDRESS, Cli, Migrations
 from worker.build import TASK_QUEUE
-from workflows.cluster import CLUSTER_ATTRIBUTE, PHASE_ATTRIBUTE
+from workflows.identity import CLUSTER_ATTRIBUTE, PHASE_ATTRIBUTE
 
 
 async def test_start_prints_the_workflow_and_the_next_command(

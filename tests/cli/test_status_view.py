@@ -6,7 +6,7 @@ import io
 from datetime import UTC, datetime, timedelta
 
 from client.status_view import CLEAR_BELOW, CLEAR_LINE, HOME, Screen, render_progress
-from plan.steps import DrainBlocker
+from plan.contract import DrainBlocker
 from workflows.progress import (
     Approval,
     NodeProgress,

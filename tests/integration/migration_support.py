@@ -25,7 +25,8 @@ from sandbox import cluster
 from sandbox.toolchain import Toolchain
 from tests.conftest import CHART
 from worker.build import build_worker
-from workflows.cluster import ClusterMigrationWorkflow, workflow_id
+from workflows.cluster import ClusterMigrationWorkflow
+from workflows.identity import cluster_workflow_id, node_workflow_id
 from workflows.messages import ApproveRequest, MigrationInput
 from workflows.progress import Phase, Progress
 
@@ -99,7 +100,7 @@ async def start_migration(client: Client, spec: MigrationSpec, task_queue: str
                           ) -> WorkflowHandle[Any, Progress]:
     return await client.start_workflow(
         ClusterMigrationWorkflow.run, MigrationInput(spec=spec),
-        id=workflow_id(spec.cluster.name), task_queue=task_queue)
+        id=cluster_workflow_id(spec.cluster.name), task_queue=task_queue)
 
 
 async def progress_of(handle: WorkflowHandle[Any, Progress]) -> Progress:
@@ -142,18 +143,20 @@ def pod_ips_outside(kube: Kube, pools: list[str]) -> list[str]:
     return outside
 
 
-async def record_history(handle: WorkflowHandle[Any, Any], children: int = 1) -> None:
-    """Saves a real run's history, and its first children's, for the replay tests when
-    recording is switched on."""
+async def record_history(handle: WorkflowHandle[Any, Any], children: int = 1,
+                         nodes: tuple[str, ...] = ()) -> None:
+    """Saves a real run's history, and its children's (those of ``nodes``, else the first
+    ``children`` listed), for the replay tests when recording is switched on."""
     if not os.environ.get(RECORD_ENV):
         return
     HISTORIES.mkdir(exist_ok=True)
     client = handle._client
-    ids = [handle.id]
-    async for execution in client.list_workflows(f"ParentWorkflowId='{handle.id}'"):
-        if len(ids) > children:
-            break
-        ids.append(execution.id)
+    ids = [handle.id, *(node_workflow_id(handle.id, node) for node in nodes)]
+    if not nodes:
+        async for execution in client.list_workflows(f"ParentWorkflowId='{handle.id}'"):
+            if len(ids) > children:
+                break
+            ids.append(execution.id)
     for recorded in ids:
         history = await client.get_workflow_handle(recorded).fetch_history()
         name = re.sub(r"[^A-Za-z0-9_.-]", "__", recorded)

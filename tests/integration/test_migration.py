@@ -14,7 +14,7 @@ import pytest
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 
 from activities.kubeapi import Kube
-from plan.steps import CORDONED_BY_ANNOTATION, MIGRATION_LABEL
+from plan.contract import CORDONED_BY_ANNOTATION, MIGRATION_LABEL
 from sandbox.simulator.faults import Fault, read_faults, write_faults
 from sandbox.toolchain import Toolchain
 from tests.helpers import wait_for
@@ -228,6 +228,7 @@ async def test_failed_verification_stops_new_waves_and_rollback_restores_flannel
             for node in kube.get("/api/v1/nodes")["items"]:
                 assert not node["spec"].get("unschedulable"), node["metadata"]["name"]
                 assert CORDONED_BY_ANNOTATION not in (node["metadata"].get("annotations") or {})
+            await record_history(handle, nodes=(bad,))
 
 
 async def test_worker_crashes_during_drain_and_reboot_do_not_reboot_twice(
@@ -285,7 +286,8 @@ async def test_worker_crashes_during_drain_and_reboot_do_not_reboot_twice(
 
 async def test_pause_stops_new_nodes_until_resume(temporal_env: Any) -> None:
     """Pause and resume reach a running workflow and are validated (no cluster needed)."""
-    from tests.workflows.test_cluster_workflow import FakeCluster, spec
+    from tests.fakes import FakeCluster
+    from tests.workflows.support import spec
     from worker.build import build_worker
 
     fake = FakeCluster(workers=2)

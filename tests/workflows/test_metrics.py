@@ -11,10 +11,12 @@ from typing import Any
 
 from temporalio.runtime import Runtime
 
-from tests.workflows.test_cluster_workflow import FakeCluster, approve_all, spec
+from tests.fakes import FakeCluster
+from tests.workflows.support import approve_all, spec
 from worker.build import build_worker, connect
 from worker.metrics import prometheus_runtime
-from workflows.cluster import ClusterMigrationWorkflow, workflow_id
+from workflows.cluster import ClusterMigrationWorkflow
+from workflows.identity import cluster_workflow_id
 from workflows.messages import MigrationInput
 from workflows.progress import NodeState, Phase
 
@@ -50,7 +52,7 @@ async def test_finished_nodes_and_gate_waits_are_counted(temporal_env: Any) -> N
     async with build_worker(client, fake.activities(), task_queue=task_queue):
         handle = await client.start_workflow(
             ClusterMigrationWorkflow.run, MigrationInput(spec=migration),
-            id=workflow_id(migration.cluster.name), task_queue=task_queue)
+            id=cluster_workflow_id(migration.cluster.name), task_queue=task_queue)
         await approve_all(handle)
         report = await handle.result()
         assert report.phase is Phase.COMPLETED

@@ -15,10 +15,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from client import exit_codes, temporal_flags
-from tests.workflows.test_cluster_workflow import FakeCluster, spec
+from tests.fakes import FakeCluster
+from tests.workflows.support import spec
 from worker.build import build_worker, connect
 from worker.metrics import OTLP_ENDPOINT_ENV, start_tracing
-from workflows.cluster import ClusterMigrationWorkflow, workflow_id
+from workflows.cluster import ClusterMigrationWorkflow
+from workflows.identity import cluster_workflow_id
 from workflows.messages import MigrationInput
 from workflows.progress import Phase
 
@@ -45,7 +47,7 @@ async def test_the_workflow_joins_the_callers_trace(temporal_env: Any,
         with trace.get_tracer(__name__).start_as_current_span("cilium-migrate start") as root:
             handle = await client.start_workflow(
                 ClusterMigrationWorkflow.run, MigrationInput(spec=migration),
-                id=workflow_id(migration.cluster.name), task_queue=task_queue)
+                id=cluster_workflow_id(migration.cluster.name), task_queue=task_queue)
         assert (await handle.result()).phase is Phase.COMPLETED
 
     trace_id = root.get_span_context().trace_id

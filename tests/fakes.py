@@ -1,0 +1,183 @@
+"""Test doubles that stand in at the activity boundary (same activity names), never for
+Temporal: a small in-memory cluster whose activities record what they were asked to do."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from plan.contract import (
+    Activity,
+    AgentStatus,
+    CiliumStatus,
+    CiliumWaitInput,
+    CordonResult,
+    DrainInput,
+    DrainResult,
+    HealthInput,
+    HealthReport,
+    HelmInput,
+    HelmResult,
+    HostCommandInput,
+    LabelInput,
+    NodeConfigInput,
+    NodeRef,
+    NodeSnapshot,
+    RebootInput,
+    RebootResult,
+    RecycleInput,
+    RecycleResult,
+    RemoveFlannelInput,
+    RemoveFlannelResult,
+    RestartAgentInput,
+    RolloutRestartInput,
+    StepError,
+    VerifyInput,
+    VerifyResult,
+)
+from plan.facts import ClusterFacts, FlannelFacts, NodeFacts
+from plan.policies import ClusterRef
+
+
+class FakeCluster:
+    """What the fake activities do to the world, for the test to check."""
+
+    def __init__(self, workers: int = 4) -> None:
+        self.nodes = ["cp-1", *(f"worker-{i}" for i in range(1, workers + 1))]
+        self.boot = dict.fromkeys(self.nodes, 0)
+        self.cordoned: set[str] = set()
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self.drain_blocked: set[str] = set()
+        self.verify_fails: set[str] = set()
+        self.hold_drain: asyncio.Event | None = None
+        self.helm_values: list[dict[str, Any]] = []
+
+    def facts(self) -> ClusterFacts:
+        return ClusterFacts(
+            nodes=[NodeFacts(name=n, control_plane=n.startswith("cp"), zone="zone-a",
+                             boot_id=f"{n}-boot-0", pod_cidrs=[f"10.244.{i}.0/24"],
+                             internal_ip=f"127.1.0.{i + 2}")
+                   for i, n in enumerate(self.nodes)],
+            flannel=FlannelFacts(namespace="kube-flannel", daemonset="kube-flannel-ds",
+                                 network="10.244.0.0/16"),
+            service_cidrs=["10.96.0.0/12"], api_server_host="127.0.0.1", api_server_port=6443)
+
+    def activities(self) -> list[Any]:
+        cluster = self
+
+        def record(name: str, argument: Any) -> str:
+            target = getattr(argument, "target", argument)
+            node = str(target.node) if isinstance(target, NodeRef) else "-"
+            cluster.calls[(name, node)] += 1
+            return node
+
+        @activity.defn(name=Activity.DISCOVER)
+        async def discover(ref: ClusterRef) -> ClusterFacts:
+            return cluster.facts()
+
+        @activity.defn(name=Activity.HELM_UPGRADE)
+        async def helm(input: HelmInput) -> HelmResult:
+            cluster.helm_values.append(input.values)
+            return HelmResult(revision=len(cluster.helm_values))
+
+        @activity.defn(name=Activity.WAIT_FOR_CILIUM)
+        async def wait_cilium(input: CiliumWaitInput) -> CiliumStatus:
+            return CiliumStatus(agents_desired=5, agents_ready=5, operator_ready=True)
+
+        @activity.defn(name=Activity.APPLY_NODE_CONFIG)
+        async def apply_config(input: NodeConfigInput) -> None:
+            record("apply-config", input)
+
+        @activity.defn(name=Activity.DELETE_NODE_CONFIG)
+        async def delete_config(input: NodeConfigInput) -> None:
+            record("delete-config", input)
+
+        @activity.defn(name=Activity.SNAPSHOT_NODE)
+        async def snapshot(ref: NodeRef) -> NodeSnapshot:
+            node = record("snapshot", ref)
+            return NodeSnapshot(node=node, unschedulable=node in cluster.cordoned,
+                                boot_id=f"{node}-boot-{cluster.boot[node]}", ready=True)
+
+        @activity.defn(name=Activity.CORDON_NODE)
+        async def cordon(ref: NodeRef) -> CordonResult:
+            node = record("cordon", ref)
+            cluster.cordoned.add(node)
+            return CordonResult(cordoned_by_us=True)
+
+        @activity.defn(name=Activity.DRAIN_NODE)
+        async def drain(input: DrainInput) -> DrainResult:
+            node = record("drain", input)
+            if cluster.hold_drain is not None:
+                cluster.hold_drain.set()
+                while True:  # a drain that takes long; only a cancellation ends it
+                    await asyncio.sleep(0.2)
+                    activity.heartbeat()
+            if node in cluster.drain_blocked:
+                raise ApplicationError(
+                    f"pod t/db-0 blocked by PDB t/db-pdb on {node}",
+                    [{"pod": "t/db-0", "reason": "needs 1 healthy, has 1", "pdb": "t/db-pdb"}],
+                    type=StepError.DRAIN_BLOCKED, non_retryable=True)
+            return DrainResult(evicted=[f"t/web-{node}"])
+
+        @activity.defn(name=Activity.LABEL_NODE)
+        async def label(input: LabelInput) -> None:
+            record("label" if input.value else "unlabel", input)
+
+        @activity.defn(name=Activity.RESTART_AGENT)
+        async def restart_agent(input: RestartAgentInput) -> AgentStatus:
+            record("restart-agent", input)
+            return AgentStatus(pod="cilium-x", ready=True)
+
+        @activity.defn(name=Activity.REBOOT_NODE)
+        async def reboot(input: RebootInput) -> RebootResult:
+            node = record("reboot", input)
+            if input.boot_id_before == f"{node}-boot-{cluster.boot[node]}":
+                cluster.boot[node] += 1
+            return RebootResult(boot_id_after=f"{node}-boot-{cluster.boot[node]}",
+                                triggered=True)
+
+        @activity.defn(name=Activity.RUN_HOST_COMMAND)
+        async def host_command(input: HostCommandInput) -> None:
+            record(f"host:{input.name}", input)
+
+        @activity.defn(name=Activity.VERIFY_NODE)
+        async def verify(input: VerifyInput) -> VerifyResult:
+            node = record(f"verify-{input.expect}", input)
+            if node in cluster.verify_fails and input.expect == "cilium":
+                raise ApplicationError(
+                    "probe on worker failed: api-server", {"pod_ip": "10.245.1.9", "checks": [
+                        {"name": "api-server", "passed": False, "detail": "unreachable"}]},
+                    type=StepError.VERIFICATION_FAILED, non_retryable=True)
+            return VerifyResult(pod_ip="10.245.1.9", checks=[])
+
+        @activity.defn(name=Activity.UNCORDON_NODE)
+        async def uncordon(ref: NodeRef) -> bool:
+            node = record("uncordon", ref)
+            cluster.cordoned.discard(node)
+            return True
+
+        @activity.defn(name=Activity.CHECK_HEALTH)
+        async def health(input: HealthInput) -> HealthReport:
+            return HealthReport(nodes_on_cilium=1, pods_on_cilium=1, pods_total=1,
+                                flannel_ready=True)
+
+        @activity.defn(name=Activity.RECYCLE_PODS)
+        async def recycle(input: RecycleInput) -> RecycleResult:
+            return RecycleResult(recycled=[])
+
+        @activity.defn(name=Activity.ROLLOUT_RESTART)
+        async def rollout(input: RolloutRestartInput) -> None:
+            record("rollout-restart", input)
+
+        @activity.defn(name=Activity.REMOVE_FLANNEL)
+        async def remove_flannel(input: RemoveFlannelInput) -> RemoveFlannelResult:
+            record("remove-flannel", input)
+            return RemoveFlannelResult(deleted=["kube-flannel/kube-flannel-ds"])
+
+        return [discover, helm, wait_cilium, apply_config, delete_config, snapshot, cordon,
+                drain, label, restart_agent, reboot, host_command, verify, uncordon, health,
+                recycle, rollout, remove_flannel]

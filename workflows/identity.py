@@ -1,0 +1,42 @@
+"""Every name by which the outside world finds a migration and talks to it: workflow types and
+IDs, the query, Updates and signals, and the search attributes. The workflows declare their
+handlers with these names and `client/` calls them with the same ones, so a rename is one edit.
+"""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey
+
+CLUSTER_WORKFLOW = "ClusterMigration"
+NODE_WORKFLOW = "NodeMigration"
+
+# Both workflows answer it: the cluster with `Progress`, a node child with its `NodeProgress`.
+PROGRESS_QUERY = "progress"
+APPROVE_UPDATE = "approve"
+PAUSE_UPDATE = "pause"
+RESUME_UPDATE = "resume"
+DECIDE_UPDATE = "decide"
+# Child -> parent: the node's progress changed in a way the operator sees.
+NODE_REPORT_SIGNAL = "node_report"
+# Parent -> child: the operator's decision for a blocked node.
+DECIDE_SIGNAL = "decide"
+
+CLUSTER_ATTRIBUTE = SearchAttributeKey.for_keyword("CiliumMigrateCluster")
+PHASE_ATTRIBUTE = SearchAttributeKey.for_keyword("CiliumMigratePhase")
+SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[str], ...] = (CLUSTER_ATTRIBUTE, PHASE_ATTRIBUTE)
+
+_PREFIX = "cilium-migrate/"
+
+
+def cluster_workflow_id(cluster: str) -> str:
+    """One running migration per cluster: the ID is also the lock."""
+    return f"{_PREFIX}{cluster}"
+
+
+def cluster_of(workflow_id: str) -> str:
+    """The cluster a migration's workflow ID names."""
+    return workflow_id.removeprefix(_PREFIX)
+
+
+def node_workflow_id(migration_id: str, node: str) -> str:
+    return f"{migration_id}/node/{node}"
