@@ -14,7 +14,15 @@ from kubernetes.client.rest import ApiException
 
 from activities.context import get_node, record_node_event
 from activities.kubeapi import Kube, Obj, boot_id, condition_true, unschedulable
-from plan.contract import CORDONED_BY_ANNOTATION, CordonResult, LabelInput, NodeRef, NodeSnapshot
+from plan.contract import (
+    CORDONED_BY_ANNOTATION,
+    CordonResult,
+    LabelInput,
+    NodeRef,
+    NodeSnapshot,
+    SwitchedNodes,
+)
+from plan.facts import MIGRATION_LABEL
 
 CONFLICT_ATTEMPTS = 5
 R = TypeVar("R")
@@ -76,6 +84,19 @@ def label_node(kube: Kube, request: LabelInput) -> None:
     _update(kube, request.target.node, decide, event=(
         "CiliumMigrateLabelled", f"label {request.key}={request.value} set"
         if request.value is not None else f"label {request.key} removed"))
+
+
+def list_switched_nodes(kube: Kube) -> SwitchedNodes:
+    """Every node now in the cluster, sorted by whether it carries the migration label: what
+    finalize checks before it hands the whole cluster to Cilium (nodes that joined after the
+    plan, or were excluded, skipped or rolled back, are unswitched)."""
+    switched: list[str] = []
+    unswitched: list[str] = []
+    for node in kube.get("/api/v1/nodes")["items"]:
+        labels = node["metadata"].get("labels") or {}
+        (switched if labels.get(MIGRATION_LABEL) == "true" else unswitched).append(
+            node["metadata"]["name"])
+    return SwitchedNodes(switched=sorted(switched), unswitched=sorted(unswitched))
 
 
 def _owner(node: Obj) -> str | None:

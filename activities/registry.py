@@ -42,6 +42,7 @@ from plan.contract import (
     RemoveFlannelResult,
     RestartAgentInput,
     RolloutRestartInput,
+    SwitchedNodes,
     VerifyInput,
     VerifyResult,
 )
@@ -98,6 +99,10 @@ class MigrationActivities:
     @activity.defn(name=Activity.UNCORDON_NODE)
     def uncordon_node(self, target: NodeRef) -> bool:
         return nodes.uncordon_node(self.context.kube(target.cluster), target)
+
+    @activity.defn(name=Activity.LIST_SWITCHED_NODES)
+    def list_switched_nodes(self, cluster: ClusterRef) -> SwitchedNodes:
+        return nodes.list_switched_nodes(self.context.kube(cluster))
 
     # ---- cluster steps ------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 It starts a Temporal dev server with a worker (`cilium-migrate dev`), a sandbox cluster with
 sample workloads and PodDisruptionBudgets, then runs a migration with per-wave approvals,
 approving each gate by running the same `cilium-migrate approve` command a human would (and
-printing it). Everything it started is stopped at the end, also on Ctrl-C.
+printing it). At the end the dev server and the sandbox stay up, so the Web UI link it prints
+can be opened and `history export` run, until Ctrl-C (`--no-wait`, or a stdin that is not a
+terminal, stops them at once). Everything it started is stopped then, also on an earlier Ctrl-C.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     demo.add_argument("--port", type=int, default=7233, help="Temporal dev server port")
     demo.add_argument("--dir", type=Path, help="where the demo keeps its state (default: a "
                       "new temporary directory)")
+    demo.add_argument("--no-wait", action="store_true", help="stop the dev server and the "
+                      "sandbox as soon as the migration ends (default when stdin is no terminal)")
     demo.set_defaults(run=_demo)
 
 
@@ -93,6 +97,7 @@ def _demo(args: argparse.Namespace) -> int:
     state_dir = directory / "sandbox"
     address = ("--address", f"localhost:{args.port}")
     dev: subprocess.Popen[bytes] | None = None
+    ended = False
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         _say(f"== sandbox: 1 control plane + {args.workers} workers in 2 zones ({state_dir})")
@@ -120,10 +125,16 @@ def _demo(args: argparse.Namespace) -> int:
              f"cilium-migrate%2F{CLUSTER}")
         _say(f"History for a post-mortem: cilium-migrate history export {CLUSTER} -o FILE "
              f"--address localhost:{args.port} (while the dev server runs)")
+        ended = True  # from here on, Ctrl-C is the way out, not an interruption
+        if not args.no_wait and sys.stdin.isatty():
+            _say("The dev server and the sandbox keep running; press Ctrl-C to stop them.")
+            while dev.poll() is None:
+                time.sleep(1)
+            _say("the dev server stopped on its own; see dev.log")
         return exit_codes.OK
     except KeyboardInterrupt:
-        _say("\ninterrupted: stopping everything the demo started")
-        return 130
+        _say("\nstopping everything the demo started")
+        return exit_codes.OK if ended else 130
     finally:
         if dev is not None and dev.poll() is None:
             os.killpg(dev.pid, signal.SIGINT)

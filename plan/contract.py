@@ -249,6 +249,13 @@ class RemoveFlannelResult(StepModel):
     deleted: list[str]
 
 
+class SwitchedNodes(StepModel):
+    """The cluster's nodes now, by whether the migration label selects them for Cilium."""
+
+    switched: list[str] = Field(default_factory=list)
+    unswitched: list[str] = Field(default_factory=list)
+
+
 # ---- typed failures the workflows decide on ---------------------------------------------------
 
 class StepError:
@@ -287,3 +294,4 @@ class Activity:
     RECYCLE_PODS = "recycle_pods"
     ROLLOUT_RESTART = "rollout_restart"
     REMOVE_FLANNEL = "remove_flannel"
+    LIST_SWITCHED_NODES = "list_switched_nodes"

@@ -36,6 +36,7 @@ from plan.contract import (
     RestartAgentInput,
     RolloutRestartInput,
     StepError,
+    SwitchedNodes,
     VerifyInput,
     VerifyResult,
 )
@@ -51,6 +52,8 @@ class FakeCluster:
         self.boot = dict.fromkeys(self.nodes, 0)
         self.cordoned: set[str] = set()
         self.calls: Counter[tuple[str, str]] = Counter()
+        self.log: list[tuple[str, str]] = []  # (step, node) in the order they ran
+        self.labelled: set[str] = set()
         self.drain_blocked: set[str] = set()
         self.verify_fails: set[str] = set()
         self.hold_drain: asyncio.Event | None = None
@@ -73,6 +76,7 @@ class FakeCluster:
             target = getattr(argument, "target", argument)
             node = str(target.node) if isinstance(target, NodeRef) else "-"
             cluster.calls[(name, node)] += 1
+            cluster.log.append((name, node))
             return node
 
         @activity.defn(name=Activity.DISCOVER)
@@ -125,7 +129,13 @@ class FakeCluster:
 
         @activity.defn(name=Activity.LABEL_NODE)
         async def label(input: LabelInput) -> None:
-            record("label" if input.value else "unlabel", input)
+            node = record("label" if input.value else "unlabel", input)
+            (cluster.labelled.add if input.value else cluster.labelled.discard)(node)
+
+        @activity.defn(name=Activity.LIST_SWITCHED_NODES)
+        async def list_switched(ref: ClusterRef) -> SwitchedNodes:
+            return SwitchedNodes(switched=sorted(cluster.labelled & set(cluster.nodes)),
+                                 unswitched=sorted(set(cluster.nodes) - cluster.labelled))
 
         @activity.defn(name=Activity.RESTART_AGENT)
         async def restart_agent(input: RestartAgentInput) -> AgentStatus:
@@ -180,4 +190,4 @@ class FakeCluster:
 
         return [discover, helm, wait_cilium, apply_config, delete_config, snapshot, cordon,
                 drain, label, restart_agent, reboot, host_command, verify, uncordon, health,
-                recycle, rollout, remove_flannel]
+                recycle, rollout, remove_flannel, list_switched]

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         RemoveFlannelInput,
         RemoveFlannelResult,
         RolloutRestartInput,
+        SwitchedNodes,
     )
     from plan.facts import ClusterFacts
     from plan.findings import Finding, blocking, unacknowledged
@@ -56,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import (
         ApproveRequest,
         DecideRequest,
+        Decision,
         MigrationInput,
         NodeMigrationInput,
         PauseRequest,
@@ -65,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.steps import describe_failure, run_step
 
 INSTALL_TIMEOUT = 900.0
+CATCH_UP_WAVE = 0  # the wave number of nodes migrated after the planned waves
 # Our own metrics, served with the SDK's by the worker's Prometheus endpoint. The workflow's
 # meter records nothing during replay and adds no history events.
 NODES_FINISHED_METRIC = "cilium_migrate_nodes_finished"
@@ -81,6 +84,7 @@ class ClusterMigrationWorkflow:
         self.cluster: ClusterRef = cluster_ref(input.spec.cluster)
         self.children: dict[str, workflow.ChildWorkflowHandle[NodeMigrationWorkflow,
                                                               NodeProgress]] = {}
+        self._catch_up: list[str] = []  # nodes the operator chose to migrate before finalize
 
     # ---- the procedure --------------------------------------------------------------------
 
@@ -94,8 +98,11 @@ class ClusterMigrationWorkflow:
             await self._gate(gate_names.INSTALL_GATE)
             await self._install_cilium(plan)
             await self._apply_node_config()
-            await self._migrate_nodes(plan.waves, node_policies(self.spec, facts), facts)
+            policies = node_policies(self.spec, facts)
+            await self._migrate_nodes(plan.waves, policies, facts)
+            await self._every_node_migrated(policies)
             await self._gate(gate_names.FINALIZE_GATE)
+            await self._every_node_migrated(policies)  # nodes may have joined meanwhile
             await self._finalize(plan)
             await self._gate(gate_names.REMOVE_FLANNEL_GATE)
             await self._remove_flannel(facts)
@@ -155,7 +162,7 @@ class ClusterMigrationWorkflow:
             await self._gate(gate_names.wave_gate(wave))
             progress = self.progress.waves[index]
             progress.state = "running"
-            await asyncio.gather(*(self._migrate_node(node, wave, policies)
+            await asyncio.gather(*(self._migrate_node(node, wave.index, policies)
                                    for node in wave.nodes))
             health = await run_step(Activity.CHECK_HEALTH, self._health_input(facts),
                                     HealthReport)
@@ -165,7 +172,7 @@ class ClusterMigrationWorkflow:
             progress.state = "halted" if self.progress.halted else "done"
         await self._wait_until_clear()
 
-    async def _migrate_node(self, node: str, wave: Wave, policies: NodePolicies) -> None:
+    async def _migrate_node(self, node: str, wave: int, policies: NodePolicies) -> None:
         await self._gate(gate_names.node_gate(node))
         await workflow.wait_condition(lambda: not self.progress.paused)
         record = self.progress.nodes[node]
@@ -173,7 +180,7 @@ class ClusterMigrationWorkflow:
         migration_id = workflow.info().workflow_id
         handle = await workflow.start_child_workflow(
             NodeMigrationWorkflow.run, NodeMigrationInput(
-                cluster=self.cluster, node=node, wave=wave.index, migration_id=migration_id,
+                cluster=self.cluster, node=node, wave=wave, migration_id=migration_id,
                 policies=policies),
             id=node_workflow_id(migration_id, node),
             parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
@@ -196,6 +203,40 @@ class ClusterMigrationWorkflow:
         if result.state is not NodeState.MIGRATED:
             self.progress.halted = (f"node {node} was {result.state.value}; resume to go on "
                                     "with the next wave")
+
+    async def _every_node_migrated(self, policies: NodePolicies) -> None:
+        """Finalize switches every node to Cilium without a drain or a reboot and removes
+        flannel, so it waits until every node in the cluster now was migrated by this run. The
+        operator migrates a node left behind (`decide NODE retry`: excluded, skipped, rolled
+        back, failed, or joined after the plan), or removes it from the cluster and resumes."""
+        while True:
+            cluster = await run_step(Activity.LIST_SWITCHED_NODES, self.cluster, SwitchedNodes)
+            self.progress.not_migrated = self._not_migrated(cluster)
+            if not self.progress.not_migrated:
+                return
+            self.progress.halted = (
+                "finalize waits for every node to run Cilium; not migrated: " + ", ".join(
+                    f"{node} ({why})" for node, why in self.progress.not_migrated.items())
+                + ". `decide NODE retry` migrates one; or remove it from the cluster and resume")
+            await workflow.wait_condition(lambda: not self.progress.halted or bool(self._catch_up))
+            while self._catch_up:
+                await self._migrate_node(self._catch_up.pop(0), CATCH_UP_WAVE, policies)
+
+    def _not_migrated(self, cluster: SwitchedNodes) -> dict[str, str]:
+        """Every node in the cluster now that this run has not migrated, and why."""
+        left = {}
+        for name in sorted({*cluster.switched, *cluster.unswitched}):
+            record = self.progress.nodes.get(name)
+            if record is not None and record.state is NodeState.MIGRATED:
+                if name in cluster.unswitched:
+                    left[name] = "migrated, but its label was removed since"
+            elif record is not None:
+                left[name] = record.state.value
+            elif name in self.progress.excluded_nodes:
+                left[name] = "excluded"
+            else:
+                left[name] = "not in the plan: joined later?"
+        return left
 
     async def _finalize(self, plan: MigrationPlan) -> None:
         """Phase 4: every node runs Cilium; hand the cluster over to Cilium alone."""
@@ -264,6 +305,12 @@ class ClusterMigrationWorkflow:
 
     @workflow.update(name=DECIDE_UPDATE)
     async def decide(self, request: DecideRequest) -> str:
+        if self._waiting_for_finalize(request.node):
+            self._catch_up.append(request.node)
+            self.progress.nodes[request.node] = NodeProgress(name=request.node,
+                                                             wave=CATCH_UP_WAVE)
+            self.progress.halted = None
+            return f"node {request.node}: migrating it now"
         await self.children[request.node].signal(DECIDE_SIGNAL, request)
         node = self.progress.nodes[request.node]
         node.state, node.blocker = NodeState.RUNNING, None
@@ -271,12 +318,22 @@ class ClusterMigrationWorkflow:
 
     @decide.validator
     def _validate_decide(self, request: DecideRequest) -> None:
+        if self._waiting_for_finalize(request.node):
+            if request.decision is not Decision.RETRY:
+                raise ValueError(f"finalize waits for node {request.node} to run Cilium: only "
+                                 "retry (migrate it now) is possible, or remove the node from "
+                                 "the cluster and resume")
+            return
         node = self.progress.nodes.get(request.node)
         if node is None:
             raise ValueError(f"no node {request.node!r} in this migration")
         if node.state is not NodeState.BLOCKED or request.node not in self.children:
             raise ValueError(f"node {request.node} is {node.state.value}, not waiting for a "
                              "decision")
+
+    def _waiting_for_finalize(self, node: str) -> bool:
+        return (node in self.progress.not_migrated and node not in self._catch_up
+                and bool(self.progress.halted))
 
     @workflow.signal(name=NODE_REPORT_SIGNAL)
     def node_report(self, report: NodeProgress) -> None:

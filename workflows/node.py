@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyInput,
         VerifyResult,
     )
-    from plan.rollback import ROLLBACK_ACTIONS, RollbackAction, restore_flannel_config
+    from plan.rollback import RollbackAction, restore_flannel_config, rollback_actions
     from workflows.identity import (
         DECIDE_SIGNAL,
         NODE_REPORT_SIGNAL,
@@ -66,6 +66,7 @@ class NodeMigrationWorkflow:
         self._decision: Decision | None = None
         self._input: NodeMigrationInput | None = None
         self._node: NodeProgress | None = None
+        self._rolling_back = False
 
     @workflow.signal(name=DECIDE_SIGNAL)
     def decide(self, request: DecideRequest) -> None:
@@ -81,14 +82,7 @@ class NodeMigrationWorkflow:
         node = self._node = NodeProgress(name=input.node, wave=input.wave,
                                          state=NodeState.RUNNING, started_at=workflow.now())
         try:
-            await self._migrate(input, node)
-            node.state = NodeState.MIGRATED
-        except _Stop as stop:
-            if stop.decision is Decision.ROLLBACK:
-                await self._roll_back(input, node)
-                node.state = NodeState.ROLLED_BACK
-            else:
-                node.state = NodeState.SKIPPED
+            node.state = await self._migrate_or_as_decided(input, node)
         except (asyncio.CancelledError, ActivityError) as error:
             if isinstance(error, ActivityError) and not is_cancelled_exception(error):
                 raise
@@ -98,6 +92,22 @@ class NodeMigrationWorkflow:
         node.finished_at = workflow.now()
         await self._report()
         return node
+
+    async def _migrate_or_as_decided(self, input: NodeMigrationInput,
+                                     node: NodeProgress) -> NodeState:
+        """Migrates the node, unless the operator decides to roll it back or skip it."""
+        try:
+            try:
+                await self._migrate(input, node)
+                return NodeState.MIGRATED
+            except _Stop as stop:
+                if stop.decision is not Decision.ROLLBACK:
+                    raise
+                await self._roll_back(input, node, failed_at=node.step)
+                return NodeState.ROLLED_BACK
+        except _Stop:  # skipped, possibly while rolling back
+            await self._leave_as_is(node)
+            return NodeState.SKIPPED
 
     async def _migrate(self, input: NodeMigrationInput, node: NodeProgress) -> None:
         target, policies = self._target(), input.policies
@@ -110,27 +120,32 @@ class NodeMigrationWorkflow:
                          DrainInput(target=target, policy=policies.drain), DrainResult,
                          timeout=policies.drain.timeout_seconds)
         await self._step(NodeStep.LABEL, Activity.LABEL_NODE, LabelInput(target=target), type(None))
-        await self._step(NodeStep.RESTART_AGENT, Activity.RESTART_AGENT, RestartAgentInput(
-            target=target, namespace=policies.overlays.cilium_namespace,
-            timeout_seconds=AGENT_RESTART_TIMEOUT, not_before=workflow.now()), AgentStatus,
-            timeout=AGENT_RESTART_TIMEOUT)
+        await self._restart_agent(NodeStep.RESTART_AGENT)
         reboot = await self._reboot(snapshot.boot_id)
         node.boot_id_after = reboot.boot_id_after
         verify = await self._verify(expect="cilium")
         node.verify = verify.checks
         await self._uncordon(node)
 
-    async def _roll_back(self, input: NodeMigrationInput, node: NodeProgress) -> None:
-        """Back to flannel, undoing what `plan.rollback` says must be undone."""
+    async def _roll_back(self, input: NodeMigrationInput, node: NodeProgress,
+                         failed_at: NodeStep | None) -> None:
+        """Back to flannel, undoing what `plan.rollback` says the failed step calls for."""
         node.state = NodeState.ROLLING_BACK
-        target = self._target()
-        for action in ROLLBACK_ACTIONS:
-            if action is RollbackAction.UNLABEL:
+        self._rolling_back = True
+        target, policies = self._target(), input.policies
+        for action in rollback_actions(failed_at):
+            if action is RollbackAction.DRAIN:
+                await self._step(NodeStep.ROLLBACK, Activity.DRAIN_NODE,
+                                 DrainInput(target=target, policy=policies.drain), DrainResult,
+                                 timeout=policies.drain.timeout_seconds)
+            elif action is RollbackAction.UNLABEL:
                 await self._step(NodeStep.ROLLBACK, Activity.LABEL_NODE,
                                  LabelInput(target=target, value=None), type(None))
+            elif action is RollbackAction.RESTART_AGENT:
+                await self._restart_agent(NodeStep.ROLLBACK)
             elif action is RollbackAction.RESTORE_FLANNEL_CONFIG:
                 await self._step(NodeStep.ROLLBACK, Activity.RUN_HOST_COMMAND,
-                                 restore_flannel_config(target, input.policies.reboot.image),
+                                 restore_flannel_config(target, policies.reboot.image),
                                  type(None), timeout=HOST_COMMAND_TIMEOUT)
             elif action is RollbackAction.REBOOT:
                 snapshot = await self._step(NodeStep.ROLLBACK, Activity.SNAPSHOT_NODE, target,
@@ -140,6 +155,21 @@ class NodeMigrationWorkflow:
                 node.verify = (await self._verify(expect="flannel")).checks
             elif action is RollbackAction.UNCORDON:
                 await self._uncordon(node)
+
+    async def _leave_as_is(self, node: NodeProgress) -> None:
+        """The operator skipped the node: no label is left behind for a later agent restart
+        to act on silently, and the node is schedulable again if this run cordoned it."""
+        await self._step(NodeStep.ROLLBACK, Activity.LABEL_NODE,
+                         LabelInput(target=self._target(), value=None), type(None))
+        await self._uncordon(node)
+
+    async def _restart_agent(self, step: NodeStep) -> AgentStatus:
+        input = self._input
+        assert input is not None
+        return await self._step(step, Activity.RESTART_AGENT, RestartAgentInput(
+            target=self._target(), namespace=input.policies.overlays.cilium_namespace,
+            timeout_seconds=AGENT_RESTART_TIMEOUT, not_before=workflow.now()), AgentStatus,
+            timeout=AGENT_RESTART_TIMEOUT)
 
     async def _reboot(self, boot_id_before: str) -> RebootResult:
         input = self._input
@@ -164,9 +194,12 @@ class NodeMigrationWorkflow:
             await self._step(NodeStep.UNCORDON, Activity.UNCORDON_NODE, self._target(), bool)
 
     async def _compensate(self, node: NodeProgress) -> None:
-        """After an abort: leave nothing cordoned that this run cordoned."""
+        """After an abort: no migration label left for a later agent restart to act on, and
+        nothing cordoned that this run cordoned."""
         node.state = NodeState.CANCELLED
         node.finished_at = workflow.now()
+        await run_step(Activity.LABEL_NODE, LabelInput(target=self._target(), value=None),
+                       type(None))
         if node.cordoned_by_us:
             await run_step(Activity.UNCORDON_NODE, self._target(), bool)
 
@@ -193,8 +226,11 @@ class NodeMigrationWorkflow:
                     failure = ApplicationError(describe_failure(error), type="StepFailed")
                 assert failure is not None
                 decision = await self._blocked(step, failure)
-                if decision is not Decision.RETRY:
-                    raise _Stop(decision) from error
+                # Asked to roll back while rolling back: the failed rollback step runs again.
+                if decision is Decision.RETRY or (
+                        self._rolling_back and decision is Decision.ROLLBACK):
+                    continue
+                raise _Stop(decision) from error
 
     async def _blocked(self, step: NodeStep, failure: ApplicationError) -> Decision:
         node = self._node

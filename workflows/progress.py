@@ -89,6 +89,8 @@ class Progress(BaseModel):
     waves: list[WaveProgress] = Field(default_factory=list)
     nodes: dict[str, NodeProgress] = Field(default_factory=dict)
     excluded_nodes: list[str] = Field(default_factory=list)
+    # Finalize waits until these nodes run Cilium: node -> why not yet (e.g. "skipped").
+    not_migrated: dict[str, str] = Field(default_factory=dict)
     pending_gates: list[str] = Field(default_factory=list)
     approvals: list[Approval] = Field(default_factory=list)
     findings: list[Finding] = Field(default_factory=list)

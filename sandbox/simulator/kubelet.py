@@ -25,7 +25,7 @@ from activities.kubeapi import MERGE, Kube, Obj
 from sandbox.simulator.faults import Fault, FaultBook, FaultFileError
 from sandbox.simulator.hostfs import CNI_DIR, HostFs
 from sandbox.simulator.ipam import ExhaustedError, HostLocal
-from sandbox.simulator.personalities import personality_of
+from sandbox.simulator.personalities import CILIUM_AGENT, personality_of
 from sandbox.simulator.selectors import InvalidSelector, selects
 from sandbox.simulator.state import NodeState, PodState, new_boot_id, now_micro, now_rfc3339
 from sandbox.topology import CLUSTER_CIDR, NodeSpec, Topology
@@ -223,6 +223,12 @@ class Simulator:
             pod = self.pods.get(uid)
             if pod is not None and not pod.started:
                 self._start_pod(pod)
+
+    def cni_dir_changed(self, node: NodeState) -> None:
+        """Something wrote to the node's CNI directory: a running agent that watches it (see
+        `CiliumAgent.on_cni_dir_changed`) reacts first, then the node's network is re-read."""
+        CILIUM_AGENT.on_cni_dir_changed(self, node)
+        self.network_changed(node)
 
     def _report_ready(self, node: NodeState, ready: bool, message: str = "") -> None:
         node.reported_ready = ready
@@ -451,10 +457,7 @@ class Simulator:
             content = ((config_map or {}).get("data") or {}).get(key)
             if content is not None:
                 node.host.write_cni(host_path.rsplit("/", 1)[-1], content)
-                if node.agent_ready and node.agent_config.get("cni-exclusive") == "true":
-                    cilium = [n for n in node.host.cni_configs() if "cilium" in n]
-                    if cilium:
-                        node.host.back_up_others(keep=cilium[0])
+                self.cni_dir_changed(node)
 
     @staticmethod
     def _mounted(container: Obj, volumes: dict[str, Obj], path: str,

@@ -105,15 +105,40 @@ class CiliumAgent(Personality):
         if config.get("ipam", "cluster-pool") == "cluster-pool":
             node.cilium_ipam = HostLocal(self._pod_cidr(sim, node, config))
             sim.reserve_existing_ips(node)
-        if config.get("custom-cni-conf", "false") != "true":
-            path = config.get("write-cni-conf-when-ready") or DEFAULT_CILIUM_CONF_PATH
-            conf_name = path.rsplit("/", 1)[-1]
-            node.host.write_cni(conf_name, CILIUM_CONFLIST_CONTENT)
-            if config.get("cni-exclusive", "true") == "true":
-                node.host.back_up_others(keep=conf_name)
+        self._write_cni_config(node)
         node.agent_ready = True
         sim.set_pod_ready(pod, True)
         sim.network_changed(node)
+
+    @staticmethod
+    def _cni_conf_name(config: dict[str, str]) -> str | None:
+        """The CNI config file the agent manages; None when it manages none: upstream's CNI
+        config manager is off unless `write-cni-conf-when-ready` names a path
+        (daemon/cmd/cni/config.go, `Start`)."""
+        path = config.get("write-cni-conf-when-ready", "")
+        return path.rsplit("/", 1)[-1] if path else None
+
+    def _write_cni_config(self, node: NodeState) -> None:
+        """`setupCNIConfFile`: (re)write our config when it differs, then, with
+        `cni-exclusive`, park every other CNI config as `*.cilium_bak` (`cleanupOtherCNI`)."""
+        name = self._cni_conf_name(node.agent_config)
+        if name is None:
+            return
+        path = node.host.cni_dir / name
+        if not path.exists() or path.read_text() != CILIUM_CONFLIST_CONTENT:
+            node.host.write_cni(name, CILIUM_CONFLIST_CONTENT)
+        if node.agent_config.get("cni-exclusive") == "true":
+            node.host.back_up_others(keep=name)
+
+    def on_cni_dir_changed(self, sim: Simulator, node: NodeState) -> None:
+        """A running agent with `cni-exclusive` watches the CNI directory (fsnotify) and, on
+        any change, writes its config again and parks the others (`watchForDirectoryChanges`
+        triggering the write controller). Removing the node's label changes nothing here
+        until the agent restarts: it read its configuration when it started."""
+        if node.agent_uid is None or not node.agent_ready:
+            return
+        if node.agent_config.get("cni-exclusive") == "true":
+            self._write_cni_config(node)
 
     def _pod_cidr(self, sim: Simulator, node: NodeState, config: dict[str, str]) -> str:
         """The node's block of the cluster pool, kept in its CiliumNode as the operator does."""
@@ -177,7 +202,7 @@ class HostShell(Personality):
         if result.reboot:
             sim.reboot(node)
         else:
-            sim.network_changed(node)  # a file move may have changed the active CNI
+            sim.cni_dir_changed(node)  # a file move may have changed the active CNI
 
 
 class Probe(Personality):
@@ -195,9 +220,10 @@ class Probe(Personality):
         sim.complete_pod(pod, 0 if passed else 1, json.dumps(result, sort_keys=True))
 
 
+CILIUM_AGENT = CiliumAgent()
 # Order matters: the first match wins, the plain workload last.
 PERSONALITIES: tuple[Personality, ...] = (
-    HostShell(), Probe(), CiliumAgent(), FlannelDaemon(), Personality(),
+    HostShell(), Probe(), CILIUM_AGENT, FlannelDaemon(), Personality(),
 )
 
 

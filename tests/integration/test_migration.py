@@ -310,3 +310,79 @@ async def test_pause_stops_new_nodes_until_resume(temporal_env: Any) -> None:
         report = await wait_progress(handle, lambda p: p.phase is Phase.COMPLETED, "completion",
                                      approver="dave")
     assert all(n.state is NodeState.MIGRATED for n in report.nodes.values())
+
+
+async def test_rollback_after_a_blocked_drain_uncordons_without_a_reboot(
+        temporal_env: Any, toolchain: Toolchain, tmp_path: Path) -> None:
+    """Nothing was switched, so nothing is undone but the cordon: a node still holding a
+    PDB-protected pod is never rebooted by a rollback."""
+    name = "undrained"
+    with fresh_sandbox(tmp_path / "state", workers=2, zones=1) as kube:
+        kube.create("/api/v1/namespaces", {"metadata": {"name": "data"}})
+        kube.create("/apis/apps/v1/namespaces/data/deployments", {
+            "metadata": {"name": "db"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "db"}},
+                     "template": {"metadata": {"labels": {"app": "db"}}, "spec": {
+                         "terminationGracePeriodSeconds": 1,
+                         "containers": [{"name": "db", "image": "postgres"}]}}}})
+        db_node = wait_for(lambda: (p := running_pods(kube, "data", "app=db")) and
+                           p[0]["spec"]["nodeName"], "db pod")
+        before = boot_ids(kube)
+        spec = migration_spec(name, approvals={"policy": "per-phase"},
+                              rollout={"firstNodes": [db_node]}, drain={"timeout": "10s"})
+        task_queue = queue()
+        async with in_process_worker(temporal_env.client,
+                                     activity_context(tmp_path / "state", toolchain, name),
+                                     task_queue):
+            handle = await start_migration(temporal_env.client, spec, task_queue)
+            await wait_progress(handle, lambda p: "install" in p.pending_gates, "install gate")
+            # After preflight (which would refuse it): a budget that allows no disruption.
+            kube.create("/apis/policy/v1/namespaces/data/poddisruptionbudgets", {
+                "metadata": {"name": "db-pdb"},
+                "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}}})
+            await wait_progress(handle, lambda p: p.nodes.get(db_node) and
+                                p.nodes[db_node].state is NodeState.BLOCKED,
+                                "the drain to block", approver="dave", timeout=300)
+            await handle.execute_update(ClusterMigrationWorkflow.decide, DecideRequest(
+                node=db_node, decision=Decision.ROLLBACK, operator="dave"))
+            halted = await wait_progress(handle, lambda p: p.halted is not None,
+                                         "the halt after the rollback", timeout=300)
+            await handle.cancel()
+            with pytest.raises(WorkflowFailureError):
+                await handle.result()
+        assert halted.nodes[db_node].state is NodeState.ROLLED_BACK
+        assert boot_ids(kube)[db_node] == before[db_node]  # not rebooted
+        node = kube.get(f"/api/v1/nodes/{db_node}")
+        assert not node["spec"].get("unschedulable")
+        assert MIGRATION_LABEL not in node["metadata"]["labels"]
+        assert running_pods(kube, "data", "app=db")[0]["spec"]["nodeName"] == db_node
+
+
+async def test_finalize_waits_while_an_excluded_node_still_runs_flannel(
+        temporal_env: Any, toolchain: Toolchain, tmp_path: Path) -> None:
+    """Finalizing would switch the excluded node without a drain or a reboot and remove
+    flannel under its pods: the run waits for the operator to migrate it."""
+    name = "excluded"
+    state_dir = tmp_path / "state"
+    with fresh_sandbox(state_dir, workers=3, zones=1) as kube:
+        spec = migration_spec(name, approvals={"policy": "none"},
+                              rollout={"excludeNodes": ["worker-3"]})
+        task_queue = queue()
+        async with in_process_worker(temporal_env.client,
+                                     activity_context(state_dir, toolchain, name), task_queue):
+            handle = await start_migration(temporal_env.client, spec, task_queue)
+            refused = await wait_progress(handle, lambda p: bool(p.not_migrated),
+                                          "finalize to refuse", timeout=600)
+            assert refused.not_migrated == {"worker-3": "excluded"}
+            assert refused.phase is Phase.MIGRATING
+            assert kube.get_or_none(
+                "/apis/apps/v1/namespaces/kube-flannel/daemonsets/kube-flannel-ds") is not None
+            cni = sorted(p.name for p in (state_dir / "nodes/worker-3/etc/cni/net.d").iterdir())
+            assert cni == ["10-flannel.conflist"]
+            await handle.execute_update(ClusterMigrationWorkflow.decide, DecideRequest(
+                node="worker-3", decision=Decision.RETRY, operator="erin"))
+            await wait_progress(handle, lambda p: p.phase is Phase.COMPLETED, "completion",
+                                timeout=600)
+            report = await handle.result()
+        assert report.nodes["worker-3"].state is NodeState.MIGRATED
+        assert pod_ips_outside(kube, [CILIUM_POOL]) == []

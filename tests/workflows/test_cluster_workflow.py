@@ -113,6 +113,7 @@ async def test_failed_verification_halts_and_rollback_returns_the_node(
         blocked = await until(handle, lambda p: p.nodes and
                               p.nodes["worker-2"].state is NodeState.BLOCKED, "verify failure")
         assert blocked.nodes["worker-2"].verify[0].name == "api-server"
+        before_rollback = len(fake.log)
         await handle.execute_update(ClusterMigrationWorkflow.decide,
                                     DecideRequest(node="worker-2", decision=Decision.ROLLBACK))
         halted = await until(handle, lambda p: p.halted is not None, "the halt")
@@ -121,13 +122,98 @@ async def test_failed_verification_halts_and_rollback_returns_the_node(
         later = [w for w in halted.waves if w.state == "pending"]
         assert later and all(halted.nodes[n].state is NodeState.PENDING
                              for w in later for n in w.nodes)
+        rollback = [step for step, node in fake.log[before_rollback:] if node == "worker-2"]
+        # The live agent must have restarted without the override before flannel's config is
+        # restored (it rewrites the directory otherwise), and the reboot comes after a drain.
+        assert rollback == ["drain", "unlabel", "restart-agent", "host:rollback", "snapshot",
+                            "reboot", "verify-flannel", "uncordon"]
+        assert "worker-2" not in fake.cordoned and "worker-2" not in fake.labelled
+
+        # Every other node migrates; finalize then waits for the rolled-back one.
+        await handle.execute_update(ClusterMigrationWorkflow.resume, {})
+        refused = await until(handle, lambda p: bool(p.not_migrated), "finalize to refuse")
+        assert refused.not_migrated == {"worker-2": "rolled-back"}
+        assert "finalize waits for every node to run Cilium" in (refused.halted or "")
+        assert fake.calls[("rollout-restart", "-")] == 0  # nothing of finalize ran
+        with pytest.raises(WorkflowUpdateFailedError) as refusal:
+            await handle.execute_update(ClusterMigrationWorkflow.decide, DecideRequest(
+                node="worker-2", decision=Decision.SKIP))
+        assert "only retry (migrate it now) is possible" in str(refusal.value.cause)
+        fake.verify_fails.clear()
+        await handle.execute_update(ClusterMigrationWorkflow.decide,
+                                    DecideRequest(node="worker-2", decision=Decision.RETRY))
+        report = await handle.result()
+    assert report.phase is Phase.COMPLETED
+    assert report.nodes["worker-2"].state is NodeState.MIGRATED
+    assert report.not_migrated == {}
+    assert fake.calls[("verify-flannel", "worker-2")] == 1
+
+
+async def test_rollback_after_a_blocked_drain_only_uncordons(
+        temporal_env: Any, task_queue: str) -> None:
+    fake = FakeCluster(workers=2)
+    fake.drain_blocked.add("worker-1")
+    migration = spec(f"undrained-{task_queue}", approvals={"policy": "none"})
+    async with build_worker(temporal_env.client, fake.activities(), task_queue=task_queue):
+        handle = await start(temporal_env, fake, migration, task_queue)
+        await until(handle, lambda p: p.nodes and p.nodes["worker-1"].state is NodeState.BLOCKED,
+                    "the blocked drain")
+        before = len(fake.log)
+        await handle.execute_update(ClusterMigrationWorkflow.decide,
+                                    DecideRequest(node="worker-1", decision=Decision.ROLLBACK))
+        halted = await until(handle, lambda p: p.halted is not None, "the halt")
+        await handle.cancel()
+    assert halted.nodes["worker-1"].state is NodeState.ROLLED_BACK
+    # Nothing was switched: no reboot of a node that still holds PDB-protected pods.
+    assert [step for step, node in fake.log[before:] if node == "worker-1"] == ["uncordon"]
+
+
+async def test_skip_leaves_the_node_schedulable_and_unlabelled_and_finalize_waits_for_it(
+        temporal_env: Any, task_queue: str) -> None:
+    fake = FakeCluster(workers=2)
+    fake.verify_fails.add("worker-1")
+    migration = spec(f"skip-{task_queue}", approvals={"policy": "none"})
+    async with build_worker(temporal_env.client, fake.activities(), task_queue=task_queue):
+        handle = await start(temporal_env, fake, migration, task_queue)
+        await until(handle, lambda p: p.nodes and p.nodes["worker-1"].state is NodeState.BLOCKED,
+                    "the failed verification")
+        assert "worker-1" in fake.labelled and "worker-1" in fake.cordoned
+        await handle.execute_update(ClusterMigrationWorkflow.decide,
+                                    DecideRequest(node="worker-1", decision=Decision.SKIP))
+        await until(handle, lambda p: p.nodes["worker-1"].state is NodeState.SKIPPED
+                    and p.halted is not None, "the skip to halt the run")
+        assert "worker-1" not in fake.labelled and "worker-1" not in fake.cordoned
+        await handle.execute_update(ClusterMigrationWorkflow.resume, {})
+        refused = await until(handle, lambda p: bool(p.not_migrated), "finalize to refuse")
+        assert refused.not_migrated == {"worker-1": "skipped"}
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    assert len(fake.helm_values) == 1  # the install only: the final values never came
+
+
+async def test_finalize_waits_for_excluded_nodes_until_the_operator_migrates_them(
+        temporal_env: Any, task_queue: str) -> None:
+    fake = FakeCluster(workers=3)
+    migration = spec(f"excluded-{task_queue}", approvals={"policy": "none"},
+                     rollout={"excludeNodes": ["worker-3"]})
+    async with build_worker(temporal_env.client, fake.activities(), task_queue=task_queue):
+        handle = await start(temporal_env, fake, migration, task_queue)
+        refused = await until(handle, lambda p: bool(p.not_migrated), "finalize to refuse")
+        assert refused.not_migrated == {"worker-3": "excluded"}
+        assert len(fake.helm_values) == 1  # only the install: the final values wait
+        fake.nodes.append("worker-9")  # a node joins while finalize waits
+        await handle.execute_update(ClusterMigrationWorkflow.decide,
+                                    DecideRequest(node="worker-3", decision=Decision.RETRY))
+        joined = await until(handle, lambda p: "worker-9" in p.not_migrated, "the new node")
+        assert joined.not_migrated == {"worker-9": "not in the plan: joined later?"}
+        assert joined.nodes["worker-3"].state is NodeState.MIGRATED
+        fake.nodes.remove("worker-9")  # removed from the cluster instead
         await handle.execute_update(ClusterMigrationWorkflow.resume, {})
         report = await handle.result()
-    assert fake.calls[("unlabel", "worker-2")] == 1
-    assert fake.calls[("host:rollback", "worker-2")] == 1
-    assert fake.calls[("verify-flannel", "worker-2")] == 1
-    assert "worker-2" not in fake.cordoned
     assert report.phase is Phase.COMPLETED
+    assert report.nodes["worker-3"].wave == 0
+    assert fake.calls[("reboot", "worker-3")] == 1
 
 
 async def test_abort_mid_wave_uncordons_what_this_run_cordoned(
@@ -143,6 +229,6 @@ async def test_abort_mid_wave_uncordons_what_this_run_cordoned(
         with pytest.raises(WorkflowFailureError):
             await handle.result()
         final = await progress(handle)
-    assert not fake.cordoned
+    assert not fake.cordoned and not fake.labelled
     assert final.phase is Phase.CANCELLED
     assert any(n.state is NodeState.CANCELLED for n in final.nodes.values())
