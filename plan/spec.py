@@ -45,7 +45,12 @@ DEFAULT_CILIUM_VERSION = "1.18.4"
 DEFAULT_CHART_REPO = "https://helm.cilium.io"
 DEFAULT_POD_CIDR = "10.245.0.0/16"
 DEFAULT_TUNNEL_PORT = 8473
-DEFAULT_IMAGE = "busybox:1.36"
+# The probe and node-shell image, pinned so every node runs the same tools. The probe script
+# (activities.verify) needs busybox's wget to finish a TLS handshake with the API server: 1.36's
+# fails against Go's TLS servers ("TLS error from peer (alert code 40): handshake failure"),
+# 1.37.0 succeeds. 1.37's wget still exits 1 on a 401 ("server returned error: HTTP/1.1 401
+# Unauthorized"), which the script reads as an answer. nsenter, for node-shell, is in it too.
+DEFAULT_IMAGE = "busybox:1.37.0"
 VerifyCheck = Literal["pod-ip-in-pool", "api-server", "peer-flannel", "peer-cilium"]
 VERIFY_CHECKS: tuple[VerifyCheck, ...] = (
     "pod-ip-in-pool",
@@ -344,7 +349,9 @@ def _placeholders(template: list[str]) -> set[str]:
 
 
 class VerifySpec(SpecModel):
-    probe_image: Image = DEFAULT_IMAGE
+    probe_image: Image = Field(
+        default=DEFAULT_IMAGE,
+        description="Needs busybox's sh, wget (1.37 or later), ping, sed, awk, tr, cut, tail.")
     checks: list[VerifyCheck] = Field(default_factory=lambda: list(VERIFY_CHECKS), min_length=1)
     timeout: Duration = timedelta(minutes=2)
 

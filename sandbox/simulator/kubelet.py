@@ -14,8 +14,11 @@ import itertools
 import json
 import logging
 import queue
+import ssl
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -590,6 +593,24 @@ class Simulator:
         if "flannel" in overlays:
             return config.get("enable-host-legacy-routing") == "true"
         return True
+
+    def healthz_answer(self) -> tuple[int | None, tuple[str, ...]]:
+        """The API server's own answer to an anonymous GET /healthz, certificate unchecked, as
+        a probe's wget asks it: (status, nothing) or (None, what wget would say instead)."""
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        # No proxy: the API server is on loopback, whatever the environment says.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                             urllib.request.HTTPSHandler(context=context))
+        try:
+            with opener.open(f"{self.kube.server}/healthz", timeout=5) as answer:
+                return int(answer.status), ()
+        except urllib.error.HTTPError as error:
+            return error.code, ()
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            return None, (f"wget: can't connect to remote host: {reason}",)
 
     def _overlay(self, node: NodeState, ip: str) -> str:
         if ip == node.spec.internal_ip:

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from plan.contract import ProbeReport
+from plan.spec import DEFAULT_IMAGE
 from sandbox.simulator.faults import Fault, read_faults, write_faults
 from tests.conftest import CILIUM_POOL, Sandbox
 from tests.helpers import deployment, ready_pods, wait_for
@@ -82,7 +84,7 @@ def node_shell_pod(node: str, name: str, *host_command: str) -> dict[str, Any]:
             "nodeName": node, "hostPID": True, "hostNetwork": True, "restartPolicy": "Never",
             "tolerations": [{"operator": "Exists"}],
             "containers": [{
-                "name": "shell", "image": "busybox:1.36",
+                "name": "shell", "image": DEFAULT_IMAGE,
                 "command": ["nsenter", "--target", "1", "--mount", "--uts", "--ipc", "--net",
                             "--pid", "--", *host_command],
                 "securityContext": {"privileged": True}}],
@@ -90,13 +92,14 @@ def node_shell_pod(node: str, name: str, *host_command: str) -> dict[str, Any]:
     }
 
 
-def probe_pod(node: str, name: str, peers: list[str]) -> dict[str, Any]:
+def probe_pod(node: str, name: str, peers: list[str], image: str = DEFAULT_IMAGE
+              ) -> dict[str, Any]:
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {"cilium-migrate.io/probe": "true"}},
         "spec": {"nodeName": node, "restartPolicy": "Never",
                  "tolerations": [{"operator": "Exists"}],
-                 "containers": [{"name": "probe", "image": "busybox:1.36",
+                 "containers": [{"name": "probe", "image": image,
                                  "env": [{"name": "PROBE_PEERS", "value": ",".join(peers)}]}]},
     }
 
@@ -221,18 +224,34 @@ def test_probe_reports_reachability_across_overlays(
     sandbox.kube.create(f"/api/v1/namespaces/{namespace}/pods",
                         probe_pod(cilium_node, "probe-ok", peers))
     good = wait_for(lambda: finished(sandbox, namespace, "probe-ok"), "the probe")
-    result = json.loads(good["status"]["containerStatuses"][0]["state"]["terminated"]["message"])
+    result = report_of(good)
     assert good["status"]["phase"] == "Succeeded"
-    assert result["apiServer"] is True and result["peers"] == dict.fromkeys(peers, True)
-    assert ipaddress.ip_address(result["podIP"]) in ipaddress.ip_network(CILIUM_POOL)
+    # The real API server's answer to an anonymous /healthz: allowed by default RBAC.
+    assert result.api_server.status == 200 and result.peers == dict.fromkeys(peers, True)
+    assert ipaddress.ip_address(result.pod_ip) in ipaddress.ip_network(CILIUM_POOL)
+
+    # busybox before 1.37 cannot finish the TLS handshake with the (Go) API server.
+    sandbox.kube.create(f"/api/v1/namespaces/{namespace}/pods",
+                        probe_pod(cilium_node, "probe-old", peers, image="busybox:1.36"))
+    old = wait_for(lambda: finished(sandbox, namespace, "probe-old"), "the old probe")
+    result = report_of(old)
+    assert old["status"]["phase"] == "Failed" and result.api_server.status is None
+    assert "handshake failure" in result.api_server.error
 
     inject(cilium_node, Fault.PROBE_FAILS)
     sandbox.kube.create(f"/api/v1/namespaces/{namespace}/pods",
                         probe_pod(cilium_node, "probe-bad", peers))
     bad = wait_for(lambda: finished(sandbox, namespace, "probe-bad"), "the failing probe")
-    result = json.loads(bad["status"]["containerStatuses"][0]["state"]["terminated"]["message"])
+    result = report_of(bad)
     assert bad["status"]["phase"] == "Failed"
-    assert result["apiServer"] is False and not any(result["peers"].values())
+    assert result.api_server.status is None and not any(result.peers.values())
+
+
+def report_of(pod: dict[str, Any]) -> ProbeReport:
+    """The probe's termination message, held to the product's contract."""
+    message = pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
+    assert isinstance(json.loads(message), dict)
+    return ProbeReport.model_validate_json(message)
 
 
 def test_fault_agent_never_ready_keeps_the_new_agent_unready(
