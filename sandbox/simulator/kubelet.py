@@ -44,6 +44,7 @@ class Settings:
     exit_delay: float = 0.5  # how long a container takes to exit after SIGTERM
     agent_ready_delay: float = 1.0  # Cilium agent start-up until Ready
     reboot_seconds: float = 3.0  # a node is NotReady this long while it reboots
+    container_restart_seconds: float = 0.5  # after a boot, pods are NotReady this long
     lease_renew_seconds: float = 60.0
 
 
@@ -266,7 +267,20 @@ class Simulator:
             elif not pod.started and not pod.completed and self._phase(pod) not in (
                     "Succeeded", "Failed"):
                 pod.restarts += 1
-                self._start_pod(pod)
+                self._restart_after_boot(pod)
+
+    def _restart_after_boot(self, pod: PodState) -> None:
+        """The booted kubelet finds the pod's containers dead with the old boot: it reports the
+        pod NotReady, and starts the containers again a moment later. In that window a
+        DaemonSet's numberReady is one short, and it catches up only after its controller
+        has seen the pod Ready again."""
+        self.set_pod_ready(pod, False)
+        self.later(self.settings.container_restart_seconds, self._start_if_still_down, pod.uid)
+
+    def _start_if_still_down(self, uid: str) -> None:
+        pod = self.pods.get(uid)
+        if pod is not None and not pod.started and not pod.terminating:
+            self._start_pod(pod)
 
     def _pods_on(self, node: NodeState) -> list[PodState]:
         return [p for p in self.pods.values() if p.node == node.name]

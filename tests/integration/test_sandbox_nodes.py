@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -192,6 +193,42 @@ def test_a_node_shell_reboot_changes_the_boot_id_once_and_the_node_returns(
                          "the workload to restart after the reboot")[0]
     assert restarted["metadata"]["uid"] == workload["metadata"]["uid"]
     assert ipaddress.ip_address(restarted["status"]["podIP"]) in ipaddress.ip_network(CILIUM_POOL)
+
+
+def test_after_a_reboot_the_nodes_pods_are_not_ready_until_their_containers_run_again(
+        sandbox: Sandbox, namespace: str, claim_worker: Any, inject: Any) -> None:
+    """A booting kubelet finds its pods' containers dead and reports them NotReady before it
+    starts them again: the window in which a DaemonSet's numberReady is short."""
+    node = claim_worker()
+    flannel = sandbox.kube.get("/api/v1/namespaces/kube-flannel/pods",
+                               fieldSelector=f"spec.nodeName={node}")["items"][0]
+    name = flannel["metadata"]["name"]
+    seen: list[tuple[int, bool]] = []  # (restartCount, Ready) of every version of the pod
+
+    def follow(items: list[dict[str, Any]]) -> bool:
+        for pod in items:
+            ready = any(c["type"] == "Ready" and c["status"] == "True"
+                        for c in pod["status"].get("conditions", []))
+            restarts = pod["status"]["containerStatuses"][0]["restartCount"]
+            if not seen or seen[-1] != (restarts, ready):
+                seen.append((restarts, ready))
+        return bool(seen) and seen[-1] == (1, True)
+
+    inject(node, Fault.REBOOT_NEVER_COMPLETES)
+    sandbox.kube.create(f"/api/v1/namespaces/{namespace}/pods",
+                        node_shell_pod(node, "reboot", "reboot"))
+    wait_for(lambda: not node_ready(sandbox, node), "the node to go down")
+    with ThreadPoolExecutor(1) as pool:
+        watching = pool.submit(sandbox.kube.wait, "/api/v1/namespaces/kube-flannel/pods",
+                               follow, 120, fieldSelector=f"metadata.name={name}")
+        wait_for(lambda: seen, "the watch to start")
+        path = sandbox.state_dir / "faults.yaml"  # the operator power-cycles the machine
+        faults = read_faults(path)
+        faults[node].discard(Fault.REBOOT_NEVER_COMPLETES)
+        write_faults(path, faults)
+        assert watching.result(timeout=150), f"the flannel pod never ran again: {seen}"
+    # Ready before the reboot, NotReady once the kubelet is back, Ready with a restart.
+    assert [ready for _, ready in seen] == [True, False, True], seen
 
 
 def test_rollback_through_node_shell_restores_flannel(
