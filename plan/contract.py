@@ -264,6 +264,10 @@ class HealthInput(StepModel):
     cilium_pools: list[str]
     flannel_namespace: str | None
     flannel_daemonset: str | None
+    # How long the check waits for the cluster to converge after a wave (restarting pods, the
+    # DaemonSet controller's counts) before it reports what has not. The default leaves room
+    # within the 90 s a default step may run (workflows/steps.py: SHORT + 30 s).
+    timeout_seconds: float = Field(default=60.0, ge=0)
 
 
 class HealthReport(StepModel):
