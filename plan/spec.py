@@ -286,13 +286,20 @@ class ApprovalSpec(SpecModel):
 
 
 class DrainSpec(SpecModel):
+    """Defaults are `kubectl drain --ignore-daemonsets`'s: pods with emptyDir data and pods no
+    controller owns are refused (the drain stops there and waits for the operator) unless
+    the spec allows them; `cilium-migrate plan` names them beforehand."""
+
     timeout: Duration = timedelta(minutes=15)
     grace_period_seconds: StrictInt | None = Field(default=None, ge=0, le=86_400)
-    delete_empty_dir_data: StrictBool = True
+    delete_empty_dir_data: StrictBool = Field(
+        default=False,
+        description="Evict pods with emptyDir volumes (their data is lost), as `kubectl drain "
+                    "--delete-emptydir-data` does; false makes them blockers.")
     evict_unmanaged_pods: StrictBool = Field(
-        default=True,
-        description="Evict pods no controller owns (nothing re-creates them); false makes "
-                    "them blockers, as `kubectl drain` without --force does.")
+        default=False,
+        description="Evict pods no controller owns (nothing re-creates them), as `kubectl "
+                    "drain --force` does; false makes them blockers.")
     on_timeout: Literal["fail", "force"] = "fail"
 
 
