@@ -75,6 +75,8 @@ RULES: tuple[Rule, ...] = (
     Rule("wave-leaves-no-room", "blocking", nodes.wave_leaves_no_room),
     Rule("pdb-never-allows-eviction", "blocking", disruption.pdb_never_allows_eviction),
     Rule("pdb-allows-no-disruption-now", "warning", disruption.pdb_allows_no_disruption_now),
+    Rule("drain-refuses-empty-dir-pods", "warning", disruption.drain_refuses_empty_dir_pods),
+    Rule("drain-refuses-unmanaged-pods", "warning", disruption.drain_refuses_unmanaged_pods),
     Rule("canary-reduced-to-budget", "warning", nodes.canary_reduced_to_budget),
     Rule("no-worker-for-canary", "warning", nodes.no_worker_for_canary),
     Rule("node-not-ready", "warning", nodes.node_not_ready),
