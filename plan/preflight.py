@@ -62,6 +62,7 @@ RULES: tuple[Rule, ...] = (
     # The Cilium version and Helm values.
     Rule("cilium-version-unsupported", "blocking", values.cilium_version_unsupported),
     Rule("cilium-node-config-deprecated", "warning", values.cilium_node_config_deprecated),
+    Rule("cilium-cluster-name-invalid", "blocking", values.cilium_cluster_name_invalid),
     Rule("ipam-mode-not-cluster-pool", "blocking", values.ipam_mode_not_cluster_pool),
     Rule("migration-key-overridden", "blocking", values.migration_key_overridden),
     Rule("kube-proxy-replacement-enabled", "blocking", values.kube_proxy_replacement_enabled),

@@ -107,6 +107,7 @@ def findings_for(sections: dict[str, Any], change: FactsChange) -> list[Finding]
     return run_preflight(spec_of(**sections), change(healthy_facts()))
 
 
+LONG_NAME = "production-europe-west-frankfurt-1"  # 34 characters
 CILIUM = {"namespace": "kube-system", "version": "1.18.1", "release": "cilium"}
 CACHE = {"namespace": "shop", "name": "cache-0", "node": "w2", "empty_dirs": ["scratch"]}
 STRAY = {"namespace": "default", "name": "debug", "node": "w1", "unmanaged": True}
@@ -135,6 +136,8 @@ TRIGGERS = [
     ("tunnel-port-collision", extra({"tunnelPort": 0}), same),
     ("cilium-version-unsupported", {"cilium": {"version": "1.12.19"}}, same),
     ("cilium-node-config-deprecated", {"cilium": {"version": "1.15.7"}}, same),
+    ("cilium-cluster-name-invalid", {"cluster": {"name": LONG_NAME}}, same),
+    ("cilium-cluster-name-invalid", extra({"cluster": {"name": "Prod_EU"}}), same),
     ("ipam-mode-not-cluster-pool", extra({"ipam": {"mode": "kubernetes"}}), same),
     ("migration-key-overridden", extra({"routingMode": "native"}), same),
     ("migration-key-overridden", extra({"bpf": None}), same),
@@ -177,6 +180,9 @@ NEAR_MISSES = [
     ("cilium-version-unsupported", {"cilium": {"version": "1.13.0"}}, same),
     ("cilium-node-config-deprecated", {"cilium": {"version": "1.16.0"}}, same),
     ("cilium-node-config-deprecated", {"cilium": {"version": "1.12.0"}}, same),
+    ("cilium-cluster-name-invalid", {"cluster": {"name": LONG_NAME[:32]}}, same),
+    ("cilium-cluster-name-invalid",
+     {"cluster": {"name": LONG_NAME}, **extra({"cluster": {"name": "prod-eu"}})}, same),
     ("ipam-mode-not-cluster-pool", extra({"ipam": {"mode": "cluster-pool"}}), same),
     ("migration-key-overridden", extra({"operator": {"replicas": 1}, "tunnelPort": 8473}), same),
     ("kube-proxy-replacement-enabled", extra({"kubeProxyReplacement": False}), same),
@@ -265,6 +271,15 @@ def test_pods_the_drain_would_refuse_are_named_with_their_node_and_the_setting()
                            facts_with(pods_drain_may_refuse=[CACHE, both_kinds]))
     assert [f.id for f in allowed] == ["drain-refuses-unmanaged-pods"]
     assert "shop/cache-1 on w3" in allowed[0].message
+
+
+def test_a_cluster_name_too_long_for_cilium_blocks_and_says_how_long() -> None:
+    [finding] = [f for f in findings_for({"cluster": {"name": LONG_NAME}}, same)
+                 if f.id == "cilium-cluster-name-invalid"]
+    assert finding.severity == "blocking" and finding.subject == "cluster.name"
+    assert f"'{LONG_NAME}', 34 characters long" in finding.message
+    assert "longer than 32" in finding.message
+    assert "cilium.extraValues.cluster.name" in finding.remedy
 
 
 def test_facts_recorded_before_pods_were_still_read() -> None:
