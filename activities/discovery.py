@@ -15,7 +15,17 @@ from urllib.parse import urlparse
 
 from temporalio.exceptions import ApplicationError
 
-from activities.kubeapi import Kube, Obj, boot_id, condition_true, unschedulable
+from activities.drain import empty_dir_volumes, left_in_place
+from activities.kubeapi import (
+    Kube,
+    Obj,
+    boot_id,
+    condition_true,
+    controller_of,
+    is_terminating,
+    pod_finished,
+    unschedulable,
+)
 from plan.contract import StepError
 from plan.facts import (
     ClusterFacts,
@@ -24,6 +34,7 @@ from plan.facts import (
     NamespacedName,
     NodeFacts,
     PodDisruptionBudgetFacts,
+    PodFacts,
     Taint,
 )
 
@@ -70,6 +81,7 @@ def discover_cluster(kube: Kube, worker_node: str | None = None) -> ClusterFacts
         api_server_host=api_host,
         api_server_port=api_port,
         worker_node=worker_node,
+        pods_drain_may_refuse=_pods_drain_may_refuse(kube),
     )
 
 
@@ -173,6 +185,22 @@ def _pdb_facts(pdb: Obj) -> PodDisruptionBudgetFacts:
         desired_healthy=status.get("desiredHealthy", 0),
         expected_pods=status.get("expectedPods", 0),
     )
+
+
+def _pods_drain_may_refuse(kube: Kube) -> list[PodFacts]:
+    """Every pod, in one list, that a drain refuses under some settings (emptyDir data, no
+    controller); which of them it refuses under the spec's settings is preflight's call."""
+    found = []
+    for pod in kube.get("/api/v1/pods")["items"]:
+        node = pod["spec"].get("nodeName")
+        if not node or left_in_place(pod) or pod_finished(pod) or is_terminating(pod):
+            continue
+        empty_dirs, unmanaged = empty_dir_volumes(pod), controller_of(pod) is None
+        if empty_dirs or unmanaged:
+            found.append(PodFacts(namespace=pod["metadata"]["namespace"],
+                                  name=pod["metadata"]["name"], node=node,
+                                  empty_dirs=empty_dirs, unmanaged=unmanaged))
+    return found
 
 
 def _api_server(kube: Kube) -> tuple[str, int]:

@@ -101,19 +101,17 @@ def sort_pods(pods: list[Obj], policy: DrainPolicy) -> NodePods:
     found = NodePods()
     for pod in pods:
         name = object_key(pod)
-        owner = controller_of(pod)
-        if (owner or {}).get("kind") == "DaemonSet" or MIRROR_ANNOTATION in (
-                pod["metadata"].get("annotations") or {}):
+        if left_in_place(pod):
             found.skipped.append(name)
         elif pod_finished(pod):
             continue
         elif is_terminating(pod):
             found.terminating.append(pod)
-        elif not policy.delete_empty_dir_data and (volumes := _empty_dirs(pod)):
+        elif not policy.delete_empty_dir_data and (volumes := empty_dir_volumes(pod)):
             found.refused.append(DrainBlocker(pod=name, reason=(
                 f"uses emptyDir volume(s) {', '.join(volumes)} whose data would be lost; "
                 "allow deleting emptyDir data to drain it")))
-        elif owner is None and not policy.evict_unmanaged:
+        elif controller_of(pod) is None and not policy.evict_unmanaged:
             found.refused.append(DrainBlocker(pod=name, reason=(
                 "not managed by a controller: evicted, nothing would re-create it; "
                 "allow evicting unmanaged pods or move it yourself")))
@@ -122,7 +120,15 @@ def sort_pods(pods: list[Obj], policy: DrainPolicy) -> NodePods:
     return found
 
 
-def _empty_dirs(pod: Obj) -> list[str]:
+def left_in_place(pod: Obj) -> bool:
+    """DaemonSet and mirror pods: their controller (or the kubelet) would put them straight
+    back, so a drain leaves them, as `kubectl drain --ignore-daemonsets` does."""
+    return ((controller_of(pod) or {}).get("kind") == "DaemonSet"
+            or MIRROR_ANNOTATION in (pod["metadata"].get("annotations") or {}))
+
+
+def empty_dir_volumes(pod: Obj) -> list[str]:
+    """The names of the pod's emptyDir volumes: data an eviction deletes."""
     return [v["name"] for v in pod["spec"].get("volumes") or [] if "emptyDir" in v]
 
 

@@ -1,42 +1,72 @@
 """Verify a node from the inside: a short-lived probe pod pinned to it reports what a workload
 there would see, and each requested check judges one part of that report.
 
-The probe is a busybox shell script, so the same pod works on any cluster: it asks the API
-server's /healthz, pings one pod on a flannel node and one on a Cilium node (crossing the
-overlays is the point of the dual-overlay migration), and writes its findings as JSON to its
-termination message. The activity reads the pod's status, so it needs no log access.
+The probe is a shell script for busybox's tools, so the same pod works on any cluster: it asks
+the API server's /healthz, pings one pod on a flannel node and one on a Cilium node (crossing
+the overlays is the point of the dual-overlay migration), and writes its findings as JSON to its
+termination message (`plan.contract.ProbeReport` is that JSON's contract). The activity reads
+the pod's status, so it needs no log access.
+
+A check with nothing to look at (no pod on Cilium nodes yet when the canary is verified) is
+reported "not-checked": it neither passes nor fails, and the node's event and the status view
+say which checks were not made.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+
+from pydantic import ValidationError
 
 from activities.context import get_node, heartbeat, record_node_event, step_error
 from activities.host import pod_name, termination
 from activities.kubeapi import Kube, Obj, object_key, pod_finished, pod_ready
 from activities.pod_addresses import range_of
-from plan.contract import PROBE_LABEL, CheckResult, StepError, VerifyInput, VerifyResult
+from plan.contract import (
+    PROBE_LABEL,
+    CheckResult,
+    ProbeReport,
+    StepError,
+    VerifyInput,
+    VerifyResult,
+)
 from plan.policies import Overlays
 
-PROBE_SCRIPT = """\
-api=false
-wget -q -T 5 --no-check-certificate -O /dev/null \\
-  "https://${KUBERNETES_SERVICE_HOST}:${KUBERNETES_SERVICE_PORT}/healthz" && api=true
-ok=$api
+# Where the script writes its report: the container's termination-message path.
+REPORT_PATH = "/dev/termination-log"
+
+# The image must provide busybox's sh, wget, ping, sed, awk, tr, cut and tail (see
+# plan.spec.DEFAULT_IMAGE). wget exits non-zero on any HTTP status it does not take for success
+# (401 from an API server that refuses anonymous requests, for instance), so its exit code says
+# nothing about reachability: the script reads the status line instead. With -S wget prints
+# every answer's status line ("  HTTP/1.1 200 OK"), and on an error status it also says
+# "wget: server returned error: HTTP/1.1 401 Unauthorized"; both carry the status. No status
+# line means nothing answered, and wget's messages say why.
+PROBE_SCRIPT = r"""
+out=$(wget -S -q -T 5 --no-check-certificate -O /dev/null \
+  "https://${KUBERNETES_SERVICE_HOST}:${KUBERNETES_SERVICE_PORT}/healthz" 2>&1)
+status=$(printf '%s\n' "$out" | sed -n 's|.*HTTP/[0-9.]* \([1-5][0-9][0-9]\).*|\1|p' | tail -n 1)
+error=
+if [ -z "$status" ]; then
+  error=$(printf '%s\n' "$out" | awk 'NF {printf "%s%s", sep, $0; sep = "; "}' \
+    | tr -cd ' -~' | tr -d '"\\' | cut -c 1-300)
+  [ -n "$error" ] || error="wget printed nothing"
+fi
+ok=true
+[ -n "$status" ] || ok=false
 peers=
 for peer in $(echo "${PROBE_PEERS:-}" | tr ',' ' '); do
   reached=false
   ping -c 1 -W 3 "$peer" >/dev/null 2>&1 && reached=true
   [ "$reached" = true ] || ok=false
-  peers="${peers:+$peers,}\\"$peer\\":$reached"
+  peers="${peers:+$peers,}\"$peer\":$reached"
 done
-printf '{"podIP":"%s","node":"%s","apiServer":%s,"peers":{%s}}' \\
-  "$POD_IP" "$NODE_NAME" "$api" "$peers" > /dev/termination-log
+printf '{"podIP":"%s","node":"%s","apiServer":{"status":%s,"error":"%s"},"peers":{%s}}' \
+  "$POD_IP" "$NODE_NAME" "${status:-null}" "$error" "$peers" \
+  > "${PROBE_REPORT:-/dev/termination-log}"
 [ "$ok" = true ]
-"""
+""".lstrip("\n")
 
 
 @dataclass(frozen=True)
@@ -53,49 +83,62 @@ class Probe:
     request: VerifyInput
     peers: dict[str, Peer | None]  # "flannel" / "cilium" -> the peer probed, if any
     pod_ip: str | None = None
-    api_server: bool = False
+    api_status: int | None = None  # the HTTP status /healthz answered with; None: no answer
+    api_error: str = ""  # why nothing answered, as wget said it
     reached: dict[str, bool] = field(default_factory=dict)
     problem: str = ""  # why there is no report, when there is none
 
 
 # ---- checks: one small function each, registered by name ----------------------------------
 
+def _passed(name: str, detail: str) -> CheckResult:
+    return CheckResult(name=name, outcome="passed", detail=detail)
+
+
+def _failed(name: str, detail: str) -> CheckResult:
+    return CheckResult(name=name, outcome="failed", detail=detail)
+
+
 def _ip_in_pool(probe: Probe) -> CheckResult:
     expect = probe.request.expect
     ranges = _ranges(probe.request.overlays).get(expect, [])
     name = "pod-ip-in-pool"
     if probe.pod_ip is None:
-        return CheckResult(name=name, passed=False,
-                           detail=f"the probe got no IP ({probe.problem or 'no report'})")
+        return _failed(name, f"the probe got no IP ({probe.problem or 'no report'})")
     if not ranges:
-        return CheckResult(name=name, passed=False, detail="no flannel network to compare with")
+        return _failed(name, "no flannel network to compare with")
     inside = range_of(probe.pod_ip, ranges)
     if inside:
-        return CheckResult(name=name, passed=True, detail=f"{probe.pod_ip} is in {inside}")
-    return CheckResult(name=name, passed=False, detail=(
-        f"{probe.pod_ip} is outside the {expect} range {', '.join(ranges)}"))
+        return _passed(name, f"{probe.pod_ip} is in {inside}")
+    return _failed(name, f"{probe.pod_ip} is outside the {expect} range {', '.join(ranges)}")
 
 
 def _api_server(probe: Probe) -> CheckResult:
+    """Reachable is what counts: any HTTP answer passes, as `curl -sk` would. 401 and 403
+    come from API servers that refuse anonymous requests, and they still answered."""
+    name = "api-server"
     if probe.problem:
-        return CheckResult(name="api-server", passed=False, detail=probe.problem)
-    return CheckResult(name="api-server", passed=probe.api_server,
-                       detail="/healthz answered" if probe.api_server
-                       else "/healthz did not answer")
+        return _failed(name, probe.problem)
+    if probe.api_status is None:
+        return _failed(name, f"/healthz did not answer: {probe.api_error or 'no reason given'}")
+    detail = f"/healthz answered HTTP {probe.api_status}"
+    if probe.api_status in (401, 403):
+        detail += " (reachable; anonymous requests are refused)"
+    return _passed(name, detail)
 
 
 def _peer(overlay: str) -> Callable[[Probe], CheckResult]:
     def check(probe: Probe) -> CheckResult:
         name, peer = f"peer-{overlay}", probe.peers.get(overlay)
         if peer is None:
-            return CheckResult(name=name, passed=True,
-                               detail=f"no peer on {overlay} nodes yet")
+            return CheckResult(name=name, outcome="not-checked",
+                               detail=f"no Ready pod on {overlay} nodes to probe yet")
         where = f"{peer.ip} ({peer.pod} on {peer.node})"
         if probe.problem:
-            return CheckResult(name=name, passed=False, detail=f"{where}: {probe.problem}")
-        reached = probe.reached.get(peer.ip, False)
-        return CheckResult(name=name, passed=reached,
-                           detail=f"{'reached' if reached else 'did not reach'} {where}")
+            return _failed(name, f"{where}: {probe.problem}")
+        if probe.reached.get(peer.ip, False):
+            return _passed(name, f"reached {where}")
+        return _failed(name, f"did not reach {where}")
     return check
 
 
@@ -110,9 +153,8 @@ CHECKS: dict[str, Callable[[Probe], CheckResult]] = {
 def judge(probe: Probe, checks: Sequence[str]) -> list[CheckResult]:
     """The named checks' verdicts on the probe, in the order asked. A name without a check
     (the spec's list of names grew, this table did not) fails rather than passing unseen."""
-    return [CHECKS[name](probe) if name in CHECKS else CheckResult(
-        name=name, passed=False, detail=f"unknown check; known: {sorted(CHECKS)}")
-        for name in checks]
+    return [CHECKS[name](probe) if name in CHECKS
+            else _failed(name, f"unknown check; known: {sorted(CHECKS)}") for name in checks]
 
 
 # ---- the step -----------------------------------------------------------------------------
@@ -140,15 +182,17 @@ def verify_node(kube: Kube, request: VerifyInput) -> VerifyResult:
 
     checks = judge(probe, request.policy.checks)
     result = VerifyResult(pod_ip=probe.pod_ip, checks=checks)
+    not_checked = "".join(f"; not checked: {c.name} ({c.detail})" for c in checks
+                          if c.outcome == "not-checked")
     if not result.passed:
-        failed = "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.passed)
+        failed = "; ".join(f"{c.name}: {c.detail}" for c in checks if c.failed)
         record_node_event(kube, node, "CiliumMigrateVerifyFailed",
-                          f"verification failed: {failed}", type="Warning")
+                          f"verification failed: {failed}{not_checked}", type="Warning")
         raise step_error(StepError.VERIFICATION_FAILED,
                          f"verification of {node} failed: {failed}", result.model_dump(mode="json"))
     record_node_event(kube, node, "CiliumMigrateVerified",
                       f"verified ({request.expect}): pod IP {probe.pod_ip}; checks passed: "
-                      f"{', '.join(c.name for c in checks)}")
+                      f"{', '.join(c.name for c in checks if c.passed)}{not_checked}")
     return result
 
 
@@ -197,8 +241,10 @@ def probe_pod(name: str, node: str, image: str, peers: dict[str, Peer | None]) -
                 "name": "probe", "image": image, "command": ["sh", "-c", PROBE_SCRIPT],
                 "env": [{"name": "PROBE_PEERS",
                          "value": ",".join(p.ip for p in peers.values() if p)},
+                        {"name": "PROBE_REPORT", "value": REPORT_PATH},
                         field_env("POD_IP", "status.podIP"),
                         field_env("NODE_NAME", "spec.nodeName")],
+                "terminationMessagePath": REPORT_PATH,
                 "securityContext": {"capabilities": {"add": ["NET_RAW"]}},  # ping
             }],
         },
@@ -218,11 +264,12 @@ def read_report(request: VerifyInput, peers: dict[str, Peer | None], finished: O
         return probe
     _, message = termination(finished)
     try:
-        report: dict[str, Any] = json.loads(message)
-    except ValueError:
+        report = ProbeReport.model_validate_json(message)
+    except ValidationError:
         probe.problem = f"the probe wrote no report: {message.strip()[:200] or 'empty'}"
         return probe
-    probe.pod_ip = report.get("podIP") or probe.pod_ip
-    probe.api_server = report.get("apiServer") is True
-    probe.reached = {str(ip): ok is True for ip, ok in (report.get("peers") or {}).items()}
+    probe.pod_ip = report.pod_ip or probe.pod_ip
+    probe.api_status = report.api_server.status
+    probe.api_error = report.api_server.error
+    probe.reached = dict(report.peers)
     return probe

@@ -16,6 +16,8 @@ from typing import TextIO
 from client.rendering import table
 from workflows.progress import NodeProgress, NodeState, Progress
 
+# How a verify check's outcome reads; "not checked" is neither a pass nor a failure.
+OUTCOME_WORDS = {"passed": "ok", "failed": "FAILED", "not-checked": "not checked"}
 # ANSI: cursor home, clear to end of line, clear to end of screen, hide and show the cursor.
 HOME, CLEAR_LINE, CLEAR_BELOW = "\x1b[H", "\x1b[K", "\x1b[J"
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
@@ -62,7 +64,7 @@ def render_progress(progress: Progress, now: datetime | None = None,
         out += ["", f"Node {node.name} waits for a decision: {node.blocker or '-'}"]
         out += [f"  pod {b.pod}: {b.reason}" + (f" (PDB {b.pdb})" if b.pdb else "")
                 for b in node.blockers]
-        out += [f"  check {c.name}: {'ok' if c.passed else 'FAILED'} {c.detail}".rstrip()
+        out += [f"  check {c.name}: {OUTCOME_WORDS[c.outcome]} {c.detail}".rstrip()
                 for c in node.verify]
         out.append(f"  decide with: cilium-migrate decide {shlex.quote(progress.cluster)} "
                    f"{shlex.quote(node.name)} retry|rollback|skip{connection}")
@@ -72,6 +74,11 @@ def render_progress(progress: Progress, now: datetime | None = None,
     if progress.nodes:
         out += ["", table([_node_row(n, now) for n in _by_wave(progress.nodes.values())],
                           ["node", "wave", "state", "step", "elapsed", "blocker"])]
+    unchecked = [f"  {n.name} {c.name}: {c.detail}".rstrip()
+                 for n in _by_wave(progress.nodes.values()) if n.state is not NodeState.BLOCKED
+                 for c in n.verify if c.outcome == "not-checked"]
+    if unchecked:
+        out += ["", "Verify checks not made (nothing to check against yet):", *unchecked]
     if progress.excluded_nodes:
         out.append(f"excluded: {', '.join(progress.excluded_nodes)}")
     warnings = [f for f in progress.findings if f.severity != "info"]

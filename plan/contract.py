@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from plan.facts import MIGRATION_LABEL
 from plan.policies import ClusterRef, DrainPolicy, Overlays, RebootPolicy, VerifyPolicy
@@ -141,10 +141,32 @@ class VerifyInput(StepModel):
     namespace: str = "kube-system"  # where the probe pod runs
 
 
+# What a verify check concluded. "not-checked": there was nothing to check against (no pod on
+# Cilium nodes yet for the canary, say); it is neither a pass nor a failure, and says so.
+CheckOutcome = Literal["passed", "failed", "not-checked"]
+
+
 class CheckResult(StepModel):
     name: str
-    passed: bool
+    outcome: CheckOutcome
     detail: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recorded_as_passed(cls, data: Any) -> Any:
+        # Histories recorded before outcomes existed carry {"passed": bool}; replays read them.
+        if isinstance(data, dict) and "passed" in data and "outcome" not in data:
+            data = {**data, "outcome": "passed" if data["passed"] else "failed"}
+            del data["passed"]
+        return data
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "passed"
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == "failed"
 
 
 class VerifyResult(StepModel):
@@ -153,7 +175,42 @@ class VerifyResult(StepModel):
 
     @property
     def passed(self) -> bool:
-        return all(check.passed for check in self.checks)
+        """Nothing failed; checks that could not be made do not count against the node."""
+        return not any(check.failed for check in self.checks)
+
+
+class ProbeAnswer(StepModel):
+    """What the probe's HTTPS request to the API server's /healthz got back."""
+
+    # The HTTP status of the answer; None when nothing answered (no route, a refused
+    # connection, a failed TLS handshake). 401 and 403 are answers: the server is reachable.
+    status: int | None = Field(ge=100, le=599)
+    error: str  # wget's messages when there was no answer, else empty
+
+
+class ProbeReport(StepModel):
+    """The probe pod's termination message: the one contract between the probe script
+    (`activities.verify.PROBE_SCRIPT`), the activity that reads it, and the sandbox's simulated
+    probe (`sandbox.simulator.personalities.Probe`), which prints what the script would.
+
+    As JSON, written by the script to its termination-message path, one line::
+
+        {"podIP": "10.245.1.7", "node": "worker-1",
+         "apiServer": {"status": 401, "error": ""},
+         "peers": {"10.244.2.3": true, "10.245.3.4": false}}
+
+    ``apiServer.status`` is null, and ``error`` holds wget's messages joined with "; " (printable
+    ASCII only, quotes and backslashes removed, at most 300 characters), when nothing
+    answered. ``peers`` has one key per address in the pod's ``PROBE_PEERS``: whether one ping
+    got a reply. The script exits 0 only when the API server answered and every peer replied.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    pod_ip: str = Field(alias="podIP")
+    node: str
+    api_server: ProbeAnswer = Field(alias="apiServer")
+    peers: dict[str, bool]
 
 
 # ---- cluster steps ---------------------------------------------------------------------------
@@ -207,6 +264,10 @@ class HealthInput(StepModel):
     cilium_pools: list[str]
     flannel_namespace: str | None
     flannel_daemonset: str | None
+    # How long the check waits for the cluster to converge after a wave (restarting pods, the
+    # DaemonSet controller's counts) before it reports what has not. The default leaves room
+    # within the 90 s a default step may run (workflows/steps.py: SHORT + 30 s).
+    timeout_seconds: float = Field(default=60.0, ge=0)
 
 
 class HealthReport(StepModel):

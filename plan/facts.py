@@ -85,6 +85,21 @@ class PodDisruptionBudgetFacts(FactsModel):
         return f"{self.namespace}/{self.name}"
 
 
+class PodFacts(FactsModel):
+    """A pod a drain may refuse to evict: it keeps data in emptyDir volumes (lost on eviction)
+    or no controller owns it (nothing re-creates it). DaemonSet, mirror and finished pods,
+    which a drain leaves alone, are never recorded."""
+
+    namespace: str
+    name: str
+    node: str
+    empty_dirs: list[str] = Field(default_factory=list)  # its emptyDir volumes, by name
+    unmanaged: bool = False  # no controller owns it
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
 class ClusterFacts(FactsModel):
     nodes: list[NodeFacts]
     flannel: FlannelFacts | None = None
@@ -97,6 +112,9 @@ class ClusterFacts(FactsModel):
     api_server_host: str = Field(min_length=1)
     api_server_port: int = Field(default=6443, ge=1, le=65535)
     worker_node: str | None = None  # node running the orchestrator's worker, when in-cluster
+    # Pods with emptyDir data or no controller, on any node: which of them a drain refuses
+    # depends on the spec, so preflight decides (plan.rules.disruption).
+    pods_drain_may_refuse: list[PodFacts] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_node_names(self) -> ClusterFacts:

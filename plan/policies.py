@@ -33,11 +33,13 @@ class ClusterRef(Policy):
 class DrainPolicy(Policy):
     timeout_seconds: float
     grace_period_seconds: int | None = None
-    delete_empty_dir_data: bool = True
+    # Pods with emptyDir volumes are evicted too (their data is lost); False makes them
+    # blockers, as `kubectl drain` without --delete-emptydir-data does.
+    delete_empty_dir_data: bool = False
     force_on_timeout: bool = False  # delete instead of evict when the deadline passes
     # Pods no controller owns are evicted too (nothing re-creates them); False makes them
     # blockers, as `kubectl drain` without --force does.
-    evict_unmanaged: bool = True
+    evict_unmanaged: bool = False
 
 
 class RebootPolicy(Policy):

@@ -62,6 +62,7 @@ RULES: tuple[Rule, ...] = (
     # The Cilium version and Helm values.
     Rule("cilium-version-unsupported", "blocking", values.cilium_version_unsupported),
     Rule("cilium-node-config-deprecated", "warning", values.cilium_node_config_deprecated),
+    Rule("cilium-cluster-name-invalid", "blocking", values.cilium_cluster_name_invalid),
     Rule("ipam-mode-not-cluster-pool", "blocking", values.ipam_mode_not_cluster_pool),
     Rule("migration-key-overridden", "blocking", values.migration_key_overridden),
     Rule("kube-proxy-replacement-enabled", "blocking", values.kube_proxy_replacement_enabled),
@@ -75,6 +76,8 @@ RULES: tuple[Rule, ...] = (
     Rule("wave-leaves-no-room", "blocking", nodes.wave_leaves_no_room),
     Rule("pdb-never-allows-eviction", "blocking", disruption.pdb_never_allows_eviction),
     Rule("pdb-allows-no-disruption-now", "warning", disruption.pdb_allows_no_disruption_now),
+    Rule("drain-refuses-empty-dir-pods", "warning", disruption.drain_refuses_empty_dir_pods),
+    Rule("drain-refuses-unmanaged-pods", "warning", disruption.drain_refuses_unmanaged_pods),
     Rule("canary-reduced-to-budget", "warning", nodes.canary_reduced_to_budget),
     Rule("no-worker-for-canary", "warning", nodes.no_worker_for_canary),
     Rule("node-not-ready", "warning", nodes.node_not_ready),

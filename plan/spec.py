@@ -45,7 +45,12 @@ DEFAULT_CILIUM_VERSION = "1.18.4"
 DEFAULT_CHART_REPO = "https://helm.cilium.io"
 DEFAULT_POD_CIDR = "10.245.0.0/16"
 DEFAULT_TUNNEL_PORT = 8473
-DEFAULT_IMAGE = "busybox:1.36"
+# The probe and node-shell image, pinned so every node runs the same tools. The probe script
+# (activities.verify) needs busybox's wget to finish a TLS handshake with the API server: 1.36's
+# fails against Go's TLS servers ("TLS error from peer (alert code 40): handshake failure"),
+# 1.37.0 succeeds. 1.37's wget still exits 1 on a 401 ("server returned error: HTTP/1.1 401
+# Unauthorized"), which the script reads as an answer. nsenter, for node-shell, is in it too.
+DEFAULT_IMAGE = "busybox:1.37.0"
 VerifyCheck = Literal["pod-ip-in-pool", "api-server", "peer-flannel", "peer-cilium"]
 VERIFY_CHECKS: tuple[VerifyCheck, ...] = (
     "pod-ip-in-pool",
@@ -281,13 +286,20 @@ class ApprovalSpec(SpecModel):
 
 
 class DrainSpec(SpecModel):
+    """Defaults are `kubectl drain --ignore-daemonsets`'s: pods with emptyDir data and pods no
+    controller owns are refused (the drain stops there and waits for the operator) unless
+    the spec allows them; `cilium-migrate plan` names them beforehand."""
+
     timeout: Duration = timedelta(minutes=15)
     grace_period_seconds: StrictInt | None = Field(default=None, ge=0, le=86_400)
-    delete_empty_dir_data: StrictBool = True
+    delete_empty_dir_data: StrictBool = Field(
+        default=False,
+        description="Evict pods with emptyDir volumes (their data is lost), as `kubectl drain "
+                    "--delete-emptydir-data` does; false makes them blockers.")
     evict_unmanaged_pods: StrictBool = Field(
-        default=True,
-        description="Evict pods no controller owns (nothing re-creates them); false makes "
-                    "them blockers, as `kubectl drain` without --force does.")
+        default=False,
+        description="Evict pods no controller owns (nothing re-creates them), as `kubectl "
+                    "drain --force` does; false makes them blockers.")
     on_timeout: Literal["fail", "force"] = "fail"
 
 
@@ -344,7 +356,9 @@ def _placeholders(template: list[str]) -> set[str]:
 
 
 class VerifySpec(SpecModel):
-    probe_image: Image = DEFAULT_IMAGE
+    probe_image: Image = Field(
+        default=DEFAULT_IMAGE,
+        description="Needs busybox's sh, wget (1.37 or later), ping, sed, awk, tr, cut, tail.")
     checks: list[VerifyCheck] = Field(default_factory=lambda: list(VERIFY_CHECKS), min_length=1)
     timeout: Duration = timedelta(minutes=2)
 

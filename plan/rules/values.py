@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from plan.helm_values import MIGRATION_KEYS, schema_errors, unknown_keys, value_at
@@ -11,6 +12,11 @@ from plan.rules.context import Issue, RuleContext
 # and became cilium.io/v2 in 1.16.
 MINIMUM_CILIUM = (1, 13, 0)
 NODE_CONFIG_V2 = (1, 16, 0)
+# Cilium's own rule for cluster.name (pkg/clustermesh/types): at most 32 characters, lower case
+# alphanumerics and '-', beginning and ending with an alphanumeric. The agent refuses to start
+# with any other name.
+CILIUM_CLUSTER_NAME_MAX = 32
+_CILIUM_CLUSTER_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 # Values of kubeProxyReplacement that turn it on in some Cilium version (older ones had modes).
 _KPR_ON = frozenset({"true", "strict", "partial", "probe"})
 
@@ -35,6 +41,29 @@ def cilium_node_config_deprecated(ctx: RuleContext) -> Iterator[Issue]:
             "Prefer cilium.version 1.16.0 or newer, or acknowledge.",
             ctx.spec.cilium.version,
         )
+
+
+def cilium_cluster_name_invalid(ctx: RuleContext) -> Iterator[Issue]:
+    """Cilium's cluster.name must have at most 32 characters: lower case, digits and '-'."""
+    name = ctx.value("cluster.name")
+    if name is None:
+        return  # extraValues removed it: the chart's default ("default") applies
+    source = ("cilium.extraValues sets" if name != ctx.spec.cluster.name
+              else "the spec's cluster.name gives")
+    remedy = (f"Set a Cilium name of at most {CILIUM_CLUSTER_NAME_MAX} characters in "
+              "cilium.extraValues.cluster.name (the spec's cluster.name stays the migration's "
+              "name), or shorten the spec's cluster.name.")
+    if not isinstance(name, str) or not _CILIUM_CLUSTER_NAME.match(name):
+        yield Issue(
+            f"{source} Cilium's cluster.name {name!r}, which Cilium rejects: it takes lower case "
+            "letters, digits and '-', beginning and ending with a letter or digit.",
+            remedy, "cluster.name")
+    elif len(name) > CILIUM_CLUSTER_NAME_MAX:
+        yield Issue(
+            f"{source} Cilium's cluster.name {name!r}, {len(name)} characters long; Cilium "
+            f"rejects names longer than {CILIUM_CLUSTER_NAME_MAX} and its agents would not "
+            "start.",
+            remedy, "cluster.name")
 
 
 def ipam_mode_not_cluster_pool(ctx: RuleContext) -> Iterator[Issue]:

@@ -14,8 +14,11 @@ import itertools
 import json
 import logging
 import queue
+import ssl
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +44,7 @@ class Settings:
     exit_delay: float = 0.5  # how long a container takes to exit after SIGTERM
     agent_ready_delay: float = 1.0  # Cilium agent start-up until Ready
     reboot_seconds: float = 3.0  # a node is NotReady this long while it reboots
+    container_restart_seconds: float = 0.5  # after a boot, pods are NotReady this long
     lease_renew_seconds: float = 60.0
 
 
@@ -269,7 +273,20 @@ class Simulator:
             elif not pod.started and not pod.completed and self._phase(pod) not in (
                     "Succeeded", "Failed"):
                 pod.restarts += 1
-                self._start_pod(pod)
+                self._restart_after_boot(pod)
+
+    def _restart_after_boot(self, pod: PodState) -> None:
+        """The booted kubelet finds the pod's containers dead with the old boot: it reports the
+        pod NotReady, and starts the containers again a moment later. In that window a
+        DaemonSet's numberReady is one short, and it catches up only after its controller
+        has seen the pod Ready again."""
+        self.set_pod_ready(pod, False)
+        self.later(self.settings.container_restart_seconds, self._start_if_still_down, pod.uid)
+
+    def _start_if_still_down(self, uid: str) -> None:
+        pod = self.pods.get(uid)
+        if pod is not None and not pod.started and not pod.terminating:
+            self._start_pod(pod)
 
     def _pods_on(self, node: NodeState) -> list[PodState]:
         return [p for p in self.pods.values() if p.node == node.name]
@@ -593,6 +610,24 @@ class Simulator:
         if "flannel" in overlays:
             return config.get("enable-host-legacy-routing") == "true"
         return True
+
+    def healthz_answer(self) -> tuple[int | None, tuple[str, ...]]:
+        """The API server's own answer to an anonymous GET /healthz, certificate unchecked, as
+        a probe's wget asks it: (status, nothing) or (None, what wget would say instead)."""
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        # No proxy: the API server is on loopback, whatever the environment says.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                             urllib.request.HTTPSHandler(context=context))
+        try:
+            with opener.open(f"{self.kube.server}/healthz", timeout=5) as answer:
+                return int(answer.status), ()
+        except urllib.error.HTTPError as error:
+            return error.code, ()
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            return None, (f"wget: can't connect to remote host: {reason}",)
 
     def _overlay(self, node: NodeState, ip: str) -> str:
         if ip == node.spec.internal_ip:

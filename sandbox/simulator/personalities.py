@@ -10,9 +10,10 @@ node matter to a migration and plays those effects:
   config, parking the others with ``cni-exclusive``.
 - ``HostShell``: a privileged, host-PID pod running ``nsenter ... -- CMD`` on its node (the
   ``node-shell`` reboot strategy, and the file moves of a rollback); CMD runs on the host.
-- ``Probe``: a connectivity probe (label ``cilium-migrate.io/probe=true``, env ``PROBE_PEERS``
-  with comma-separated peer IPs) that ends with a JSON result as its termination message:
-  ``{"podIP", "node", "apiServer": bool, "peers": {ip: bool}}``; exit 0 only if all passed.
+- ``Probe``: the product's connectivity probe (label ``cilium-migrate.io/probe=true``, env
+  ``PROBE_PEERS`` with comma-separated peer IPs). It ends with the report the probe script would
+  write as its termination message, in the shape `plan.contract.ProbeReport` documents; exit 0
+  only if the API server answered and every peer replied.
 
 Everything else is a plain workload: Running and Ready once it has an IP.
 """
@@ -23,6 +24,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from activities.kubeapi import MERGE
+from sandbox.simulator import busybox
 from sandbox.simulator.faults import Fault
 from sandbox.simulator.hostfs import CILIUM_CONFLIST, CNI_DIR, run_host_command
 from sandbox.simulator.ipam import HostLocal, next_free_block
@@ -206,6 +208,10 @@ class HostShell(Personality):
 
 
 class Probe(Personality):
+    """Plays the probe script. Nothing is dialled: peers are judged by the simulated datapath
+    (their pod IPs are data), and the API server's answer is the real server's answer to an
+    anonymous GET /healthz, unless the network or the image's wget would not get that far."""
+
     name = "probe"
 
     def matches(self, pod: PodState) -> bool:
@@ -215,9 +221,20 @@ class Probe(Personality):
         peers = [p.strip() for p in (pod.env("PROBE_PEERS") or "").split(",") if p.strip()]
         broken = sim.faults.has(node.name, Fault.PROBE_FAILS)
         reached = {peer: not broken and sim.reachable(node, pod.ip or "", peer) for peer in peers}
-        result = {"podIP": pod.ip, "node": node.name, "apiServer": not broken, "peers": reached}
-        passed = not broken and all(reached.values())
-        sim.complete_pod(pod, 0 if passed else 1, json.dumps(result, sort_keys=True))
+        image = pod.containers()[0].get("image", "")
+        status: int | None = None
+        if broken:
+            said: tuple[str, ...] = busybox.NO_REPLY
+        elif busybox.tls_handshake_fails(image):
+            said = busybox.TLS_FAILURE
+        else:
+            status, said = sim.healthz_answer()
+        report = {"podIP": pod.ip or "", "node": node.name,
+                  "apiServer": {"status": status,
+                                "error": "" if status is not None else busybox.as_reported(said)},
+                  "peers": reached}
+        passed = status is not None and all(reached.values())
+        sim.complete_pod(pod, 0 if passed else 1, json.dumps(report, separators=(",", ":")))
 
 
 CILIUM_AGENT = CiliumAgent()

@@ -6,7 +6,7 @@ import io
 from datetime import UTC, datetime, timedelta
 
 from client.status_view import CLEAR_BELOW, CLEAR_LINE, HOME, Screen, render_progress
-from plan.contract import DrainBlocker
+from plan.contract import CheckResult, DrainBlocker
 from workflows.progress import (
     Approval,
     NodeProgress,
@@ -88,3 +88,21 @@ def test_watch_into_a_pipe_appends_changed_frames_without_control_codes() -> Non
         screen.show("one")
         screen.show("two")
     assert pipe.getvalue() == "one\n\ntwo\n"
+
+
+def test_verify_checks_show_their_outcome_and_what_was_not_checked() -> None:
+    view = progress()
+    w1, w2 = view.nodes["w1"], view.nodes["w2"]
+    w1.verify = [CheckResult(name="peer-flannel", outcome="passed", detail="reached a"),
+                 CheckResult(name="peer-cilium", outcome="not-checked",
+                             detail="no Ready pod on cilium nodes to probe yet")]
+    w2.step, w2.blockers = NodeStep.VERIFY, []
+    w2.verify = [CheckResult(name="api-server", outcome="failed", detail="/healthz did not answer"),
+                 CheckResult(name="peer-cilium", outcome="not-checked", detail="none yet")]
+    lines = render_progress(view, now=START).splitlines()
+
+    assert "  check api-server: FAILED /healthz did not answer" in lines
+    assert "  check peer-cilium: not checked none yet" in lines
+    at = lines.index("Verify checks not made (nothing to check against yet):")
+    assert lines[at + 1] == "  w1 peer-cilium: no Ready pod on cilium nodes to probe yet"
+    assert not any("peer-flannel" in line for line in lines)  # passes are not news

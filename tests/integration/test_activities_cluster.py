@@ -31,13 +31,14 @@ from plan.contract import (
     StepError,
 )
 from plan.policies import ClusterRef
+from plan.spec import DEFAULT_IMAGE
 from tests.conftest import CHART, CILIUM_POOL, MIGRATION_VALUES, Sandbox
 from tests.helpers import deployment, ready_pods, wait_for
 
 pytestmark = pytest.mark.sandbox
 
 CLUSTER = ClusterRef(name="sandbox")
-IMAGE = "busybox:1.36"
+IMAGE = DEFAULT_IMAGE
 NODE_CONFIG_DEFAULTS = {
     "write-cni-conf-when-ready": "/host/etc/cni/net.d/05-cilium.conflist",
     "custom-cni-conf": "false", "cni-chaining-mode": "none", "cni-exclusive": "true",

@@ -22,12 +22,13 @@ from plan.contract import (
     StepError,
 )
 from plan.policies import ClusterRef
+from plan.spec import DEFAULT_IMAGE
 from tests.conftest import Sandbox
 
 pytestmark = pytest.mark.sandbox
 
 CLUSTER = ClusterRef(name="sandbox")
-IMAGE = "busybox:1.36"
+IMAGE = DEFAULT_IMAGE
 NET_D = "/etc/cni/net.d"
 ROLLBACK = (f"rm -f {NET_D}/05-cilium.conflist && "
             f"mv {NET_D}/10-flannel.conflist.cilium_bak {NET_D}/10-flannel.conflist")

@@ -4,12 +4,8 @@ a node-shell pod that happens once, and the probe that verifies the result."""
 from __future__ import annotations
 
 import ipaddress
-import json
-import os
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +14,6 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.context import ActivityContext
 from activities.registry import MigrationActivities
-from activities.verify import PROBE_SCRIPT
 from plan.contract import (
     PROBE_LABEL,
     AgentStatus,
@@ -33,7 +28,7 @@ from plan.contract import (
 )
 from plan.facts import MIGRATION_LABEL
 from plan.policies import ClusterRef, Overlays, RebootPolicy, VerifyPolicy
-from plan.spec import VerifyCheck
+from plan.spec import DEFAULT_IMAGE, VerifyCheck
 from sandbox.simulator.faults import Fault, read_faults, write_faults
 from tests.conftest import CILIUM_POOL, Sandbox
 from tests.helpers import deployment, ready_pods, wait_for
@@ -41,7 +36,7 @@ from tests.helpers import deployment, ready_pods, wait_for
 pytestmark = pytest.mark.sandbox
 
 CLUSTER = ClusterRef(name="sandbox")
-IMAGE = "busybox:1.36"
+IMAGE = DEFAULT_IMAGE
 FLANNEL_NETWORK = "10.244.0.0/16"
 NODE_CONFIG = NodeConfigInput(cluster=CLUSTER, namespace="kube-system", name="cilium-default",
                               api_version="cilium.io/v2", defaults={
@@ -175,29 +170,8 @@ def test_verify_passes_on_a_switched_node_and_fails_when_the_probe_reaches_nothi
         env.run(steps.verify_node, request)
     error = raised.value
     assert error.type == StepError.VERIFICATION_FAILED and error.non_retryable
-    failed = {c["name"] for c in error.details[0]["checks"] if not c["passed"]}
+    failed = {c["name"] for c in error.details[0]["checks"] if c["outcome"] == "failed"}
     assert {"api-server", "peer-flannel"} <= failed and "pod-ip-in-pool" not in failed
     assert "api-server" in error.message
     assert sandbox.kube.get("/api/v1/namespaces/kube-system/pods",
                             labelSelector=f"{PROBE_LABEL}=true")["items"] == []
-
-
-def test_the_probe_script_reports_in_the_shape_the_activity_reads(tmp_path: Path) -> None:
-    """Outside the sandbox the probe pod really runs its script: here with stand-ins for
-    wget (the API server answers) and ping (only the first peer answers)."""
-    tools = tmp_path / "bin"
-    tools.mkdir()
-    (tools / "wget").write_text("#!/bin/sh\nexit 0\n")
-    (tools / "ping").write_text('#!/bin/sh\nfor a; do last=$a; done; [ "$last" = 10.244.1.5 ]\n')
-    for tool in tools.iterdir():
-        tool.chmod(0o755)
-    report = tmp_path / "termination-log"
-    env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}", "POD_IP": "10.245.3.2",
-           "NODE_NAME": "worker-9", "KUBERNETES_SERVICE_HOST": "10.96.0.1",
-           "KUBERNETES_SERVICE_PORT": "443", "PROBE_PEERS": "10.244.1.5,10.245.7.8"}
-    done = subprocess.run(["sh", "-c", PROBE_SCRIPT.replace("/dev/termination-log", str(report))],
-                          env=env, timeout=30)
-    assert done.returncode == 1  # one peer did not answer
-    assert json.loads(report.read_text()) == {
-        "podIP": "10.245.3.2", "node": "worker-9", "apiServer": True,
-        "peers": {"10.244.1.5": True, "10.245.7.8": False}}

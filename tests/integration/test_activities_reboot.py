@@ -14,13 +14,14 @@ from activities.context import ActivityContext
 from activities.registry import MigrationActivities
 from plan.contract import NodeRef, RebootInput, StepError
 from plan.policies import ClusterRef, RebootPolicy
+from plan.spec import DEFAULT_IMAGE
 from sandbox.simulator.faults import Fault, read_faults, write_faults
 from tests.conftest import Sandbox
 
 pytestmark = pytest.mark.sandbox
 
 CLUSTER = ClusterRef(name="sandbox")
-IMAGE = "busybox:1.36"
+IMAGE = DEFAULT_IMAGE
 
 
 @pytest.fixture(scope="module")

@@ -127,6 +127,42 @@ def test_a_pdb_that_never_allows_eviction_blocks_the_plan(healthy: PlanSandbox,
         kube.delete("/apis/apps/v1/namespaces/default/deployments/db")
 
 
+def test_the_plan_names_pods_the_drain_would_refuse(healthy: PlanSandbox,
+                                                   tmp_path: Path) -> None:
+    """`kubectl drain --ignore-daemonsets` defaults: emptyDir data and bare pods are refused."""
+    kube = healthy.kube
+    cache = deployment("cache", 1)
+    cache["spec"]["template"]["spec"]["volumes"] = [{"name": "scratch", "emptyDir": {}}]
+    kube.create("/apis/apps/v1/namespaces/default/deployments", cache)
+    kube.create("/api/v1/namespaces/default/pods", {
+        "metadata": {"name": "debug"},
+        "spec": {"containers": [{"name": "sh", "image": "busybox"}]}})
+    try:
+        wait_for(lambda: ready_pods(healthy, "default", "app=cache"), "cache")  # type: ignore[arg-type]
+        wait_for(lambda: kube.get("/api/v1/namespaces/default/pods/debug").get(
+            "spec", {}).get("nodeName"), "debug to be scheduled")
+        code, plan = healthy.plan_json(SPEC, tmp_path)
+        assert code == 0 and plan["warnings_to_acknowledge"] == [
+            "drain-refuses-empty-dir-pods", "drain-refuses-unmanaged-pods"]
+        messages = {f["id"]: f["message"] for f in plan["findings"]}
+        assert "default/cache-" in messages["drain-refuses-empty-dir-pods"]
+        assert "(scratch)" in messages["drain-refuses-empty-dir-pods"]
+        assert "default/debug on worker-" in messages["drain-refuses-unmanaged-pods"]
+        table = healthy.plan(SPEC, tmp_path)
+        assert "drain.deleteEmptyDirData: true" in table.stdout
+
+        allowed = {**SPEC, "drain": {"deleteEmptyDirData": True, "evictUnmanagedPods": True}}
+        code, plan = healthy.plan_json(allowed, tmp_path)
+        assert code == 0 and plan["findings"] == []
+    finally:
+        kube.delete("/apis/apps/v1/namespaces/default/deployments/cache")
+        kube.delete("/api/v1/namespaces/default/pods/debug", {"gracePeriodSeconds": 0})
+        wait_for(lambda: not [p for p in kube.get("/api/v1/namespaces/default/pods")["items"]
+                              if p["metadata"]["name"] == "debug"
+                              or p["metadata"]["name"].startswith("cache-")],
+                 "the pods to go")
+
+
 def test_a_single_node_cluster_cannot_be_drained(tmp_path: Path) -> None:
     state_dir = tmp_path / "single"
     cluster.up(state_dir, nodes=1, control_planes=0)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
+from plan.contract import ProbeReport
+from plan.spec import DEFAULT_IMAGE
 from sandbox.simulator.faults import Fault, read_faults, write_faults
 from tests.conftest import CILIUM_POOL, Sandbox
 from tests.helpers import deployment, ready_pods, wait_for
@@ -82,7 +85,7 @@ def node_shell_pod(node: str, name: str, *host_command: str) -> dict[str, Any]:
             "nodeName": node, "hostPID": True, "hostNetwork": True, "restartPolicy": "Never",
             "tolerations": [{"operator": "Exists"}],
             "containers": [{
-                "name": "shell", "image": "busybox:1.36",
+                "name": "shell", "image": DEFAULT_IMAGE,
                 "command": ["nsenter", "--target", "1", "--mount", "--uts", "--ipc", "--net",
                             "--pid", "--", *host_command],
                 "securityContext": {"privileged": True}}],
@@ -90,13 +93,14 @@ def node_shell_pod(node: str, name: str, *host_command: str) -> dict[str, Any]:
     }
 
 
-def probe_pod(node: str, name: str, peers: list[str]) -> dict[str, Any]:
+def probe_pod(node: str, name: str, peers: list[str], image: str = DEFAULT_IMAGE
+              ) -> dict[str, Any]:
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {"cilium-migrate.io/probe": "true"}},
         "spec": {"nodeName": node, "restartPolicy": "Never",
                  "tolerations": [{"operator": "Exists"}],
-                 "containers": [{"name": "probe", "image": "busybox:1.36",
+                 "containers": [{"name": "probe", "image": image,
                                  "env": [{"name": "PROBE_PEERS", "value": ",".join(peers)}]}]},
     }
 
@@ -191,6 +195,42 @@ def test_a_node_shell_reboot_changes_the_boot_id_once_and_the_node_returns(
     assert ipaddress.ip_address(restarted["status"]["podIP"]) in ipaddress.ip_network(CILIUM_POOL)
 
 
+def test_after_a_reboot_the_nodes_pods_are_not_ready_until_their_containers_run_again(
+        sandbox: Sandbox, namespace: str, claim_worker: Any, inject: Any) -> None:
+    """A booting kubelet finds its pods' containers dead and reports them NotReady before it
+    starts them again: the window in which a DaemonSet's numberReady is short."""
+    node = claim_worker()
+    flannel = sandbox.kube.get("/api/v1/namespaces/kube-flannel/pods",
+                               fieldSelector=f"spec.nodeName={node}")["items"][0]
+    name = flannel["metadata"]["name"]
+    seen: list[tuple[int, bool]] = []  # (restartCount, Ready) of every version of the pod
+
+    def follow(items: list[dict[str, Any]]) -> bool:
+        for pod in items:
+            ready = any(c["type"] == "Ready" and c["status"] == "True"
+                        for c in pod["status"].get("conditions", []))
+            restarts = pod["status"]["containerStatuses"][0]["restartCount"]
+            if not seen or seen[-1] != (restarts, ready):
+                seen.append((restarts, ready))
+        return bool(seen) and seen[-1] == (1, True)
+
+    inject(node, Fault.REBOOT_NEVER_COMPLETES)
+    sandbox.kube.create(f"/api/v1/namespaces/{namespace}/pods",
+                        node_shell_pod(node, "reboot", "reboot"))
+    wait_for(lambda: not node_ready(sandbox, node), "the node to go down")
+    with ThreadPoolExecutor(1) as pool:
+        watching = pool.submit(sandbox.kube.wait, "/api/v1/namespaces/kube-flannel/pods",
+                               follow, 120, fieldSelector=f"metadata.name={name}")
+        wait_for(lambda: seen, "the watch to start")
+        path = sandbox.state_dir / "faults.yaml"  # the operator power-cycles the machine
+        faults = read_faults(path)
+        faults[node].discard(Fault.REBOOT_NEVER_COMPLETES)
+        write_faults(path, faults)
+        assert watching.result(timeout=150), f"the flannel pod never ran again: {seen}"
+    # Ready before the reboot, NotReady once the kubelet is back, Ready with a restart.
+    assert [ready for _, ready in seen] == [True, False, True], seen
+
+
 def test_rollback_through_node_shell_restores_flannel(
         sandbox: Sandbox, node_config: None, namespace: str, claim_worker: Any) -> None:
     node = claim_worker()
@@ -221,18 +261,34 @@ def test_probe_reports_reachability_across_overlays(
     sandbox.kube.create(f"/api/v1/namespaces/{namespace}/pods",
                         probe_pod(cilium_node, "probe-ok", peers))
     good = wait_for(lambda: finished(sandbox, namespace, "probe-ok"), "the probe")
-    result = json.loads(good["status"]["containerStatuses"][0]["state"]["terminated"]["message"])
+    result = report_of(good)
     assert good["status"]["phase"] == "Succeeded"
-    assert result["apiServer"] is True and result["peers"] == dict.fromkeys(peers, True)
-    assert ipaddress.ip_address(result["podIP"]) in ipaddress.ip_network(CILIUM_POOL)
+    # The real API server's answer to an anonymous /healthz: allowed by default RBAC.
+    assert result.api_server.status == 200 and result.peers == dict.fromkeys(peers, True)
+    assert ipaddress.ip_address(result.pod_ip) in ipaddress.ip_network(CILIUM_POOL)
+
+    # busybox before 1.37 cannot finish the TLS handshake with the (Go) API server.
+    sandbox.kube.create(f"/api/v1/namespaces/{namespace}/pods",
+                        probe_pod(cilium_node, "probe-old", peers, image="busybox:1.36"))
+    old = wait_for(lambda: finished(sandbox, namespace, "probe-old"), "the old probe")
+    result = report_of(old)
+    assert old["status"]["phase"] == "Failed" and result.api_server.status is None
+    assert "handshake failure" in result.api_server.error
 
     inject(cilium_node, Fault.PROBE_FAILS)
     sandbox.kube.create(f"/api/v1/namespaces/{namespace}/pods",
                         probe_pod(cilium_node, "probe-bad", peers))
     bad = wait_for(lambda: finished(sandbox, namespace, "probe-bad"), "the failing probe")
-    result = json.loads(bad["status"]["containerStatuses"][0]["state"]["terminated"]["message"])
+    result = report_of(bad)
     assert bad["status"]["phase"] == "Failed"
-    assert result["apiServer"] is False and not any(result["peers"].values())
+    assert result.api_server.status is None and not any(result.peers.values())
+
+
+def report_of(pod: dict[str, Any]) -> ProbeReport:
+    """The probe's termination message, held to the product's contract."""
+    message = pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
+    assert isinstance(json.loads(message), dict)
+    return ProbeReport.model_validate_json(message)
 
 
 def test_fault_agent_never_ready_keeps_the_new_agent_unready(

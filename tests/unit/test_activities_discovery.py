@@ -15,7 +15,7 @@ from activities.kubeapi import Kube
 from activities.registry import MigrationActivities
 from plan.contract import StepError
 from plan.policies import ClusterRef
-from tests.fake_kube import FakeKube, node
+from tests.fake_kube import FakeKube, node, pod
 
 
 def cluster(net_conf: str | None) -> FakeKube:
@@ -53,6 +53,29 @@ def test_a_readable_flannel_config_is_discovered() -> None:
     assert facts.api_server_host == "10.0.0.1" and facts.api_server_port == 6443
     assert [(n.name, n.boot_id, n.ready, n.schedulable) for n in facts.nodes] == [
         ("node-1", "boot-1", True, True)]
+
+
+def test_pods_a_drain_may_refuse_are_recorded_from_one_list_of_pods() -> None:
+    kube = cluster('{"Network": "10.244.0.0/16"}')
+    for each in [
+        pod("web", "node-1"),  # a Deployment's: nothing to say
+        pod("cache", "node-1", empty_dirs=("scratch",)),
+        pod("debug", "node-2", owner=None, namespace="default"),
+        pod("both", "node-2", owner=None, empty_dirs=("tmp",)),
+        # What a drain leaves alone or has no say over: never recorded.
+        pod("agent", "node-1", owner="DaemonSet", empty_dirs=("run",)),
+        pod("static", "node-1", owner=None, annotations={"kubernetes.io/config.mirror": "x"}),
+        pod("done", "node-1", owner=None, phase="Succeeded"),
+        pod("going", "node-1", owner=None, terminating=True),
+        pod("pending", "", owner=None),
+    ]:
+        kube.add(f"/api/v1/namespaces/{each['metadata']['namespace']}/pods", each)
+    facts = discover_cluster(kube)
+    assert [(str(p), p.node, p.empty_dirs, p.unmanaged) for p in facts.pods_drain_may_refuse
+            ] == [("apps/cache", "node-1", ["scratch"], False),
+                  ("default/debug", "node-2", [], True),
+                  ("apps/both", "node-2", ["tmp"], True)]
+    assert [path for path, _ in kube.asked("GET", "/pods")] == ["/api/v1/pods"]
 
 
 @pytest.mark.parametrize(("net_conf", "words"), [

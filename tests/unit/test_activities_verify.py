@@ -12,7 +12,14 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.kubeapi import Obj
 from activities.verify import CHECKS, Peer, Probe, choose_peers, judge, read_report, verify_node
-from plan.contract import PROBE_LABEL, NodeRef, StepError, VerifyInput, VerifyResult
+from plan.contract import (
+    PROBE_LABEL,
+    CheckResult,
+    NodeRef,
+    StepError,
+    VerifyInput,
+    VerifyResult,
+)
 from plan.policies import ClusterRef, Overlays, VerifyPolicy
 from plan.spec import VERIFY_CHECKS
 from tests.fake_kube import FakeKube, node, pod
@@ -34,58 +41,74 @@ def request(expect: Literal["cilium", "flannel"] = "cilium",
 
 
 def probe(pod_ip: str | None = "10.245.0.5", *, expect: Literal["cilium", "flannel"] = "cilium",
-          flannel_network: str | None = FLANNEL_NETWORK, api_server: bool = True,
-          reached: dict[str, bool] | None = None, problem: str = "",
+          flannel_network: str | None = FLANNEL_NETWORK, api_status: int | None = 200,
+          api_error: str = "", reached: dict[str, bool] | None = None, problem: str = "",
           peers: dict[str, Peer | None] | None = None) -> Probe:
     return Probe(request=request(expect, flannel_network),
                  peers={"flannel": FLANNEL_PEER, "cilium": CILIUM_PEER} if peers is None
                  else peers,
-                 pod_ip=pod_ip, api_server=api_server, reached=reached or {}, problem=problem)
+                 pod_ip=pod_ip, api_status=api_status, api_error=api_error,
+                 reached=reached or {}, problem=problem)
 
 
-def verdict(name: str, of: Probe) -> tuple[bool, str]:
+def verdict(name: str, of: Probe) -> tuple[str, str]:
     [result] = judge(of, [name])
     assert result.name == name
-    return result.passed, result.detail
+    return result.outcome, result.detail
 
 
 # ---- pod-ip-in-pool -----------------------------------------------------------------------
 
 def test_pod_ip_in_the_cilium_pool() -> None:
     assert verdict("pod-ip-in-pool", probe("10.245.0.5")) == (
-        True, f"10.245.0.5 is in {CILIUM_POOL}")
+        "passed", f"10.245.0.5 is in {CILIUM_POOL}")
     assert verdict("pod-ip-in-pool", probe("10.244.1.5")) == (
-        False, f"10.244.1.5 is outside the cilium range {CILIUM_POOL}")
+        "failed", f"10.244.1.5 is outside the cilium range {CILIUM_POOL}")
 
 
 def test_pod_ip_in_the_flannel_network_after_a_rollback() -> None:
     assert verdict("pod-ip-in-pool", probe("10.244.1.5", expect="flannel")) == (
-        True, f"10.244.1.5 is in {FLANNEL_NETWORK}")
+        "passed", f"10.244.1.5 is in {FLANNEL_NETWORK}")
     assert verdict("pod-ip-in-pool", probe("10.245.0.5", expect="flannel")) == (
-        False, f"10.245.0.5 is outside the flannel range {FLANNEL_NETWORK}")
+        "failed", f"10.245.0.5 is outside the flannel range {FLANNEL_NETWORK}")
 
 
 def test_pod_ip_on_flannel_cannot_pass_without_a_flannel_network() -> None:
     assert verdict("pod-ip-in-pool", probe("10.244.1.5", expect="flannel",
                                            flannel_network=None)) == (
-        False, "no flannel network to compare with")
+        "failed", "no flannel network to compare with")
     # Expecting Cilium does not need the flannel network.
-    assert verdict("pod-ip-in-pool", probe("10.245.0.5", flannel_network=None))[0]
+    assert verdict("pod-ip-in-pool", probe("10.245.0.5", flannel_network=None))[0] == "passed"
 
 
 def test_pod_ip_in_pool_fails_when_the_probe_got_no_address() -> None:
     assert verdict("pod-ip-in-pool", probe(None, problem="the probe did not finish")) == (
-        False, "the probe got no IP (the probe did not finish)")
-    assert verdict("pod-ip-in-pool", probe(None)) == (False, "the probe got no IP (no report)")
+        "failed", "the probe got no IP (the probe did not finish)")
+    assert verdict("pod-ip-in-pool", probe(None)) == ("failed", "the probe got no IP (no report)")
 
 
 # ---- api-server ---------------------------------------------------------------------------
 
-def test_api_server_check_follows_the_report() -> None:
-    assert verdict("api-server", probe(api_server=True)) == (True, "/healthz answered")
-    assert verdict("api-server", probe(api_server=False)) == (False, "/healthz did not answer")
-    assert verdict("api-server", probe(api_server=True, problem="no report")) == (
-        False, "no report")
+def test_the_api_server_passes_on_any_http_answer() -> None:
+    """Reachability is the question: `curl -sk` succeeds on any answer, and so does the check.
+    An API server that refuses anonymous requests answers 401 (or 403 without RBAC for them)."""
+    assert verdict("api-server", probe(api_status=200)) == ("passed", "/healthz answered HTTP 200")
+    for refused in (401, 403):
+        assert verdict("api-server", probe(api_status=refused)) == (
+            "passed", f"/healthz answered HTTP {refused} (reachable; anonymous requests are "
+                      "refused)")
+    assert verdict("api-server", probe(api_status=500)) == ("passed", "/healthz answered HTTP 500")
+
+
+def test_the_api_server_fails_when_nothing_answered_and_says_what_wget_said() -> None:
+    tls = ("wget: TLS error from peer (alert code 40): handshake failure; "
+           "wget: error getting response: Connection reset by peer")
+    assert verdict("api-server", probe(api_status=None, api_error=tls)) == (
+        "failed", f"/healthz did not answer: {tls}")
+    assert verdict("api-server", probe(api_status=None)) == (
+        "failed", "/healthz did not answer: no reason given")
+    assert verdict("api-server", probe(api_status=200, problem="no report")) == (
+        "failed", "no report")
 
 
 # ---- peers --------------------------------------------------------------------------------
@@ -93,32 +116,51 @@ def test_api_server_check_follows_the_report() -> None:
 def test_peer_checks_pass_only_for_the_peer_reached() -> None:
     reached = probe(reached={FLANNEL_PEER.ip: True, CILIUM_PEER.ip: False})
     assert verdict("peer-flannel", reached) == (
-        True, "reached 10.244.2.7 (apps/web-1 on node-2)")
+        "passed", "reached 10.244.2.7 (apps/web-1 on node-2)")
     assert verdict("peer-cilium", reached) == (
-        False, "did not reach 10.245.3.9 (apps/web-2 on node-3)")
+        "failed", "did not reach 10.245.3.9 (apps/web-2 on node-3)")
     # A peer the report does not mention was not reached.
-    assert not verdict("peer-flannel", probe(reached={}))[0]
+    assert verdict("peer-flannel", probe(reached={}))[0] == "failed"
 
 
-def test_a_peer_check_without_a_peer_passes_and_says_so() -> None:
+def test_a_peer_check_without_a_peer_is_not_checked_rather_than_passed() -> None:
     lonely = probe(peers={"flannel": FLANNEL_PEER, "cilium": None},
                    reached={FLANNEL_PEER.ip: True})
-    assert verdict("peer-cilium", lonely) == (True, "no peer on cilium nodes yet")
+    assert verdict("peer-cilium", lonely) == (
+        "not-checked", "no Ready pod on cilium nodes to probe yet")
     assert verdict("peer-flannel", probe(peers={}, problem="no report")) == (
-        True, "no peer on flannel nodes yet")
+        "not-checked", "no Ready pod on flannel nodes to probe yet")
 
 
 def test_a_peer_check_fails_with_the_probes_problem() -> None:
     assert verdict("peer-cilium", probe(problem="the probe wrote no report: boom")) == (
-        False, "10.245.3.9 (apps/web-2 on node-3): the probe wrote no report: boom")
+        "failed", "10.245.3.9 (apps/web-2 on node-3): the probe wrote no report: boom")
 
 
 def test_an_unknown_check_fails_and_lists_the_known_ones() -> None:
     results = judge(probe(reached={FLANNEL_PEER.ip: True, CILIUM_PEER.ip: True}),
                     ["api-server", "no-such-check", "peer-cilium"])
-    assert [(r.name, r.passed) for r in results] == [
-        ("api-server", True), ("no-such-check", False), ("peer-cilium", True)]
+    assert [(r.name, r.outcome) for r in results] == [
+        ("api-server", "passed"), ("no-such-check", "failed"), ("peer-cilium", "passed")]
     assert results[1].detail == f"unknown check; known: {sorted(CHECKS)}"
+
+
+def test_a_result_passes_when_nothing_failed_and_not_checked_is_not_a_failure() -> None:
+    def result(*outcomes: str) -> VerifyResult:
+        return VerifyResult(pod_ip=None, checks=[
+            CheckResult.model_validate({"name": f"c{i}", "outcome": o})
+            for i, o in enumerate(outcomes)])
+
+    assert result("passed", "not-checked").passed
+    assert not result("passed", "not-checked", "failed").passed
+    assert result().passed
+
+
+def test_check_results_recorded_before_outcomes_still_read() -> None:
+    """Workflow histories hold {"passed": bool}; replaying them must not fail."""
+    assert CheckResult.model_validate({"name": "api-server", "passed": True}).outcome == "passed"
+    old = CheckResult.model_validate({"name": "peer-cilium", "passed": False, "detail": "x"})
+    assert (old.outcome, old.detail) == ("failed", "x")
 
 
 def test_every_check_the_spec_offers_has_a_function() -> None:
@@ -133,20 +175,39 @@ def ended(message: str, phase: str = "Succeeded", ip: str = "10.245.0.5") -> Obj
                                   "message": message}}}]}}
 
 
+def report(status: int | None = 200, error: str = "", **peers: bool) -> str:
+    return json.dumps({"podIP": "10.245.0.6", "node": "node-1",
+                       "apiServer": {"status": status, "error": error}, "peers": peers})
+
+
 def test_the_report_is_read_from_the_termination_message() -> None:
-    report = {"podIP": "10.245.0.6", "node": "node-1", "apiServer": True,
-              "peers": {FLANNEL_PEER.ip: True, CILIUM_PEER.ip: False}}
-    pod_ = ended(json.dumps(report), phase="Failed")
+    pod_ = ended(json.dumps({"podIP": "10.245.0.6", "node": "node-1",
+                             "apiServer": {"status": 401, "error": ""},
+                             "peers": {FLANNEL_PEER.ip: True, CILIUM_PEER.ip: False}}),
+                 phase="Failed")
     read = read_report(request(), {}, pod_, pod_)
-    assert (read.pod_ip, read.api_server, read.problem) == ("10.245.0.6", True, "")
+    assert (read.pod_ip, read.api_status, read.problem) == ("10.245.0.6", 401, "")
     assert read.reached == {FLANNEL_PEER.ip: True, CILIUM_PEER.ip: False}
+
+    pod_ = ended(report(None, "wget: download timed out"), phase="Failed")
+    read = read_report(request(), {}, pod_, pod_)
+    assert (read.api_status, read.api_error) == (None, "wget: download timed out")
 
 
 def test_a_probe_without_a_report_keeps_its_address_and_says_why() -> None:
-    pod_ = ended("wget: not found\n", phase="Failed", ip="10.245.0.7")
+    pod_ = ended("sh: wget: not found\n", phase="Failed", ip="10.245.0.7")
     read = read_report(request(), {}, pod_, pod_)
-    assert read.pod_ip == "10.245.0.7" and not read.api_server
-    assert read.problem == "the probe wrote no report: wget: not found"
+    assert read.pod_ip == "10.245.0.7" and read.api_status is None
+    assert read.problem == "the probe wrote no report: sh: wget: not found"
+
+
+def test_a_report_in_another_shape_is_no_report() -> None:
+    """A probe image running some other script (an old one, say) is not half understood."""
+    old = json.dumps({"podIP": "10.245.0.6", "node": "node-1", "apiServer": True, "peers": {}})
+    pod_ = ended(old, phase="Failed")
+    read = read_report(request(), {}, pod_, pod_)
+    assert read.problem.startswith("the probe wrote no report: {")
+    assert verdict("api-server", read)[0] == "failed"
 
 
 def test_a_probe_that_did_not_finish_says_its_phase() -> None:
@@ -182,23 +243,28 @@ def test_peers_are_ready_pods_on_other_nodes_one_per_overlay_in_a_stable_order()
 
 # ---- the step -----------------------------------------------------------------------------
 
-def cluster(reach: set[str]) -> FakeKube:
-    """Node-1 to verify, a peer on each overlay, and a kubelet that runs the probe: it gets
-    a Cilium address and reaches the peers in ``reach``."""
+def cluster(reach: set[str], peers: tuple[Peer, ...] = (FLANNEL_PEER, CILIUM_PEER),
+            api_status: int | None = 200) -> FakeKube:
+    """Node-1 to verify, ``peers`` (a pod on each overlay), and a kubelet that runs the probe:
+    it gets a Cilium address, the API server answers with ``api_status``, and it reaches the
+    peers in ``reach``."""
     kube = FakeKube()
     kube.add("/api/v1/nodes", node("node-1"))
-    kube.add("/api/v1/namespaces/apps/pods", pod("web-1", "node-2", ip=FLANNEL_PEER.ip))
-    kube.add("/api/v1/namespaces/apps/pods", pod("web-2", "node-3", ip=CILIUM_PEER.ip))
+    for peer in peers:
+        namespace, name = peer.pod.split("/")
+        kube.add(f"/api/v1/namespaces/{namespace}/pods", pod(name, peer.node, ip=peer.ip))
 
     def run_probe(kube: FakeKube) -> None:
         for key, obj in kube.objects.items():
             if key[1] == "pods" and (obj["metadata"].get("labels") or {}).get(PROBE_LABEL):
                 env = {e["name"]: e.get("value") for e in obj["spec"]["containers"][0]["env"]}
-                peers = env["PROBE_PEERS"].split(",")
-                report: dict[str, Any] = {"podIP": "10.245.0.5", "node": "node-1",
-                                          "apiServer": True,
-                                          "peers": {ip: ip in reach for ip in peers}}
-                ok = all(ip in reach for ip in peers)
+                peers = [ip for ip in env["PROBE_PEERS"].split(",") if ip]
+                report: dict[str, Any] = {
+                    "podIP": "10.245.0.5", "node": "node-1",
+                    "apiServer": {"status": api_status,
+                                  "error": "" if api_status else "wget: download timed out"},
+                    "peers": {ip: ip in reach for ip in peers}}
+                ok = api_status is not None and all(ip in reach for ip in peers)
                 obj["status"] = ended(json.dumps(report), "Succeeded" if ok else "Failed",
                                       "10.245.0.5")["status"]
 
@@ -222,6 +288,28 @@ def test_the_step_fails_typed_with_the_checks_when_a_peer_is_not_reached() -> No
         ActivityEnvironment().run(verify_node, kube, request())
     error = raised.value
     assert error.type == StepError.VERIFICATION_FAILED and error.non_retryable
-    failed = [c["name"] for c in error.details[0]["checks"] if not c["passed"]]
+    failed = [c["name"] for c in error.details[0]["checks"] if c["outcome"] == "failed"]
     assert failed == ["peer-cilium"]
     assert kube.events()[-1][0] == "CiliumMigrateVerifyFailed"
+
+
+def test_the_step_passes_when_the_api_server_refuses_anonymous_requests() -> None:
+    kube = cluster(reach={FLANNEL_PEER.ip, CILIUM_PEER.ip}, api_status=401)
+    result: VerifyResult = ActivityEnvironment().run(verify_node, kube, request())
+    assert result.passed
+    assert result.checks[1].detail == (
+        "/healthz answered HTTP 401 (reachable; anonymous requests are refused)")
+
+
+def test_the_canary_without_cilium_peers_passes_and_says_what_was_not_checked() -> None:
+    kube = cluster(reach={FLANNEL_PEER.ip}, peers=(FLANNEL_PEER,))
+    result: VerifyResult = ActivityEnvironment().run(verify_node, kube, request())
+    assert result.passed
+    assert [(c.name, c.outcome) for c in result.checks] == [
+        ("pod-ip-in-pool", "passed"), ("api-server", "passed"), ("peer-flannel", "passed"),
+        ("peer-cilium", "not-checked")]
+    reason, message = kube.events()[-1]
+    assert reason == "CiliumMigrateVerified"
+    assert message == (
+        "verified (cilium): pod IP 10.245.0.5; checks passed: pod-ip-in-pool, api-server, "
+        "peer-flannel; not checked: peer-cilium (no Ready pod on cilium nodes to probe yet)")

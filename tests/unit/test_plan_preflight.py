@@ -107,7 +107,10 @@ def findings_for(sections: dict[str, Any], change: FactsChange) -> list[Finding]
     return run_preflight(spec_of(**sections), change(healthy_facts()))
 
 
+LONG_NAME = "production-europe-west-frankfurt-1"  # 34 characters
 CILIUM = {"namespace": "kube-system", "version": "1.18.1", "release": "cilium"}
+CACHE = {"namespace": "shop", "name": "cache-0", "node": "w2", "empty_dirs": ["scratch"]}
+STRAY = {"namespace": "default", "name": "debug", "node": "w1", "unmanaged": True}
 POLICY = {"namespace": "a", "name": "b"}
 CORDONED_W1 = node_with("w1", schedulable=False)
 # w1 (the canary) is cordoned and the control plane is tainted: wave 2 (w2, w3) leaves no room.
@@ -133,6 +136,8 @@ TRIGGERS = [
     ("tunnel-port-collision", extra({"tunnelPort": 0}), same),
     ("cilium-version-unsupported", {"cilium": {"version": "1.12.19"}}, same),
     ("cilium-node-config-deprecated", {"cilium": {"version": "1.15.7"}}, same),
+    ("cilium-cluster-name-invalid", {"cluster": {"name": LONG_NAME}}, same),
+    ("cilium-cluster-name-invalid", extra({"cluster": {"name": "Prod_EU"}}), same),
     ("ipam-mode-not-cluster-pool", extra({"ipam": {"mode": "kubernetes"}}), same),
     ("migration-key-overridden", extra({"routingMode": "native"}), same),
     ("migration-key-overridden", extra({"bpf": None}), same),
@@ -149,6 +154,8 @@ TRIGGERS = [
     ("wave-leaves-no-room", {"rollout": {"maxUnavailable": 2}}, CORDONED_W1),
     ("pdb-never-allows-eviction", {}, facts_with(pdbs=[pdb(3, 3, 3, 0)])),
     ("pdb-allows-no-disruption-now", {}, facts_with(pdbs=[pdb(3, 2, 2, 0)])),
+    ("drain-refuses-empty-dir-pods", {}, facts_with(pods_drain_may_refuse=[CACHE])),
+    ("drain-refuses-unmanaged-pods", {}, facts_with(pods_drain_may_refuse=[STRAY])),
     ("canary-reduced-to-budget", {"rollout": {"canarySize": 3, "maxUnavailable": 2}}, same),
     ("no-worker-for-canary", {"rollout": {"excludeNodes": ["w1", "w2", "w3"]}}, same),
     ("node-not-ready", {}, node_with("w3", ready=False)),
@@ -173,6 +180,9 @@ NEAR_MISSES = [
     ("cilium-version-unsupported", {"cilium": {"version": "1.13.0"}}, same),
     ("cilium-node-config-deprecated", {"cilium": {"version": "1.16.0"}}, same),
     ("cilium-node-config-deprecated", {"cilium": {"version": "1.12.0"}}, same),
+    ("cilium-cluster-name-invalid", {"cluster": {"name": LONG_NAME[:32]}}, same),
+    ("cilium-cluster-name-invalid",
+     {"cluster": {"name": LONG_NAME}, **extra({"cluster": {"name": "prod-eu"}})}, same),
     ("ipam-mode-not-cluster-pool", extra({"ipam": {"mode": "cluster-pool"}}), same),
     ("migration-key-overridden", extra({"operator": {"replicas": 1}, "tunnelPort": 8473}), same),
     ("kube-proxy-replacement-enabled", extra({"kubeProxyReplacement": False}), same),
@@ -186,6 +196,13 @@ NEAR_MISSES = [
     ("wave-leaves-no-room", {"rollout": {"maxUnavailable": 1}}, CORDONED_W1),
     ("pdb-never-allows-eviction", {}, facts_with(pdbs=[pdb(3, 2, 2, 0), pdb(0, 0, 0, 0)])),
     ("pdb-allows-no-disruption-now", {}, facts_with(pdbs=[pdb(3, 3, 3, 0)])),
+    ("drain-refuses-empty-dir-pods", {"drain": {"deleteEmptyDirData": True}},
+     facts_with(pods_drain_may_refuse=[CACHE])),
+    ("drain-refuses-empty-dir-pods", {}, facts_with(pods_drain_may_refuse=[STRAY])),
+    ("drain-refuses-unmanaged-pods", {"drain": {"evictUnmanagedPods": True}},
+     facts_with(pods_drain_may_refuse=[STRAY])),
+    ("drain-refuses-unmanaged-pods", {"rollout": {"excludeNodes": ["w1"]}},
+     facts_with(pods_drain_may_refuse=[STRAY])),
     ("canary-reduced-to-budget", {"rollout": {"canarySize": 2, "maxUnavailable": "67%"}}, same),
     ("no-worker-for-canary", {"rollout": {"excludeNodes": ["w1", "w2"]}}, same),
     ("node-not-ready", {"rollout": {"excludeNodes": ["w3"]}}, node_with("w3", ready=False)),
@@ -234,6 +251,42 @@ def test_findings_name_what_they_are_about() -> None:
     assert budget.subject == "db/postgres" and "3 healthy of 3" in budget.message
     [port] = findings_for({"network": {"tunnelPort": 8472}}, same)
     assert "UDP port 8472" in port.message
+
+
+def test_pods_the_drain_would_refuse_are_named_with_their_node_and_the_setting() -> None:
+    both_kinds = {**CACHE, "name": "cache-1", "node": "w3", "unmanaged": True,
+                  "empty_dirs": ["a", "b"]}
+    findings = findings_for({}, facts_with(pods_drain_may_refuse=[CACHE, STRAY, both_kinds]))
+    by_id = {finding.id: finding for finding in findings}
+    local = by_id["drain-refuses-empty-dir-pods"]
+    assert local.severity == "warning"
+    assert "2 pod(s)" in local.message
+    assert "shop/cache-0 on w2 (scratch), shop/cache-1 on w3 (a, b)" in local.message
+    assert "drain.deleteEmptyDirData: true" in local.remedy
+    unmanaged = by_id["drain-refuses-unmanaged-pods"]
+    assert "default/debug on w1, shop/cache-1 on w3" in unmanaged.message
+    assert "drain.evictUnmanagedPods: true" in unmanaged.remedy
+    # Allowing one kind leaves the other named.
+    allowed = findings_for({"drain": {"deleteEmptyDirData": True}},
+                           facts_with(pods_drain_may_refuse=[CACHE, both_kinds]))
+    assert [f.id for f in allowed] == ["drain-refuses-unmanaged-pods"]
+    assert "shop/cache-1 on w3" in allowed[0].message
+
+
+def test_a_cluster_name_too_long_for_cilium_blocks_and_says_how_long() -> None:
+    [finding] = [f for f in findings_for({"cluster": {"name": LONG_NAME}}, same)
+                 if f.id == "cilium-cluster-name-invalid"]
+    assert finding.severity == "blocking" and finding.subject == "cluster.name"
+    assert f"'{LONG_NAME}', 34 characters long" in finding.message
+    assert "longer than 32" in finding.message
+    assert "cilium.extraValues.cluster.name" in finding.remedy
+
+
+def test_facts_recorded_before_pods_were_still_read() -> None:
+    """ClusterFacts from an older discovery (a recorded history) have no pods: none refused."""
+    old = healthy_facts().model_dump()
+    del old["pods_drain_may_refuse"]
+    assert ClusterFacts.model_validate(old).pods_drain_may_refuse == []
 
 
 def test_acknowledged_warnings_stay_listed_but_no_longer_hold_the_run() -> None:

@@ -36,7 +36,10 @@ def test_defaults_are_the_procedures_values() -> None:
     assert spec.rollout.canary_size == 1 and spec.rollout.max_unavailable == 1
     assert spec.approvals.policy == "per-phase" and spec.approvals.approvers == []
     assert spec.drain.timeout == timedelta(minutes=15) and spec.drain.on_timeout == "fail"
-    assert spec.reboot.strategy == "node-shell" and spec.reboot.image == "busybox:1.36"
+    # kubectl drain --ignore-daemonsets: emptyDir data and unmanaged pods are refused.
+    assert not spec.drain.delete_empty_dir_data and not spec.drain.evict_unmanaged_pods
+    assert spec.reboot.strategy == "node-shell" and spec.reboot.image == "busybox:1.37.0"
+    assert spec.verify.probe_image == "busybox:1.37.0"
     assert spec.reboot.timeout == timedelta(minutes=10)
     assert spec.verify.checks == ["pod-ip-in-pool", "api-server", "peer-flannel", "peer-cilium"]
     assert spec.verify.timeout == timedelta(minutes=2)
