@@ -51,6 +51,7 @@ RULES: tuple[Rule, ...] = (
     Rule("old-cni-not-flannel", "blocking", cni.old_cni_not_flannel),
     Rule("other-cni-present", "blocking", cni.other_cni_present),
     Rule("kube-proxy-absent", "blocking", cni.kube_proxy_absent),
+    Rule("api-server-unknown", "blocking", cni.api_server_unknown),
     Rule("cilium-already-installed", "warning", cni.cilium_already_installed),
     Rule("network-policies-present", "warning", cni.network_policies_present),
     # Addresses and ports.
