@@ -4,9 +4,10 @@ Agents run on the nodes, so the address must be one the nodes reach. The client'
 URL is not (kind: a host port on 127.0.0.1; Rancher, Teleport or a proxy: not the API server at
 all), so it is never used. In order:
 
-1. what the cluster publishes for its nodes (discovery: kubeadm's kube-proxy ConfigMap, else
+1. the spec's ``cilium.k8sServiceHost``/``k8sServicePort``;
+2. what the cluster publishes for its nodes (discovery: kubeadm's kube-proxy ConfigMap, else
    the cluster-info ConfigMap);
-2. nothing: the values leave both keys unset, and each agent uses the ``kubernetes`` Service
+3. nothing: the values leave both keys unset, and each agent uses the ``kubernetes`` Service
    (KUBERNETES_SERVICE_HOST as the kubelet sets it), which kube-proxy carries. Without
    kube-proxy that cannot work, and preflight blocks (``api-server-unknown``).
 """
@@ -17,6 +18,7 @@ from plan.facts import ApiEndpoint, ApiEndpointSource, ClusterFacts
 from plan.spec import MigrationSpec
 
 SOURCE_NAMES: dict[ApiEndpointSource, str] = {
+    "spec": "spec",
     "kube-proxy": "kube-proxy ConfigMap",
     "cluster-info": "cluster-info ConfigMap",
 }
@@ -24,6 +26,10 @@ SOURCE_NAMES: dict[ApiEndpointSource, str] = {
 
 def agent_api_endpoint(spec: MigrationSpec, facts: ClusterFacts) -> ApiEndpoint | None:
     """The address the agents are given, or None to leave k8sServiceHost/Port unset."""
+    cilium = spec.cilium
+    if cilium.k8s_service_host is not None and cilium.k8s_service_port is not None:
+        return ApiEndpoint(host=cilium.k8s_service_host, port=cilium.k8s_service_port,
+                           source="spec")
     return facts.api_endpoint
 
 

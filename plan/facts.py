@@ -85,9 +85,9 @@ class PodDisruptionBudgetFacts(FactsModel):
         return f"{self.namespace}/{self.name}"
 
 
-# Where an API server address for the nodes came from: what the cluster publishes (kubeadm's
-# kube-system/kube-proxy ConfigMap, or kube-public/cluster-info).
-ApiEndpointSource = Literal["kube-proxy", "cluster-info"]
+# Where an API server address for the nodes came from: the spec, or what the cluster publishes
+# (kubeadm's kube-system/kube-proxy ConfigMap, or kube-public/cluster-info).
+ApiEndpointSource = Literal["spec", "kube-proxy", "cluster-info"]
 
 
 class ApiEndpoint(FactsModel):

@@ -79,6 +79,6 @@ def api_server_unknown(ctx: RuleContext) -> Iterator[Issue]:
         f"ConfigMap nor the cluster-info ConfigMap names one{ignored}, and without kube-proxy the "
         "agents cannot use the kubernetes Service. The client's kubeconfig URL is not used: "
         "nodes need not reach it.",
-        "Run kube-proxy for the migration, or publish the API server address as kubeadm does "
-        "(the cluster-info ConfigMap in kube-public).",
+        "Set cilium.k8sServiceHost and cilium.k8sServicePort to the API server as the nodes "
+        "reach it (a control-plane IP or load balancer, usually port 6443), or run kube-proxy.",
     )

@@ -142,6 +142,13 @@ CLUSTER_INFO = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
 
 def test_the_plan_says_where_agents_reach_the_api_server_and_from_which_source(
         healthy: PlanSandbox, tmp_path: Path) -> None:
+    in_spec = {**SPEC, "cilium": {"k8sServiceHost": "cp.example.internal",
+                                  "k8sServicePort": 16443}}
+    code, plan = healthy.plan_json(in_spec, tmp_path)
+    assert code == 0
+    assert plan["facts"]["api_server_for_agents"] == "cp.example.internal:16443 (spec)"
+    assert plan["initial_values"]["k8sServiceHost"] == "cp.example.internal"
+
     kube = healthy.kube
     saved = {path: kube.get(path) for path in (KUBE_PROXY_CONFIG, CLUSTER_INFO)}
     try:

@@ -80,6 +80,13 @@ def test_the_published_api_server_stays_in_the_final_values() -> None:
     assert validate_values(initial_values(spec_with(), FACTS)) == []
 
 
+def test_the_specs_api_server_wins_over_the_published_one_and_stays_in_the_final_values() -> None:
+    spec = spec_with(cilium={"k8sServiceHost": "10.0.0.5", "k8sServicePort": 16443})
+    for values in (initial_values(spec, FACTS), final_values(spec, FACTS)):
+        assert (values["k8sServiceHost"], values["k8sServicePort"]) == ("10.0.0.5", 16443)
+    assert validate_values(initial_values(spec, FACTS)) == []
+
+
 def test_final_values_switch_exactly_the_procedures_four_keys() -> None:
     spec = spec_with()
     diff = values_diff(initial_values(spec, FACTS), final_values(spec, FACTS))
