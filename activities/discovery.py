@@ -2,7 +2,9 @@
 
 Nothing is assumed: flannel is found by what its DaemonSet runs (the current `kube-flannel`
 layout and the older `kube-system` one alike) and its network settings are read from the
-ConfigMap its pods mount. Decisions about what was found belong to `plan/`, not here.
+ConfigMap its pods mount. Where the nodes reach the API server is read from what the cluster
+publishes for them (kubeadm's kube-proxy and cluster-info ConfigMaps), never from this client's
+own URL. Decisions about what was found belong to `plan/`, not here.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import logging
 from typing import Any
 from urllib.parse import urlparse
 
+import yaml
+from kubernetes.client.rest import ApiException
 from temporalio.exceptions import ApplicationError
 
 from activities.drain import empty_dir_volumes, left_in_place
@@ -28,6 +32,8 @@ from activities.kubeapi import (
 )
 from plan.contract import StepError
 from plan.facts import (
+    ApiEndpoint,
+    ApiEndpointSource,
     ClusterFacts,
     ExistingCilium,
     FlannelFacts,
@@ -47,6 +53,13 @@ OTHER_CNI_DAEMONSETS = {
     "calico-node": "calico", "canal": "canal", "weave-net": "weave", "aws-node": "aws-vpc-cni",
     "kube-router": "kube-router", "antrea-agent": "antrea",
 }
+# Kubeconfigs a cluster publishes for its nodes, most specific first: (source, namespace,
+# ConfigMap, key). kubeadm writes both; kube-proxy's is what every node's kube-proxy dials, and
+# cluster-info is what `kubeadm join` gave each node.
+PUBLISHED_KUBECONFIGS: tuple[tuple[ApiEndpointSource, str, str, str], ...] = (
+    ("kube-proxy", "kube-system", "kube-proxy", "kubeconfig.conf"),
+    ("cluster-info", "kube-public", "cluster-info", "kubeconfig"),
+)
 
 
 class DiscoveryError(ApplicationError):
@@ -64,7 +77,7 @@ class DiscoveryError(ApplicationError):
 def discover_cluster(kube: Kube, worker_node: str | None = None) -> ClusterFacts:
     nodes = [_node_facts(n) for n in kube.get("/api/v1/nodes")["items"]]
     daemonsets = kube.get("/apis/apps/v1/daemonsets")["items"]
-    api_host, api_port = _api_server(kube)
+    api_endpoint, api_endpoint_notes = _published_api_endpoint(kube)
     return ClusterFacts(
         nodes=nodes,
         flannel=_flannel(kube, daemonsets),
@@ -78,8 +91,8 @@ def discover_cluster(kube: Kube, worker_node: str | None = None) -> ClusterFacts
         pdbs=[_pdb_facts(p) for p in kube.get("/apis/policy/v1/poddisruptionbudgets")["items"]],
         kube_proxy_present=any(_labels(ds).get("k8s-app") == "kube-proxy"
                                or ds["metadata"]["name"] == "kube-proxy" for ds in daemonsets),
-        api_server_host=api_host,
-        api_server_port=api_port,
+        api_endpoint=api_endpoint,
+        api_endpoint_notes=api_endpoint_notes,
         worker_node=worker_node,
         pods_drain_may_refuse=_pods_drain_may_refuse(kube),
     )
@@ -203,7 +216,80 @@ def _pods_drain_may_refuse(kube: Kube) -> list[PodFacts]:
     return found
 
 
-def _api_server(kube: Kube) -> tuple[str, int]:
-    """Where nodes reach the API server, as the client reaches it (Cilium's k8sServiceHost)."""
-    url = urlparse(kube.server)
-    return url.hostname or "", url.port or 443
+def _published_api_endpoint(kube: Kube) -> tuple[ApiEndpoint | None, list[str]]:
+    """The first usable API server address the cluster publishes for its nodes, and why the
+    ones before it were not usable. An absent ConfigMap is not worth a note (not kubeadm)."""
+    notes: list[str] = []
+    for source, namespace, name, key in PUBLISHED_KUBECONFIGS:
+        where = f"{namespace}/{name}"
+        try:
+            config_map = kube.get_or_none(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+        except ApiException as error:
+            if error.status not in (401, 403):
+                raise
+            notes.append(f"{where}: not readable with these credentials ({error.status})")
+            continue
+        if config_map is None:
+            continue
+        text = (config_map.get("data") or {}).get(key)
+        if not isinstance(text, str):
+            notes.append(f"{where}: no {key}")
+            continue
+        try:
+            host, port = kubeconfig_server(text)
+        except ValueError as error:
+            notes.append(f"{where} {key}: {error}")
+            continue
+        return ApiEndpoint(host=host, port=port, source=source), notes
+    return None, notes
+
+
+def kubeconfig_server(text: str) -> tuple[str, int]:
+    """Host and port of the server of a kubeconfig's current (or only) cluster; ValueError
+    saying what is wrong when the text is not such a kubeconfig."""
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        problem = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"not YAML ({problem})") from None
+    if not isinstance(config, dict):
+        raise ValueError("not a kubeconfig (expected a mapping)")
+    cluster = _current_cluster(config)
+    server = cluster.get("server")
+    if not isinstance(server, str) or not server.strip():
+        raise ValueError("its cluster has no server")
+    try:
+        url = urlparse(server.strip())
+        port = url.port
+    except ValueError:
+        raise ValueError(f"server {server!r} is not a URL with a valid port") from None
+    if url.scheme not in ("https", "http") or not url.hostname:
+        raise ValueError(f"server {server!r} is not an https:// URL with a host")
+    return url.hostname, port or (443 if url.scheme == "https" else 80)
+
+
+def _current_cluster(config: dict[Any, Any]) -> dict[str, Any]:
+    """The cluster the current context uses; the only cluster when no context says."""
+    clusters = _named(config, "clusters", "cluster")
+    contexts = _named(config, "contexts", "context")
+    context = contexts.get(str(config.get("current-context")))
+    if isinstance(context, dict) and str(context.get("cluster")) in clusters:
+        chosen = clusters[str(context.get("cluster"))]
+    elif len(clusters) == 1:
+        [chosen] = clusters.values()
+    elif not clusters:
+        raise ValueError("no clusters")
+    else:
+        raise ValueError(f"{len(clusters)} clusters and no current context naming one of them")
+    if not isinstance(chosen, dict):
+        raise ValueError("its cluster entry is not a mapping")
+    return chosen
+
+
+def _named(config: dict[Any, Any], section: str, field: str) -> dict[str, Any]:
+    """A kubeconfig list section (``clusters``, ``contexts``) as name -> entry."""
+    entries = config.get(section)
+    if not isinstance(entries, list):
+        return {}
+    return {str(e["name"]): e.get(field) for e in entries
+            if isinstance(e, dict) and isinstance(e.get("name"), str)}

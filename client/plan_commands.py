@@ -95,8 +95,9 @@ def render_plan(plan: MigrationPlan) -> str:
            f"zones {', '.join(facts.zones) or '-'}",
            f"  flannel      {facts.flannel or 'not found'}",
            f"  services     {', '.join(facts.service_cidrs) or '-'}",
-           f"  API server   {facts.api_server}",
            f"  kube-proxy   {'present' if facts.kube_proxy else 'absent'}",
+           f"  API server   for agents: {facts.api_server_for_agents}",
+           *(f"               not used: {note}" for note in facts.api_endpoint_notes),
            f"  policies     {facts.network_policies} NetworkPolicies",
            f"  PDBs at 0    {', '.join(facts.pdbs_blocking_now) or 'none'}"]
     if facts.other_cnis:

@@ -100,6 +100,23 @@ class PodFacts(FactsModel):
         return f"{self.namespace}/{self.name}"
 
 
+# Where an API server address for the nodes came from: the spec, or what the cluster publishes
+# (kubeadm's kube-system/kube-proxy ConfigMap, or kube-public/cluster-info).
+ApiEndpointSource = Literal["spec", "kube-proxy", "cluster-info"]
+
+
+class ApiEndpoint(FactsModel):
+    """An address where the nodes reach the API server, and where it was learnt."""
+
+    host: str = Field(min_length=1)  # host name or IP, no brackets (as KUBERNETES_SERVICE_HOST)
+    port: int = Field(ge=1, le=65535)
+    source: ApiEndpointSource
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
 class ClusterFacts(FactsModel):
     nodes: list[NodeFacts]
     flannel: FlannelFacts | None = None
@@ -109,8 +126,10 @@ class ClusterFacts(FactsModel):
     network_policies: list[NamespacedName] = Field(default_factory=list)
     pdbs: list[PodDisruptionBudgetFacts] = Field(default_factory=list)
     kube_proxy_present: bool = True
-    api_server_host: str = Field(min_length=1)
-    api_server_port: int = Field(default=6443, ge=1, le=65535)
+    # Where the nodes reach the API server, as the cluster publishes it; None when it does not.
+    # Never the client's own URL: a port-forward, proxy or gateway is not what nodes can use.
+    api_endpoint: ApiEndpoint | None = None
+    api_endpoint_notes: list[str] = Field(default_factory=list)  # published but unusable: why
     worker_node: str | None = None  # node running the orchestrator's worker, when in-cluster
     # Pods with emptyDir data or no controller, on any node: which of them a drain refuses
     # depends on the spec, so preflight decides (plan.rules.disruption).

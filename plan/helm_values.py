@@ -19,6 +19,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from plan.api_endpoint import agent_api_endpoint
 from plan.facts import ClusterFacts
 from plan.spec import MigrationSpec
 
@@ -68,10 +69,13 @@ def initial_values(spec: MigrationSpec, facts: ClusterFacts) -> Values:
 
 def migration_values(spec: MigrationSpec, facts: ClusterFacts) -> Values:
     """The values the procedure itself sets for Phase 1, before the user's extraValues."""
-    return {
-        "cluster": {"name": spec.cluster.name},
-        "k8sServiceHost": facts.api_server_host,
-        "k8sServicePort": facts.api_server_port,
+    values: Values = {"cluster": {"name": spec.cluster.name}}
+    # Where agents reach the API server from the nodes; unset means the kubernetes Service.
+    endpoint = agent_api_endpoint(spec, facts)
+    if endpoint is not None:
+        values["k8sServiceHost"] = endpoint.host
+        values["k8sServicePort"] = endpoint.port
+    return values | {
         # Old pods keep their flannel IPs until their node migrates; do not restart them now.
         "operator": {"unmanagedPodWatcher": {"restart": False}},
         "routingMode": "tunnel",

@@ -10,7 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from plan.facts import ClusterFacts
+from plan.api_endpoint import agent_api_endpoint, describe_agent_api_endpoint
+from plan.facts import ApiEndpoint, ClusterFacts
 from plan.findings import Finding, blocking, unacknowledged
 from plan.helm_values import final_values, initial_values, values_diff
 from plan.preflight import run_preflight
@@ -29,7 +30,11 @@ class FactsSummary(BaseModel):
     network_policies: int
     pdbs_blocking_now: list[str]
     kube_proxy: bool
-    api_server: str
+    # Where the Cilium agents reach the API server (k8sServiceHost/Port) and from which source;
+    # None leaves it to the kubernetes Service. api_server_for_agents says the same in words.
+    api_endpoint: ApiEndpoint | None
+    api_server_for_agents: str
+    api_endpoint_notes: list[str]  # addresses the cluster publishes that were unusable, and why
 
 
 class MigrationPlan(BaseModel):
@@ -45,7 +50,7 @@ class MigrationPlan(BaseModel):
     values_diff: list[tuple[str, Any, Any]]
 
 
-def summarize(facts: ClusterFacts) -> FactsSummary:
+def summarize(spec: MigrationSpec, facts: ClusterFacts) -> FactsSummary:
     flannel = facts.flannel
     return FactsSummary(
         nodes=len(facts.nodes),
@@ -61,7 +66,9 @@ def summarize(facts: ClusterFacts) -> FactsSummary:
         network_policies=len(facts.network_policies),
         pdbs_blocking_now=[str(p) for p in facts.pdbs if p.disruptions_allowed == 0],
         kube_proxy=facts.kube_proxy_present,
-        api_server=f"{facts.api_server_host}:{facts.api_server_port}",
+        api_endpoint=agent_api_endpoint(spec, facts),
+        api_server_for_agents=describe_agent_api_endpoint(spec, facts),
+        api_endpoint_notes=facts.api_endpoint_notes,
     )
 
 
@@ -74,6 +81,7 @@ def make_plan(spec: MigrationSpec, facts: ClusterFacts) -> MigrationPlan:
     initial, final = initial_values(spec, facts), final_values(spec, facts)
     return MigrationPlan(
         cluster=spec.cluster.name, can_run=not blocking(findings),
-        warnings_to_acknowledge=[f.id for f in unacknowledged(findings)], facts=summarize(facts),
-        findings=findings, waves=waves, excluded_nodes=excluded_nodes(spec, facts),
+        warnings_to_acknowledge=[f.id for f in unacknowledged(findings)],
+        facts=summarize(spec, facts), findings=findings, waves=waves,
+        excluded_nodes=excluded_nodes(spec, facts),
         initial_values=initial, final_values=final, values_diff=values_diff(initial, final))

@@ -51,6 +51,7 @@ RULES: tuple[Rule, ...] = (
     Rule("old-cni-not-flannel", "blocking", cni.old_cni_not_flannel),
     Rule("other-cni-present", "blocking", cni.other_cni_present),
     Rule("kube-proxy-absent", "blocking", cni.kube_proxy_absent),
+    Rule("api-server-unknown", "blocking", cni.api_server_unknown),
     Rule("cilium-already-installed", "warning", cni.cilium_already_installed),
     Rule("network-policies-present", "warning", cni.network_policies_present),
     # Addresses and ports.
@@ -66,6 +67,7 @@ RULES: tuple[Rule, ...] = (
     Rule("ipam-mode-not-cluster-pool", "blocking", values.ipam_mode_not_cluster_pool),
     Rule("migration-key-overridden", "blocking", values.migration_key_overridden),
     Rule("kube-proxy-replacement-enabled", "blocking", values.kube_proxy_replacement_enabled),
+    Rule("api-server-in-extra-values", "blocking", values.api_server_in_extra_values),
     Rule("unsupported-cilium-mode", "blocking", values.unsupported_cilium_mode),
     Rule("helm-values-invalid", "blocking", values.helm_values_invalid),
     Rule("helm-values-unknown-key", "warning", values.helm_values_unknown_key),

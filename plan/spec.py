@@ -38,6 +38,7 @@ from pydantic.alias_generators import to_camel
 from plan.duration import Duration
 
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?$")
 _PERCENT = re.compile(r"^([1-9][0-9]?|100)%$")
 _VERSION = r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$"
 
@@ -80,6 +81,26 @@ def _dns_label(value: str) -> str:
         raise ValueError(
             "expected a DNS label: lowercase letters, digits and '-', at most 63 characters"
         )
+    return value
+
+
+def _host(value: str) -> str:
+    """A host name (RFC 1123) or an IP address, as KUBERNETES_SERVICE_HOST takes it."""
+    example = 'e.g. "192.0.2.10" or "api.example.internal"'
+    if "://" in value or "/" in value:
+        raise ValueError(f"expected a host name or IP address, not a URL ({example})")
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if value.startswith("[") or value.count(":") == 1:
+        raise ValueError(f"expected a host name or IP address without brackets or port "
+                         f"({example}); the port goes in k8sServicePort")
+    labels = value.split(".")
+    if (len(value) > 253 or not all(_HOST_LABEL.match(label) for label in labels)
+            or all(label.isdigit() for label in labels)):
+        raise ValueError(f"expected a host name or IP address ({example})")
     return value
 
 
@@ -219,6 +240,13 @@ class ChartSource(SpecModel):
         return self
 
 
+ApiHost = Annotated[
+    str,
+    AfterValidator(_host),
+    WithJsonSchema({"type": "string", "description": "host name or IP address"}),
+]
+
+
 class CiliumSpec(SpecModel):
     version: Annotated[
         str, AfterValidator(_version), WithJsonSchema({"type": "string", "pattern": _VERSION})
@@ -229,6 +257,24 @@ class CiliumSpec(SpecModel):
         default_factory=dict,
         description="Helm values merged over the rendered ones (Helm semantics: null deletes).",
     )
+    k8s_service_host: ApiHost | None = Field(
+        default=None,
+        alias="k8sServiceHost",
+        description="Where the agents reach the API server from the nodes (Helm "
+                    "k8sServiceHost); with k8sServicePort. Default: the address kubeadm's "
+                    "kube-proxy or cluster-info ConfigMap publishes, else unset (the "
+                    "kubernetes Service through kube-proxy). Never the kubeconfig's URL.",
+    )
+    k8s_service_port: StrictInt | None = Field(
+        default=None, ge=1, le=65535, alias="k8sServicePort",
+        description="The API server port for k8sServiceHost (Helm k8sServicePort).",
+    )
+
+    @model_validator(mode="after")
+    def _host_and_port_together(self) -> CiliumSpec:
+        if (self.k8s_service_host is None) != (self.k8s_service_port is None):
+            raise ValueError("give k8sServiceHost and k8sServicePort together, or neither")
+        return self
 
     @property
     def version_tuple(self) -> tuple[int, int, int]:

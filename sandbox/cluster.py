@@ -18,9 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kubernetes.client.rest import ApiException
 from pydantic import BaseModel
 
 from activities.kubeapi import Kube
+from sandbox.bootstrap import publish_api_server
 from sandbox.controlplane import ControlPlane, ControlPlaneError
 from sandbox.processes import is_running, start_process, stop_process
 from sandbox.toolchain import Toolchain, ToolchainError, find_toolchain
@@ -125,6 +127,15 @@ def up(state_dir: Path, nodes: int, control_planes: int = 1, zones: int = 1,
             state.programs.update({name: str(toolchain[name]) for name in control_plane.pids})
             state.ports, state.server = control_plane.ports, control_plane.server
             state.save(state_dir)
+        topology.api_server = control_plane.node_address
+        topology.save(state_dir / "topology.json")  # before the simulator reads it
+        progress(f"publishing the API server address for nodes ({control_plane.node_address})")
+        try:
+            publish_api_server(Kube(str(state_dir / "kubeconfig")), control_plane.node_address,
+                               control_plane.pki.ca_cert)
+        except ApiException as error:
+            raise SandboxError(f"cannot publish the API server address: {error.status} "
+                               f"{error.reason} {error.body}") from error
         progress(f"starting the node simulator for {nodes} nodes")
         state.pids["node-simulator"] = start_process("node-simulator", [
             sys.executable, "-m", SIMULATOR_MODULE, "--state-dir", str(state_dir),

@@ -17,10 +17,17 @@ import yaml
 from sandbox import pki
 from sandbox.processes import free_port, start_process
 from sandbox.toolchain import Toolchain
-from sandbox.topology import API_SERVICE_IP, CLUSTER_CIDR, NODE_CIDR_MASK, SERVICE_CIDR
+from sandbox.topology import (
+    API_SERVICE_IP,
+    CLUSTER_CIDR,
+    NODE_CIDR_MASK,
+    SERVICE_CIDR,
+    ApiServerAddress,
+)
 
-# The API server refuses a loopback advertise address. With the endpoint reconciler off it only
-# names the `kubernetes` Service's endpoint, which nothing here dials (TEST-NET-1, RFC 5737).
+# The API server refuses a loopback advertise address. This one (TEST-NET-1, RFC 5737) is where
+# the simulated nodes reach the API server: `sandbox.bootstrap` publishes it as kubeadm does and
+# the node simulator treats it as reachable from every node. Nothing on this machine dials it.
 ADVERTISE_ADDRESS = "192.0.2.10"
 
 # The simulator renews node leases every minute to stay cheap with hundreds of nodes, so the
@@ -81,7 +88,13 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
+        """The API server's URL on this machine (the admin kubeconfig's)."""
         return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    @property
+    def node_address(self) -> ApiServerAddress:
+        """Where the nodes reach the API server."""
+        return ApiServerAddress(host=ADVERTISE_ADDRESS, port=self.ports["apiserver"])
 
     def kubeconfig(self, identity: pki.ClientIdentity) -> Path:
         if identity is pki.ADMIN:

@@ -11,7 +11,9 @@ from pydantic import BaseModel, Field
 CLUSTER_CIDR = "10.244.0.0/16"
 NODE_CIDR_MASK = 24
 SERVICE_CIDR = "10.96.0.0/12"
+# The `kubernetes` Service: its ClusterIP (the range's first address) and port.
 API_SERVICE_IP = "10.96.0.1"
+API_SERVICE_PORT = 443
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
 REGION_LABEL = "topology.kubernetes.io/region"
@@ -45,8 +47,24 @@ class NodeSpec(BaseModel):
         return []
 
 
+class ApiServerAddress(BaseModel):
+    """Where the nodes reach the API server: its advertise address and secure port.
+
+    Not the admin kubeconfig's URL (127.0.0.1 on this machine): from a node, 127.0.0.1 is the
+    node itself.
+    """
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
 class Topology(BaseModel):
     nodes: list[NodeSpec] = Field(default_factory=list)
+    # Known once the control plane runs (`up` writes it before starting the simulator).
+    api_server: ApiServerAddress | None = None
 
     @classmethod
     def generate(cls, workers: int, control_planes: int = 1, zones: int = 1,

@@ -67,7 +67,7 @@ class FakeCluster:
                    for i, n in enumerate(self.nodes)],
             flannel=FlannelFacts(namespace="kube-flannel", daemonset="kube-flannel-ds",
                                  network="10.244.0.0/16"),
-            service_cidrs=["10.96.0.0/12"], api_server_host="127.0.0.1", api_server_port=6443)
+            service_cidrs=["10.96.0.0/12"])
 
     def activities(self) -> list[Any]:
         cluster = self

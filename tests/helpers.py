@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from activities.kubeapi import Kube
 from tests.conftest import Sandbox
 
 
@@ -45,3 +46,33 @@ def evict(sandbox: Sandbox, namespace: str, pod: str) -> None:
     sandbox.kube.request("POST", f"/api/v1/namespaces/{namespace}/pods/{pod}/eviction", {
         "apiVersion": "policy/v1", "kind": "Eviction",
         "metadata": {"name": pod, "namespace": namespace}})
+
+
+def agent_outcome(pod: dict[str, Any]) -> str | None:
+    """A Cilium agent pod's fate: "ready", "crash-loop: <why it exited>", or None (starting)."""
+    status = pod.get("status", {})
+    if any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])):
+        return "ready"
+    for container in status.get("containerStatuses") or []:
+        if (container.get("state", {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff":
+            last = (container.get("lastState") or {}).get("terminated") or {}
+            return f"crash-loop: {last.get('message', '')}"
+    return None
+
+
+def current_agents(kube: Kube, namespace: str = "kube-system") -> dict[str, dict[str, Any]]:
+    """The Cilium agent pods running the DaemonSet's current template (its env), by node."""
+    daemonset = kube.get(f"/apis/apps/v1/namespaces/{namespace}/daemonsets/cilium")
+    env = daemonset["spec"]["template"]["spec"]["containers"][0].get("env")
+    pods = kube.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector="k8s-app=cilium")
+    return {p["spec"]["nodeName"]: p for p in pods["items"]
+            if not p["metadata"].get("deletionTimestamp") and p["spec"].get("nodeName")
+            and p["spec"]["containers"][0].get("env") == env}
+
+
+def agent_outcomes(kube: Kube, nodes: list[str], namespace: str = "kube-system"
+                   ) -> dict[str, str] | None:
+    """Every node's current agent outcome, or None while any is still starting."""
+    agents = current_agents(kube, namespace)
+    outcomes = {n: agent_outcome(agents[n]) if n in agents else None for n in nodes}
+    return None if None in outcomes.values() else {n: str(o) for n, o in outcomes.items()}

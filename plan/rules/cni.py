@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from plan.api_endpoint import agent_api_endpoint
 from plan.rules.context import Issue, RuleContext, some_of
 
 
@@ -64,3 +65,20 @@ def kube_proxy_absent(ctx: RuleContext) -> Iterator[Issue]:
             "so migrated nodes would have no Service load balancing at all.",
             "Run kube-proxy for the migration; turn kube-proxy replacement on after finalize.",
         )
+
+
+def api_server_unknown(ctx: RuleContext) -> Iterator[Issue]:
+    """Agents need a way to the API server: a known node-visible address, or kube-proxy."""
+    facts = ctx.facts
+    if facts.kube_proxy_present or agent_api_endpoint(ctx.spec, facts) is not None:
+        return
+    ignored = f" (unusable: {'; '.join(facts.api_endpoint_notes)})" if facts.api_endpoint_notes \
+        else ""
+    yield Issue(
+        "No address where the nodes reach the API server is known: neither kubeadm's kube-proxy "
+        f"ConfigMap nor the cluster-info ConfigMap names one{ignored}, and without kube-proxy the "
+        "agents cannot use the kubernetes Service. The client's kubeconfig URL is not used: "
+        "nodes need not reach it.",
+        "Set cilium.k8sServiceHost and cilium.k8sServicePort to the API server as the nodes "
+        "reach it (a control-plane IP or load balancer, usually port 6443), or run kube-proxy.",
+    )

@@ -106,6 +106,17 @@ def kube_proxy_replacement_enabled(ctx: RuleContext) -> Iterator[Issue]:
         )
 
 
+def api_server_in_extra_values(ctx: RuleContext) -> Iterator[Issue]:
+    """The agents' API server address is set by cilium.k8sServiceHost/k8sServicePort only."""
+    for key in ("k8sServiceHost", "k8sServicePort"):
+        if key in ctx.spec.cilium.extra_values:
+            yield Issue(
+                f"cilium.extraValues sets {key}, over the address the plan chose and reports.",
+                "Move it to cilium.k8sServiceHost and cilium.k8sServicePort.",
+                key,
+            )
+
+
 def unsupported_cilium_mode(ctx: RuleContext) -> Iterator[Issue]:
     """Chaining, BGP and IP-family changes are untested with the dual overlay upstream."""
     chaining = ctx.value("cni.chainingMode")

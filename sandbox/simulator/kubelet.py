@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from activities.kubeapi import MERGE, Kube, Obj
+from sandbox.simulator.apiserver import Endpoint, dialled_endpoint, why_unreachable
 from sandbox.simulator.faults import Fault, FaultBook, FaultFileError
 from sandbox.simulator.hostfs import CNI_DIR, HostFs
 from sandbox.simulator.ipam import ExhaustedError, HostLocal
@@ -35,6 +36,10 @@ from sandbox.topology import CLUSTER_CIDR, NodeSpec, Topology
 
 log = logging.getLogger("sandbox.simulator")
 
+# The kubelet doubles the wait after each crash up to five minutes; a sandbox caps it lower.
+CRASH_BACK_OFF_CAP = 30.0
+KUBE_PROXY_LABEL = ("k8s-app", "kube-proxy")  # kubeadm's kube-proxy DaemonSet pods
+
 KUBELET_VERSION = "v1.35.4"
 LEASE_DURATION_SECONDS = 40
 
@@ -43,6 +48,7 @@ LEASE_DURATION_SECONDS = 40
 class Settings:
     exit_delay: float = 0.5  # how long a container takes to exit after SIGTERM
     agent_ready_delay: float = 1.0  # Cilium agent start-up until Ready
+    crash_back_off: float = 2.0  # first wait before a crashed container restarts; doubles
     reboot_seconds: float = 3.0  # a node is NotReady this long while it reboots
     container_restart_seconds: float = 0.5  # after a boot, pods are NotReady this long
     lease_renew_seconds: float = 60.0
@@ -53,6 +59,7 @@ class Simulator:
                  settings: Settings | None = None) -> None:
         self.kube = kube
         self.settings = settings or Settings()
+        self.api_server = topology.api_server
         self.state_dir = state_dir
         self.faults = FaultBook(state_dir / "faults.yaml")
         self.nodes: dict[str, NodeState] = {
@@ -425,8 +432,41 @@ class Simulator:
         # own writes, and an old copy would put the previous boot's containers back.
         statuses = [{**c, "ready": ready} for c in pod.container_statuses]
         pod.container_statuses = statuses
+        if ready:
+            pod.crashes = 0
         self.kube.patch(pod.path + "/status", {"status": {
             "conditions": self._pod_conditions(ready), "containerStatuses": statuses}})
+
+    def crash_containers(self, pod: PodState, message: str) -> float:
+        """The pod's containers exit with an error (``message`` as their termination message)
+        and wait in CrashLoopBackOff; returns how long until the kubelet restarts them."""
+        pod.restarts += 1
+        pod.crashes += 1
+        now = now_rfc3339()
+        statuses = [{
+            **c, "ready": False, "started": False, "restartCount": pod.restarts,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message":
+                                  f"back-off restarting failed container={c['name']} "
+                                  f"pod={pod.name}"}},
+            "lastState": {"terminated": {
+                "exitCode": 1, "reason": "Error", "message": message[:4096], "finishedAt": now,
+                "startedAt": (c.get("state") or {}).get("running", {}).get("startedAt", now)}},
+        } for c in pod.container_statuses]
+        pod.container_statuses = statuses
+        self.kube.patch(pod.path + "/status", {"status": {
+            "conditions": self._pod_conditions(False), "containerStatuses": statuses}})
+        return min(self.settings.crash_back_off * 2 ** (pod.crashes - 1), CRASH_BACK_OFF_CAP)
+
+    def restart_containers(self, pod: PodState) -> None:
+        """The kubelet starts crashed containers again (not Ready until they say so)."""
+        node = self.nodes[pod.node]
+        now = now_rfc3339()
+        statuses = [{
+            **c, "ready": False, "started": True, "state": {"running": {"startedAt": now}},
+            "containerID": f"containerd://{pod.uid[:8]}{index}{pod.restarts}{node.boot_id[:8]}",
+        } for index, c in enumerate(pod.container_statuses)]
+        pod.container_statuses = statuses
+        self.kube.patch(pod.path + "/status", {"status": {"containerStatuses": statuses}})
 
     def complete_pod(self, pod: PodState, exit_code: int, message: str) -> None:
         """A run-to-completion pod ends; ``message`` becomes its termination message."""
@@ -565,6 +605,38 @@ class Simulator:
             if matches:
                 config.update(spec.get("defaults") or {})
         return config
+
+    def api_server_problem(self, node: NodeState, pod: PodState) -> str | None:
+        """Why ``pod``'s in-cluster client cannot reach the API server from ``node``; None
+        when it can (or when the topology predates the address, so nothing can be judged)."""
+        if self.api_server is None:
+            return None
+        endpoint = dialled_endpoint(pod.env)
+        if isinstance(endpoint, str):
+            return endpoint
+        reason = why_unreachable(endpoint, self.api_server, self._kube_proxy_ready(node),
+                                 self._api_service_endpoints())
+        return None if reason is None else f"cannot reach the API server at {endpoint}: {reason}"
+
+    def _kube_proxy_ready(self, node: NodeState) -> bool:
+        key, value = KUBE_PROXY_LABEL
+        return any(p.labels.get(key) == value and p.started and not p.terminating
+                   and p.container_statuses and all(c.get("ready") for c in p.container_statuses)
+                   for p in self._pods_on(node))
+
+    def _api_service_endpoints(self) -> set[Endpoint]:
+        """Ready addresses and ports of the `kubernetes` Service, as kube-proxy reads them."""
+        listing = self.kube.get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+                                labelSelector="kubernetes.io/service-name=kubernetes")
+        found: set[Endpoint] = set()
+        for item in listing.get("items", []):
+            ports = [p["port"] for p in item.get("ports") or [] if p.get("port")]
+            for endpoint in item.get("endpoints") or []:
+                if (endpoint.get("conditions") or {}).get("ready") is False:
+                    continue
+                found |= {Endpoint(address, port) for address in endpoint.get("addresses", [])
+                          for port in ports}
+        return found
 
     def flannel_net_conf(self, pod: PodState) -> dict[str, Any]:
         for volume in pod.spec.get("volumes") or []:

@@ -5,9 +5,11 @@ node matter to a migration and plays those effects:
 
 - ``FlannelDaemon``: flanneld, which makes the flannel CNI plugin usable on its node.
 - ``CiliumAgent``: the Cilium agent (label ``k8s-app=cilium``). At start it reads cilium-config
-  plus the CiliumNodeConfigs selecting its node; when ready it takes a per-node block of the
-  cluster pool (recorded in a CiliumNode) and, unless ``custom-cni-conf`` is true, writes its CNI
-  config, parking the others with ``cni-exclusive``.
+  plus the CiliumNodeConfigs selecting its node, and connects to the API server where its env
+  says (``sandbox.simulator.apiserver``); when it cannot, it exits and crash-loops, never Ready.
+  When ready it takes a per-node block of the cluster pool (recorded in a CiliumNode) and, when
+  ``write-cni-conf-when-ready`` names a file, writes its CNI config, parking the others with
+  ``cni-exclusive``; while it runs it rewrites them on any change in the CNI directory.
 - ``HostShell``: a privileged, host-PID pod running ``nsenter ... -- CMD`` on its node (the
   ``node-shell`` reboot strategy, and the file moves of a rollback); CMD runs on the host.
 - ``Probe``: the product's connectivity probe (label ``cilium-migrate.io/probe=true``, env
@@ -21,6 +23,7 @@ Everything else is a plain workload: Running and Ready once it has an IP.
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 from activities.kubeapi import MERGE
@@ -32,6 +35,8 @@ from sandbox.simulator.state import NodeState, PodState
 
 if TYPE_CHECKING:
     from sandbox.simulator.kubelet import Simulator
+
+log = logging.getLogger("sandbox.simulator")
 
 PROBE_LABEL = "cilium-migrate.io/probe"
 DEFAULT_CILIUM_CONF_PATH = f"/host{CNI_DIR}/{CILIUM_CONFLIST}"
@@ -103,6 +108,14 @@ class CiliumAgent(Personality):
             return
         if sim.faults.has(node.name, Fault.AGENT_NEVER_READY):
             return
+        # The agent's first act is to connect to the API server; without it the agent exits,
+        # and the kubelet restarts it after a back-off (CrashLoopBackOff).
+        problem = sim.api_server_problem(node, pod)
+        if problem is not None:
+            log.info("node %s: agent %s: %s", node.name, pod.name, problem)
+            back_off = sim.crash_containers(pod, problem)
+            sim.later(back_off, self._restart, sim, node, uid, (node.boot_id, pod.restarts))
+            return
         config = node.agent_config
         if config.get("ipam", "cluster-pool") == "cluster-pool":
             node.cilium_ipam = HostLocal(self._pod_cidr(sim, node, config))
@@ -141,6 +154,16 @@ class CiliumAgent(Personality):
             return
         if node.agent_config.get("cni-exclusive") == "true":
             self._write_cni_config(node)
+
+
+    def _restart(self, sim: Simulator, node: NodeState, uid: str,
+                 crashed: tuple[str, int]) -> None:
+        pod = sim.pods.get(uid)
+        if (pod is None or not pod.started or pod.terminating or node.agent_uid != uid
+                or crashed != (node.boot_id, pod.restarts)):
+            return  # gone, or started afresh since (a reboot): that start has its own timer
+        sim.restart_containers(pod)
+        sim.later(sim.settings.agent_ready_delay, self._become_ready, sim, node, uid)
 
     def _pod_cidr(self, sim: Simulator, node: NodeState, config: dict[str, str]) -> str:
         """The node's block of the cluster pool, kept in its CiliumNode as the operator does."""

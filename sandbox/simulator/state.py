@@ -67,6 +67,7 @@ class PodState:
     started: bool = False
     terminating: bool = False
     restarts: int = 0
+    crashes: int = 0  # crashes since the containers were last Ready: the restart back-off
     start_time: str | None = None
     completed: bool = False  # ran to completion; later (stale) events must not restart it
     # The container statuses this simulator last wrote: events may lag behind them.

@@ -11,6 +11,7 @@ import yaml
 
 from activities.discovery import discover_cluster
 from activities.kubeapi import Kube
+from plan.facts import ApiEndpoint
 from sandbox import cluster
 from sandbox.cluster import MANIFESTS
 from tests.conftest import Sandbox
@@ -55,7 +56,11 @@ def test_discovers_the_current_flannel_layout_and_the_cluster(
     pdb = next(p for p in facts.pdbs if p.namespace == namespace)
     assert (pdb.name, pdb.selector, pdb.disruptions_allowed, pdb.expected_pods) == (
         "db-pdb", "app=db", 0, 1)
-    assert facts.api_server_host == "127.0.0.1" and facts.worker_node == "worker-1"
+    # Where nodes reach the API server, from kube-proxy's kubeconfig: not the client's 127.0.0.1.
+    assert sandbox.topology.api_server is not None
+    assert facts.api_endpoint == ApiEndpoint(host="192.0.2.10", source="kube-proxy",
+                                             port=sandbox.topology.api_server.port)
+    assert facts.api_endpoint_notes == [] and facts.worker_node == "worker-1"
 
 
 def old_kube_system_flannel(tmp: Path) -> Path:

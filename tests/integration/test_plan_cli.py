@@ -15,6 +15,7 @@ import yaml
 
 from activities.kubeapi import Kube
 from sandbox import cluster
+from sandbox.topology import Topology
 from tests.helpers import deployment, ready_pods, wait_for
 
 pytestmark = pytest.mark.sandbox
@@ -24,6 +25,11 @@ class PlanSandbox:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.kube = Kube(str(state_dir / "kubeconfig"))
+
+    @property
+    def api_server(self) -> str:
+        """host:port where the nodes reach the API server (not the kubeconfig's 127.0.0.1)."""
+        return str(Topology.load(self.state_dir / "topology.json").api_server)
 
     def plan(self, spec: dict[str, Any] | str, tmp: Path, *args: str
              ) -> subprocess.CompletedProcess[str]:
@@ -70,12 +76,15 @@ def test_a_healthy_cluster_plans_with_the_article_values(healthy: PlanSandbox,
     assert values["bpf"]["hostLegacyRouting"] is True
     assert values["policyEnforcementMode"] == "never"
     assert plan["final_values"]["cni"]["customConf"] is False
+    assert f"{values['k8sServiceHost']}:{values['k8sServicePort']}" == healthy.api_server
+    assert plan["facts"]["api_server_for_agents"] == f"{healthy.api_server} (kube-proxy ConfigMap)"
     waves = plan["waves"]
     assert waves[0]["kind"] == "canary" and waves[-1]["nodes"] == ["cp-1"]
     assert sorted(n for w in waves for n in w["nodes"]) == ["cp-1", "worker-1", "worker-2",
                                                            "worker-3", "worker-4"]
     table = healthy.plan(SPEC, tmp_path)
     assert table.returncode == 0 and "Ready:" in table.stdout and "canary" in table.stdout
+    assert f"API server   for agents: {healthy.api_server} (kube-proxy ConfigMap)" in table.stdout
 
 
 @pytest.mark.parametrize("network, finding", [
@@ -161,6 +170,45 @@ def test_the_plan_names_pods_the_drain_would_refuse(healthy: PlanSandbox,
                               if p["metadata"]["name"] == "debug"
                               or p["metadata"]["name"].startswith("cache-")],
                  "the pods to go")
+
+
+KUBE_PROXY_CONFIG = "/api/v1/namespaces/kube-system/configmaps/kube-proxy"
+CLUSTER_INFO = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+
+
+def test_the_plan_says_where_agents_reach_the_api_server_and_from_which_source(
+        healthy: PlanSandbox, tmp_path: Path) -> None:
+    in_spec = {**SPEC, "cilium": {"k8sServiceHost": "cp.example.internal",
+                                  "k8sServicePort": 16443}}
+    code, plan = healthy.plan_json(in_spec, tmp_path)
+    assert code == 0
+    assert plan["facts"]["api_server_for_agents"] == "cp.example.internal:16443 (spec)"
+    assert plan["initial_values"]["k8sServiceHost"] == "cp.example.internal"
+
+    kube = healthy.kube
+    saved = {path: kube.get(path) for path in (KUBE_PROXY_CONFIG, CLUSTER_INFO)}
+    try:
+        kube.patch(KUBE_PROXY_CONFIG, {"data": {"kubeconfig.conf": "clusters: ["}})
+        code, plan = healthy.plan_json(SPEC, tmp_path)
+        assert code == 0
+        assert plan["facts"]["api_server_for_agents"] == (
+            f"{healthy.api_server} (cluster-info ConfigMap)")
+        table = healthy.plan(SPEC, tmp_path).stdout
+        assert "not used: kube-system/kube-proxy kubeconfig.conf: not YAML" in table
+
+        kube.delete(KUBE_PROXY_CONFIG)
+        kube.delete(CLUSTER_INFO)
+        code, plan = healthy.plan_json(SPEC, tmp_path)
+        assert code == 0 and plan["facts"]["api_endpoint"] is None
+        assert plan["facts"]["api_server_for_agents"] == (
+            "unset: agents use the kubernetes Service through kube-proxy")
+        assert "k8sServiceHost" not in plan["initial_values"]
+        assert "k8sServicePort" not in plan["final_values"]
+    finally:
+        for path, original in saved.items():
+            kube.delete(path)
+            kube.create(path.rsplit("/", 1)[0], {
+                "metadata": {"name": original["metadata"]["name"]}, "data": original["data"]})
 
 
 def test_a_single_node_cluster_cannot_be_drained(tmp_path: Path) -> None:

@@ -1,21 +1,26 @@
 """Discovery's failures are typed: a cluster discovery cannot read fails the discover activity
-at once, non-retryable, instead of being retried for minutes."""
+at once, non-retryable, instead of being retried for minutes. The API server address for the
+nodes comes from what the cluster publishes, and bad data there is a note, never a traceback."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+import yaml
 from temporalio.api.failure.v1 import Failure
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.context import ActivityContext
-from activities.discovery import DiscoveryError, discover_cluster
-from activities.kubeapi import Kube
+from activities.discovery import DiscoveryError, discover_cluster, kubeconfig_server
+from activities.kubeapi import Kube, Obj
 from activities.registry import MigrationActivities
 from plan.contract import StepError
+from plan.facts import ApiEndpoint
 from plan.policies import ClusterRef
-from tests.fake_kube import FakeKube, node, pod
+from tests.fake_kube import FakeKube, api_error, node, pod
 
 
 def cluster(net_conf: str | None) -> FakeKube:
@@ -50,7 +55,8 @@ def test_a_readable_flannel_config_is_discovered() -> None:
                                      '{"Type": "vxlan", "VNI": 4096}}'))
     assert facts.flannel is not None
     assert str(facts.flannel.network) == "10.244.0.0/16" and facts.flannel.vni == 4096
-    assert facts.api_server_host == "10.0.0.1" and facts.api_server_port == 6443
+    # The client reaches https://10.0.0.1:6443, but nothing says nodes do: no address.
+    assert facts.api_endpoint is None and facts.api_endpoint_notes == []
     assert [(n.name, n.boot_id, n.ready, n.schedulable) for n in facts.nodes] == [
         ("node-1", "boot-1", True, True)]
 
@@ -106,3 +112,116 @@ def test_the_discover_activity_fails_with_it_and_the_workflow_sees_its_type() ->
     seen = converter.failure_converter.from_failure(failure, converter.payload_converter)
     assert isinstance(seen, ApplicationError)
     assert (seen.type, seen.non_retryable) == (StepError.DISCOVERY_FAILED, True)
+
+
+def kubeconfig(server: str, **extra: Any) -> str:
+    return yaml.safe_dump({"apiVersion": "v1", "kind": "Config",
+                           "clusters": [{"name": "default", "cluster": {"server": server}}],
+                           **extra})
+
+
+def publish(kube: FakeKube, kube_proxy: str | None = None, cluster_info: str | None = None,
+            ) -> FakeKube:
+    """kubeadm's ConfigMaps, each only when given (its key's text)."""
+    if kube_proxy is not None:
+        kube.add("/api/v1/namespaces/kube-system/configmaps", {
+            "metadata": {"name": "kube-proxy"},
+            "data": {"config.conf": "kind: KubeProxyConfiguration\n",
+                     "kubeconfig.conf": kube_proxy}})
+    if cluster_info is not None:
+        kube.add("/api/v1/namespaces/kube-public/configmaps", {
+            "metadata": {"name": "cluster-info"}, "data": {"kubeconfig": cluster_info}})
+    return kube
+
+
+FLANNEL = '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}'
+
+
+def test_the_kube_proxy_configmap_names_the_api_server_for_the_nodes() -> None:
+    kube = publish(cluster(FLANNEL), kubeconfig("https://192.0.2.10:6443"),
+                   kubeconfig("https://198.51.100.7:443"))
+    facts = discover_cluster(kube)
+    assert facts.api_endpoint == ApiEndpoint(host="192.0.2.10", port=6443, source="kube-proxy")
+    assert facts.api_endpoint_notes == []
+
+
+def test_cluster_info_is_used_when_kube_proxys_kubeconfig_is_unusable() -> None:
+    kube = publish(cluster(FLANNEL), "clusters: [unclosed",
+                   kubeconfig("https://api.example.internal"))
+    facts = discover_cluster(kube)
+    assert facts.api_endpoint == ApiEndpoint(host="api.example.internal", port=443,
+                                             source="cluster-info")
+    [note] = facts.api_endpoint_notes
+    assert note.startswith("kube-system/kube-proxy kubeconfig.conf: not YAML")
+
+
+def test_nothing_usable_published_leaves_no_address_and_says_why() -> None:
+    kube = publish(cluster(FLANNEL), kubeconfig("https://192.0.2.10:99999"), "")
+    facts = discover_cluster(kube)
+    assert facts.api_endpoint is None
+    assert facts.api_endpoint_notes == [
+        "kube-system/kube-proxy kubeconfig.conf: server 'https://192.0.2.10:99999' is not a "
+        "URL with a valid port",
+        "kube-public/cluster-info kubeconfig: not a kubeconfig (expected a mapping)",
+    ]
+
+
+class Forbidden(FakeKube):
+    """A cluster whose RBAC hides one ConfigMap from the credentials in use."""
+
+    def __init__(self, hidden: str) -> None:
+        super().__init__()
+        self.hidden = hidden
+
+    def get_or_none(self, path: str) -> Obj | None:
+        if path == self.hidden:
+            raise api_error(403, "forbidden", "Forbidden")
+        return super().get_or_none(path)
+
+
+def test_a_configmap_the_credentials_cannot_read_is_a_note_not_a_failure() -> None:
+    kube = Forbidden("/api/v1/namespaces/kube-system/configmaps/kube-proxy")
+    kube.objects = cluster(FLANNEL).objects
+    publish(kube, cluster_info=kubeconfig("https://192.0.2.10:6443"))
+    facts = discover_cluster(kube)
+    assert facts.api_endpoint == ApiEndpoint(host="192.0.2.10", port=6443, source="cluster-info")
+    assert facts.api_endpoint_notes == [
+        "kube-system/kube-proxy: not readable with these credentials (403)"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (kubeconfig("https://192.0.2.10:6443"), ("192.0.2.10", 6443)),
+    (kubeconfig("https://[2001:db8::10]:6443"), ("2001:db8::10", 6443)),
+    (kubeconfig("https://cp.internal"), ("cp.internal", 443)),
+    (kubeconfig(" http://cp.internal:8080 "), ("cp.internal", 8080)),
+    # The current context picks among several clusters.
+    (yaml.safe_dump({
+        "clusters": [{"name": "a", "cluster": {"server": "https://10.0.0.1:6443"}},
+                     {"name": "b", "cluster": {"server": "https://10.0.0.2:6443"}}],
+        "contexts": [{"name": "ctx", "context": {"cluster": "b"}}],
+        "current-context": "ctx"}), ("10.0.0.2", 6443)),
+])
+def test_a_kubeconfigs_server_is_read_from_its_current_or_only_cluster(
+        text: str, expected: tuple[str, int]) -> None:
+    assert kubeconfig_server(text) == expected
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("", "not a kubeconfig (expected a mapping)"),
+    ("- a\n- b\n", "not a kubeconfig"),
+    ("a: [", "not YAML"),
+    ("clusters: 7", "no clusters"),
+    ("clusters: [{name: [x], cluster: {server: 'https://a'}}]", "no clusters"),
+    ("clusters: [{name: a, cluster: {server: 'https://a'}}, {name: b, cluster: {}}]\n"
+     "current-context: [odd]", "2 clusters and no current context"),
+    ("clusters: [{name: a, cluster: nope}]", "its cluster entry is not a mapping"),
+    ("clusters: [{name: a, cluster: {server: 7}}]", "its cluster has no server"),
+    (kubeconfig("192.0.2.10:6443"), "is not an https:// URL with a host"),
+    (kubeconfig("https://:6443"), "is not an https:// URL with a host"),
+    (kubeconfig("https://[::1"), "is not a URL with a valid port"),
+    (kubeconfig("https://cp:http"), "is not a URL with a valid port"),
+])
+def test_a_bad_kubeconfig_is_a_reason_not_a_traceback(text: str, words: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        kubeconfig_server(text)
+    assert words in str(raised.value)

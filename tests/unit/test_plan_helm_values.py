@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from plan.facts import ClusterFacts, NodeFacts
+from plan.facts import ApiEndpoint, ClusterFacts, NodeFacts
 from plan.helm_values import (
     final_values,
     flatten,
@@ -50,7 +50,8 @@ def spec_with(**sections: Any) -> MigrationSpec:
 
 
 FACTS = ClusterFacts(
-    nodes=[NodeFacts(name="w1")], api_server_host="cp.example.internal", api_server_port=6443
+    nodes=[NodeFacts(name="w1")],
+    api_endpoint=ApiEndpoint(host="cp.example.internal", port=6443, source="kube-proxy"),
 )
 
 
@@ -63,6 +64,27 @@ def test_initial_values_with_defaults_are_the_procedures_values() -> None:
         "k8sServicePort": 6443,
     }
     assert rendered == expected
+
+
+def test_with_no_published_api_server_the_agents_use_the_kubernetes_service() -> None:
+    # kube-proxy carries the Service: k8sServiceHost/Port stay unset, nothing is guessed.
+    facts = FACTS.model_copy(update={"api_endpoint": None})
+    rendered = initial_values(spec_with(), facts)
+    assert rendered == {**PROCEDURE_VALUES, "cluster": {"name": "prod"}}
+    assert "k8sServiceHost" not in final_values(spec_with(), facts)
+
+
+def test_the_published_api_server_stays_in_the_final_values() -> None:
+    final = final_values(spec_with(), FACTS)
+    assert (final["k8sServiceHost"], final["k8sServicePort"]) == ("cp.example.internal", 6443)
+    assert validate_values(initial_values(spec_with(), FACTS)) == []
+
+
+def test_the_specs_api_server_wins_over_the_published_one_and_stays_in_the_final_values() -> None:
+    spec = spec_with(cilium={"k8sServiceHost": "10.0.0.5", "k8sServicePort": 16443})
+    for values in (initial_values(spec, FACTS), final_values(spec, FACTS)):
+        assert (values["k8sServiceHost"], values["k8sServicePort"]) == ("10.0.0.5", 16443)
+    assert validate_values(initial_values(spec, FACTS)) == []
 
 
 def test_final_values_switch_exactly_the_procedures_four_keys() -> None:

@@ -44,7 +44,7 @@ def healthy_facts() -> ClusterFacts:
                 "network": "10.244.0.0/16",
             },
             "service_cidrs": ["10.96.0.0/12"],
-            "api_server_host": "192.168.1.2",
+            "api_endpoint": {"host": "192.168.1.2", "port": 6443, "source": "kube-proxy"},
         }
     )
 
@@ -117,12 +117,15 @@ CORDONED_W1 = node_with("w1", schedulable=False)
 COLLISION = both(CORDONED_W1, facts_with(worker_node="w2"))
 WORKER_ON_CANARY = both(CORDONED_W1, facts_with(worker_node="w1"))  # wave 1 leaves w2, w3 free
 TWO_DOWN = both(node_with("w1", ready=False), node_with("w2", schedulable=False))
+NO_WAY_TO_API = facts_with(kube_proxy_present=False, api_endpoint=None)
+API_IN_SPEC = {"cilium": {"k8sServiceHost": "10.0.0.5", "k8sServicePort": 6443}}
 
 # (rule id, spec sections, change to the healthy facts): each case must make that rule fire.
 TRIGGERS = [
     ("old-cni-not-flannel", {}, facts_with(flannel=None)),
     ("other-cni-present", {}, facts_with(other_cnis=["calico"])),
     ("kube-proxy-absent", {}, facts_with(kube_proxy_present=False)),
+    ("api-server-unknown", {}, NO_WAY_TO_API),
     ("cilium-already-installed", {}, facts_with(existing_cilium=CILIUM)),
     ("network-policies-present", {}, facts_with(network_policies=[POLICY])),
     ("pod-cidr-overlaps-old-network", {"network": {"podCIDRs": ["10.244.128.0/17"]}}, same),
@@ -143,6 +146,8 @@ TRIGGERS = [
     ("migration-key-overridden", extra({"bpf": None}), same),
     ("kube-proxy-replacement-enabled", extra({"kubeProxyReplacement": "true"}), same),
     ("kube-proxy-replacement-enabled", extra({"kubeProxyReplacement": True}), same),
+    ("api-server-in-extra-values", extra({"k8sServiceHost": "10.0.0.5"}), same),
+    ("api-server-in-extra-values", extra({"k8sServicePort": None}), same),
     ("unsupported-cilium-mode", extra({"cni": {"chainingMode": "generic-veth"}}), same),
     ("unsupported-cilium-mode", extra({"bgpControlPlane": {"enabled": True}}), same),
     ("unsupported-cilium-mode", extra({"ipv6": {"enabled": True}}), same),
@@ -169,6 +174,9 @@ NEAR_MISSES = [
     ("old-cni-not-flannel", {}, flannel(namespace="kube-system", daemonset="kube-flannel")),
     ("other-cni-present", {}, facts_with(existing_cilium=CILIUM)),
     ("kube-proxy-absent", extra({"kubeProxyReplacement": "false"}), same),
+    ("api-server-unknown", {}, facts_with(api_endpoint=None)),  # kube-proxy carries the Service
+    ("api-server-unknown", API_IN_SPEC, NO_WAY_TO_API),
+    ("api-server-unknown", {}, facts_with(kube_proxy_present=False)),  # published address
     ("cilium-already-installed", {}, facts_with(other_cnis=["weave"])),
     ("network-policies-present", {}, facts_with(pdbs=[pdb(3, 2, 3, 1)])),
     ("pod-cidr-overlaps-old-network", {"network": {"podCIDRs": ["10.245.0.0/16"]}}, same),
@@ -186,6 +194,7 @@ NEAR_MISSES = [
     ("ipam-mode-not-cluster-pool", extra({"ipam": {"mode": "cluster-pool"}}), same),
     ("migration-key-overridden", extra({"operator": {"replicas": 1}, "tunnelPort": 8473}), same),
     ("kube-proxy-replacement-enabled", extra({"kubeProxyReplacement": False}), same),
+    ("api-server-in-extra-values", API_IN_SPEC, same),
     ("unsupported-cilium-mode", extra({"cni": {"chainingMode": "none"}}), same),
     ("unsupported-cilium-mode", extra({"ipv4": {"enabled": True}}), same),
     ("helm-values-invalid", extra({"hubble": {"enabled": False}}), same),
@@ -306,6 +315,18 @@ def test_blocking_findings_cannot_be_acknowledged() -> None:
     )
     [absent] = blocking(findings)
     assert absent.id == "kube-proxy-absent" and not absent.acknowledged
+
+
+def test_without_kube_proxy_an_unknown_api_server_blocks_beside_kube_proxy_absent() -> None:
+    notes = ["kube-system/kube-proxy kubeconfig.conf: not YAML (oops)"]
+    unknown = both(NO_WAY_TO_API, facts_with(api_endpoint_notes=notes))
+    assert [f.id for f in blocking(findings_for({}, unknown))] == [
+        "kube-proxy-absent", "api-server-unknown"]
+    [finding] = [f for f in findings_for({}, unknown) if f.id == "api-server-unknown"]
+    assert "not YAML (oops)" in finding.message
+    assert "cilium.k8sServiceHost" in finding.remedy
+    # The spec's address answers this finding; kube-proxy-absent stands on its own.
+    assert [f.id for f in blocking(findings_for(API_IN_SPEC, unknown))] == ["kube-proxy-absent"]
 
 
 def test_order_follows_the_registry_and_ignores_discovery_order() -> None:

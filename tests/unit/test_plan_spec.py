@@ -129,6 +129,22 @@ def test_python_code_may_use_snake_case_names() -> None:
         ({"cilium": {"chart": {"repo": "https://x", "path": "/c"}}}, ("cilium", "chart")),
         ({"cilium": {"extraValues": {"a": float("nan")}}}, ("cilium", "extraValues")),
         ({"cilium": {"extraValues": {"a": {1: "b"}}}}, ("cilium", "extraValues")),
+        ({"cilium": {"k8sServiceHost": "https://cp:6443", "k8sServicePort": 6443}},
+         ("cilium", "k8sServiceHost")),
+        ({"cilium": {"k8sServiceHost": "cp:6443", "k8sServicePort": 6443}},
+         ("cilium", "k8sServiceHost")),
+        ({"cilium": {"k8sServiceHost": "[2001:db8::1]", "k8sServicePort": 6443}},
+         ("cilium", "k8sServiceHost")),
+        ({"cilium": {"k8sServiceHost": "256.1.1.1", "k8sServicePort": 6443}},
+         ("cilium", "k8sServiceHost")),
+        ({"cilium": {"k8sServiceHost": "cp_1.internal", "k8sServicePort": 6443}},
+         ("cilium", "k8sServiceHost")),
+        ({"cilium": {"k8sServiceHost": "", "k8sServicePort": 6443}}, ("cilium", "k8sServiceHost")),
+        ({"cilium": {"k8sServiceHost": "cp", "k8sServicePort": 0}}, ("cilium", "k8sServicePort")),
+        ({"cilium": {"k8sServiceHost": "cp", "k8sServicePort": "6443"}},
+         ("cilium", "k8sServicePort")),
+        ({"cilium": {"k8sServiceHost": "cp"}}, ("cilium",)),
+        ({"cilium": {"k8sServicePort": 6443}}, ("cilium",)),
         ({"finalize": {"removeFlannel": "yes please"}}, ("finalize", "removeFlannel")),
         ({"rollout": {"oneZone": True}}, ("rollout", "oneZone")),
     ],
@@ -174,3 +190,10 @@ def test_json_schema_is_valid_and_matches_the_model() -> None:
     assert not validator.is_valid({"cluster": {"name": "a"}, "network": {"tunnelPort": "x"}})
     assert not validator.is_valid({"cluster": {"name": "a"}, "drain": {"timeout": "soon"}})
     assert "podCIDRs" in schema["$defs"]["NetworkSpec"]["properties"]
+
+
+@pytest.mark.parametrize("host", ["192.0.2.10", "2001:db8::10", "cp-1", "API.example.internal"])
+def test_the_api_server_for_agents_takes_a_host_name_or_ip_and_a_port(host: str) -> None:
+    cilium = spec_of(cilium={"k8sServiceHost": host, "k8sServicePort": 6443}).cilium
+    assert (cilium.k8s_service_host, cilium.k8s_service_port) == (host, 6443)
+    assert spec_of().cilium.k8s_service_host is None  # default: what the cluster publishes

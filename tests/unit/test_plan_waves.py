@@ -17,7 +17,7 @@ PROPERTIES = settings(max_examples=200, deadline=None, suppress_health_check=[He
 
 
 def cluster(*nodes: NodeFacts) -> ClusterFacts:
-    return ClusterFacts(nodes=list(nodes), api_server_host="10.0.0.1")
+    return ClusterFacts(nodes=list(nodes))
 
 
 def worker(name: str, zone: str | None = None) -> NodeFacts:

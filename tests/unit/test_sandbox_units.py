@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from activities.kubeapi import selector_matches
+from sandbox.bootstrap import cluster_info_config_map, kube_proxy_config_map
+from sandbox.simulator.apiserver import Endpoint, dialled_endpoint, why_unreachable
 from sandbox.simulator.faults import Fault, FaultBook, FaultFileError, read_faults, write_faults
 from sandbox.simulator.hostfs import HostFs, run_host_command
 from sandbox.simulator.ipam import ExhaustedError, HostLocal, next_free_block
 from sandbox.simulator.selectors import InvalidSelector, selects
-from sandbox.topology import Topology
+from sandbox.topology import ApiServerAddress, Topology
 
 
 def test_active_cni_is_the_lexically_first_config(tmp_path: Path) -> None:
@@ -113,3 +117,57 @@ def test_topology_names_roles_zones_and_loopback_ips() -> None:
     assert cp.taints() == [{"key": "node-role.kubernetes.io/control-plane",
                             "effect": "NoSchedule"}]
     assert topology.nodes[2].taints() == []
+
+
+API = ApiServerAddress(host="192.0.2.10", port=6443)
+SERVICE = Endpoint("10.96.0.1", 443)
+
+
+def env_of(**variables: str) -> Callable[[str], str | None]:
+    return variables.get
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, SERVICE),  # the kubelet's KUBERNETES_SERVICE_* for the `kubernetes` Service
+    ({"KUBERNETES_SERVICE_HOST": "192.0.2.10", "KUBERNETES_SERVICE_PORT": "6443"},
+     Endpoint("192.0.2.10", 6443)),
+    ({"KUBERNETES_SERVICE_HOST": "cp.internal"}, Endpoint("cp.internal", 443)),
+    ({"KUBERNETES_SERVICE_PORT": "http"}, "KUBERNETES_SERVICE_PORT='http' is not a port number"),
+    ({"KUBERNETES_SERVICE_PORT": "0"}, "KUBERNETES_SERVICE_PORT=0 is not a port number"),
+])
+def test_a_pod_dials_its_env_before_the_kubelets_service_variables(
+        env: dict[str, str], expected: Endpoint | str) -> None:
+    assert dialled_endpoint(env_of(**env)) == expected
+
+
+@pytest.mark.parametrize(("endpoint", "kube_proxy", "backends", "words"), [
+    (Endpoint("192.0.2.10", 6443), False, set(), None),
+    (SERVICE, True, {Endpoint("192.0.2.10", 6443)}, None),
+    (SERVICE, False, {Endpoint("192.0.2.10", 6443)}, "no kube-proxy runs Ready on this node"),
+    (SERVICE, True, set(), "EndpointSlice lists no endpoint"),
+    (SERVICE, True, {Endpoint("127.0.0.1", 6443)}, "lists 127.0.0.1:6443, not the API server"),
+    (Endpoint("127.0.0.1", 6443), True, {Endpoint("192.0.2.10", 6443)},
+     "127.0.0.1 is this node itself"),
+    (Endpoint("localhost", 6443), True, set(), "localhost is this node itself"),
+    (Endpoint("192.0.2.10", 443), True, set(), "nothing answers at 192.0.2.10:443"),
+    (Endpoint("10.96.0.1", 6443), True, {Endpoint("192.0.2.10", 6443)},
+     "nothing answers at 10.96.0.1:6443"),
+])
+def test_only_the_node_visible_address_or_the_service_through_kube_proxy_reach_the_api_server(
+        endpoint: Endpoint, kube_proxy: bool, backends: set[Endpoint], words: str | None) -> None:
+    reason = why_unreachable(endpoint, API, kube_proxy, backends)
+    assert (reason is None) if words is None else (reason is not None and words in reason)
+
+
+def test_the_published_kubeconfigs_name_the_node_visible_address() -> None:
+    expected = "https://192.0.2.10:6443"
+    kube_proxy = kube_proxy_config_map(API)
+    config = yaml.safe_load(kube_proxy["data"]["kubeconfig.conf"])
+    assert config["clusters"][0]["cluster"]["server"] == expected
+    assert config["contexts"][0]["context"]["cluster"] == config["clusters"][0]["name"]
+    settings = yaml.safe_load(kube_proxy["data"]["config.conf"])
+    assert settings["clientConnection"]["kubeconfig"] == "/var/lib/kube-proxy/kubeconfig.conf"
+    info = yaml.safe_load(cluster_info_config_map(API, b"PEM")["data"]["kubeconfig"])
+    assert info["clusters"][0]["cluster"] == {"certificate-authority-data": "UEVN",
+                                              "server": expected}
+    assert "users" not in info
