@@ -14,6 +14,8 @@ from activities.context import ActivityContext
 from activities.registry import MigrationActivities
 from plan.contract import NodeRef, RebootInput, StepError
 from plan.policies import ClusterRef, RebootPolicy
+from sandbox.cluster import docker_shim
+from sandbox.simulator.containers import read_container
 from sandbox.simulator.faults import Fault, read_faults, write_faults
 from tests.conftest import Sandbox
 
@@ -107,3 +109,36 @@ def test_a_command_reboot_recorded_as_triggered_is_not_run_again(
         retried.run(steps.reboot_node, request)
     assert waited.value.type == StepError.REBOOT_NOT_COMPLETING
     assert "bootID has not changed" in waited.value.message
+
+
+def container_restarts(sandbox: Sandbox, node: str) -> int:
+    record = read_container(sandbox.state_dir, node)
+    assert record is not None
+    return record.restarts
+
+
+@pytest.mark.xfail(strict=True, raises=ApplicationError,
+                   reason="issue 9: the reboot step waits for a new bootID, which kind never gives")
+def test_a_docker_reboot_of_a_container_node_is_seen_and_happens_once(
+        shared_kernel_sandbox: Sandbox) -> None:
+    """kind's recipe: a node is a container on the host's kernel, so `docker restart` keeps
+    its bootID; the step must still see the reboot, and a retry must not restart it again."""
+    sandbox = shared_kernel_sandbox
+    steps = MigrationActivities(ActivityContext(default_kubeconfig=str(sandbox.kubeconfig),
+                                                docker=str(docker_shim(sandbox.state_dir))))
+    node = sandbox.claim_worker()
+    target = NodeRef(cluster=CLUSTER, node=node, migration_id="r")
+    before = ActivityEnvironment().run(steps.snapshot_node, target)
+    request = RebootInput(target=target, boot_id_before=before.boot_id,
+                          cilium_namespace="kube-system",
+                          policy=RebootPolicy(strategy="docker", timeout_seconds=30,
+                                              image=IMAGE))
+
+    first = ActivityEnvironment().run(steps.reboot_node, request)
+    assert first.triggered and container_restarts(sandbox, node) == 1
+    assert first.boot_id_after == before.boot_id  # the host's kernel did not restart
+
+    # The step once more, as after a worker crash: a new activity that knows nothing of the
+    # first finds the reboot done and restarts nothing.
+    second = ActivityEnvironment().run(steps.reboot_node, request)
+    assert not second.triggered and container_restarts(sandbox, node) == 1
