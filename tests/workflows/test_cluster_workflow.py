@@ -130,6 +130,29 @@ async def test_failed_verification_halts_and_rollback_returns_the_node(
     assert report.phase is Phase.COMPLETED
 
 
+async def test_kind_nodes_rebooted_by_docker_keep_their_boot_id_and_still_reboot_once(
+        temporal_env: Any, task_queue: str) -> None:
+    """A kind node's bootID is its host's: each reboot must be told by the witness the snapshot
+    read for the docker strategy (the container's start time), on the way to Cilium and back."""
+    fake = FakeCluster(workers=3)
+    fake.verify_fails.add("worker-2")
+    migration = spec(f"kind-{task_queue}", approvals={"policy": "none"},
+                     rollout={"maxUnavailable": 2}, reboot={"strategy": "docker"})
+    async with build_worker(temporal_env.client, fake.activities(), task_queue=task_queue):
+        handle = await start(temporal_env, fake, migration, task_queue)
+        await until(handle, lambda p: p.nodes and p.nodes["worker-2"].state is NodeState.BLOCKED,
+                    "verify failure")
+        await handle.execute_update(ClusterMigrationWorkflow.decide,
+                                    DecideRequest(node="worker-2", decision=Decision.ROLLBACK))
+        await until(handle, lambda p: p.halted is not None, "the halt")
+        await handle.execute_update(ClusterMigrationWorkflow.resume, {})
+        report = await handle.result()
+    assert fake.boot == {"cp-1": 1, "worker-1": 1, "worker-2": 2, "worker-3": 1}
+    assert report.nodes["worker-2"].state is NodeState.ROLLED_BACK
+    assert all(n.boot_id_before == n.boot_id_after == f"{name}-boot-0"
+               for name, n in report.nodes.items())
+
+
 async def test_abort_mid_wave_uncordons_what_this_run_cordoned(
         temporal_env: Any, task_queue: str) -> None:
     fake = FakeCluster(workers=3)
