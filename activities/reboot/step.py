@@ -50,6 +50,8 @@ def reboot_node(kube: Kube, request: RebootInput,
     }
     triggered = False
     if still_up and not progress["triggered"]:
+        # Before anything reboots: a retry after a crash must know which agent is the old one.
+        heartbeat(**progress)
         strategy.trigger(kube, node, request)
         triggered = progress["triggered"] = True
         record_node_event(kube, name, "CiliumMigrateRebootRequested",

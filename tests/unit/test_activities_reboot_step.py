@@ -37,6 +37,7 @@ class ContainerNode:
         self.starts = 1
         self.triggers = 0
         self.heartbeats: list[Any] = []  # what the activity had heartbeated so far
+        self.heartbeats_at_trigger: list[Any] = []
         if kubelet_returns:
             kube.while_waiting.append(self._kubelet_back)
 
@@ -46,6 +47,7 @@ class ContainerNode:
     def trigger(self, kube: Kube, node: Obj, request: RebootInput) -> None:
         self.triggers += 1
         self.starts += 1
+        self.heartbeats_at_trigger = list(self.heartbeats)
 
     def settle(self, kube: Kube, request: RebootInput, rebooted: bool) -> str:
         return ""
@@ -93,6 +95,16 @@ def test_a_container_nodes_reboot_is_seen_in_its_witness_while_its_boot_id_stays
     assert kube.events()[-1] == ("CiliumMigrateRebooted", "rebooted: container start time "
                                  "started-2 (was started-1), bootID boot-1, node Ready with a "
                                  "new Cilium agent")
+
+
+def test_the_old_agent_is_heartbeated_before_the_reboot_is_asked_for() -> None:
+    """A worker that dies right after asking leaves a retry knowing which agent is stale."""
+    kube = cluster()
+    strategy = ContainerNode(kube)
+    run(kube, strategy, request())
+    assert strategy.heartbeats_at_trigger == [{
+        "boot_witness_before": "started-1", "triggered": False,
+        "agent_containers": ["containerd://agent-1"]}]
 
 
 def test_the_stale_status_of_a_restarted_node_is_not_taken_for_its_return() -> None:
