@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from plan.facts import MIGRATION_LABEL
 from plan.policies import ClusterRef, DrainPolicy, Overlays, RebootPolicy, VerifyPolicy
@@ -74,6 +74,15 @@ class NodeSnapshot(StepModel):
     ready: bool
     labels: dict[str, str] = Field(default_factory=dict)
     cordoned_by: str | None = None  # value of CORDONED_BY_ANNOTATION, if any
+
+    @model_validator(mode="before")
+    @classmethod
+    def _witness_of_older_snapshots(cls, data: Any) -> Any:
+        """Snapshots in the histories of runs started before boot witnesses existed have none;
+        their reboot compared bootIDs, so the bootID is their witness (and they replay)."""
+        if isinstance(data, dict) and "boot_witness" not in data and "boot_id" in data:
+            return {**data, "boot_witness": data["boot_id"]}
+        return data
 
 
 class CordonResult(StepModel):

@@ -178,3 +178,9 @@ def test_a_docker_witness_that_cannot_be_read_stops_the_snapshot(
     assert failed.value.type == StepError.BOOT_WITNESS_UNREADABLE
     assert "cannot read the start time of node node-1's container" in failed.value.message
     assert words in failed.value.message
+
+
+def test_a_snapshot_recorded_before_boot_witnesses_existed_watches_its_boot_id() -> None:
+    """An older run's history still decodes, and its reboot compares bootIDs as it did."""
+    recorded = {"node": "node-1", "unschedulable": False, "boot_id": "boot-1", "ready": True}
+    assert NodeSnapshot.model_validate(recorded).boot_witness == "boot-1"
