@@ -1,5 +1,8 @@
 """Node bookkeeping steps: snapshot, cordon, uncordon, label.
 
+The snapshot also reads the node's boot witness the way its reboot strategy will, so the reboot
+step later knows, even after a crash, whether its reboot already happened.
+
 Cordoning records its owner in an annotation, so a run only ever uncordons what it cordoned:
 a node an operator cordoned before the migration stays cordoned after it. Every write carries
 the resourceVersion it was decided on, so a concurrent change makes it decide again.
@@ -7,19 +10,21 @@ the resourceVersion it was decided on, so a concurrent change makes it decide ag
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from kubernetes.client.rest import ApiException
 
 from activities.context import get_node, record_node_event
 from activities.kubeapi import Kube, Obj, boot_id, condition_true, unschedulable
+from activities.reboot.strategies import RebootStrategy
 from plan.contract import (
     CORDONED_BY_ANNOTATION,
     CordonResult,
     LabelInput,
     NodeRef,
     NodeSnapshot,
+    SnapshotInput,
     SwitchedNodes,
 )
 from plan.facts import MIGRATION_LABEL
@@ -28,13 +33,15 @@ CONFLICT_ATTEMPTS = 5
 R = TypeVar("R")
 
 
-def snapshot_node(kube: Kube, target: NodeRef) -> NodeSnapshot:
-    node = get_node(kube, target.node)
+def snapshot_node(kube: Kube, request: SnapshotInput,
+                  strategies: Mapping[str, RebootStrategy]) -> NodeSnapshot:
+    node = get_node(kube, request.target.node)
     meta = node["metadata"]
     return NodeSnapshot(
-        node=target.node,
+        node=request.target.node,
         unschedulable=unschedulable(node),
         boot_id=boot_id(node),
+        boot_witness=strategies[request.reboot.strategy].boot_witness(kube, node),
         ready=condition_true(node, "Ready"),
         labels=meta.get("labels") or {},
         cordoned_by=(meta.get("annotations") or {}).get(CORDONED_BY_ANNOTATION),

@@ -42,6 +42,7 @@ from plan.contract import (
     RemoveFlannelResult,
     RestartAgentInput,
     RolloutRestartInput,
+    SnapshotInput,
     SwitchedNodes,
     VerifyInput,
     VerifyResult,
@@ -64,8 +65,9 @@ class MigrationActivities:
     # ---- node steps ---------------------------------------------------------------------
 
     @activity.defn(name=Activity.SNAPSHOT_NODE)
-    def snapshot_node(self, target: NodeRef) -> NodeSnapshot:
-        return nodes.snapshot_node(self.context.kube(target.cluster), target)
+    def snapshot_node(self, request: SnapshotInput) -> NodeSnapshot:
+        return nodes.snapshot_node(self.context.kube(request.target.cluster), request,
+                                   self.reboot_strategies)
 
     @activity.defn(name=Activity.CORDON_NODE)
     def cordon_node(self, target: NodeRef) -> CordonResult:

@@ -33,6 +33,9 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     up.add_argument("--replace", action="store_true",
                     help="reuse a state dir whose sandbox is stopped")
     up.add_argument("--reboot-seconds", type=float, help="how long a simulated reboot takes")
+    up.add_argument("--shared-kernel", action="store_true",
+                    help="nodes are containers sharing this machine's kernel, as with kind: a "
+                    "reboot keeps the bootID; STATE_DIR/bin/docker restarts and inspects them")
     up.add_argument("--flannel-manifest", type=Path,
                     help="install flannel from this manifest instead of the bundled v0.28.9")
     up.set_defaults(run=_up)
@@ -66,7 +69,7 @@ def _up(args: argparse.Namespace) -> int:
     cluster.up(args.state_dir, args.nodes, args.control_planes, args.zones,
                cluster_name=args.cluster_name, replace=args.replace,
                simulator_args=simulator_args, flannel_manifest=args.flannel_manifest,
-               progress=print_progress)
+               shared_kernel=args.shared_kernel, progress=print_progress)
     print(args.state_dir.resolve() / "kubeconfig")
     return 0
 

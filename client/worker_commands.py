@@ -31,6 +31,9 @@ def add_worker_flags(parser: argparse.ArgumentParser) -> None:
                        "cluster.name); repeatable")
     group.add_argument("--helm", default="helm", metavar="PATH",
                        help="helm binary (default: %(default)s)")
+    group.add_argument("--docker", default="docker", metavar="PATH",
+                       help="docker binary, for the docker reboot strategy (default: "
+                       "%(default)s)")
     group.add_argument("--task-queue", default=TASK_QUEUE, metavar="QUEUE",
                        help="default: %(default)s")
     group.add_argument("--max-concurrent-activities", type=int, default=32, metavar="N",
@@ -53,7 +56,7 @@ def worker_options(args: argparse.Namespace) -> WorkerOptions:
     return WorkerOptions(task_queue=args.task_queue,
                          max_concurrent_activities=args.max_concurrent_activities,
                          kubeconfig=_existing(args.kubeconfig) if args.kubeconfig else None,
-                         cluster_kubeconfigs=clusters, helm=args.helm)
+                         cluster_kubeconfigs=clusters, helm=args.helm, docker=args.docker)
 
 
 def _existing(path: str) -> str:

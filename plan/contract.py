@@ -4,7 +4,7 @@ Workflows import this module (it is pure); activities implement the steps. Node 
 policies `plan.policies` built from the spec, unchanged. Inputs carry names,
 never credentials: an activity resolves the cluster's credentials from `ClusterRef` on the worker
 that runs it. Every step is idempotent, so each input carries what a retry needs to tell "already
-done" from "still to do" (for example the bootID seen before a reboot).
+done" from "still to do" (for example the node's boot witness read before a reboot).
 """
 
 from __future__ import annotations
@@ -57,13 +57,32 @@ class NodeNote(StepModel):
 
 # ---- node steps ------------------------------------------------------------------------------
 
+class SnapshotInput(StepModel):
+    target: NodeRef
+    # How the node will be rebooted: the snapshot reads the boot witness this policy's strategy
+    # watches, before anything can trigger the reboot.
+    reboot: RebootPolicy
+
+
 class NodeSnapshot(StepModel):
     node: str
     unschedulable: bool
-    boot_id: str
+    boot_id: str  # status.nodeInfo.bootID, for humans: a container node keeps its host's
+    # What changes when the node reboots, as its reboot strategy reads it: the bootID for a
+    # machine; for a kind node, a container on the host's kernel, the container's start time.
+    boot_witness: str
     ready: bool
     labels: dict[str, str] = Field(default_factory=dict)
     cordoned_by: str | None = None  # value of CORDONED_BY_ANNOTATION, if any
+
+    @model_validator(mode="before")
+    @classmethod
+    def _witness_of_older_snapshots(cls, data: Any) -> Any:
+        """Snapshots in the histories of runs started before boot witnesses existed have none;
+        their reboot compared bootIDs, so the bootID is their witness (and they replay)."""
+        if isinstance(data, dict) and "boot_witness" not in data and "boot_id" in data:
+            return {**data, "boot_witness": data["boot_id"]}
+        return data
 
 
 class CordonResult(StepModel):
@@ -112,12 +131,15 @@ class AgentStatus(StepModel):
 class RebootInput(StepModel):
     target: NodeRef
     policy: RebootPolicy
-    boot_id_before: str
+    # The snapshot taken with the same policy before the reboot was ever asked for: its
+    # boot_witness tells a retried step whether its reboot already happened.
+    before: NodeSnapshot
     cilium_namespace: str  # where the node-shell pod runs and the new agent is awaited
 
 
 class RebootResult(StepModel):
     boot_id_after: str
+    boot_witness_after: str
     triggered: bool  # False when the node had already rebooted (a retried step)
 
 
@@ -328,6 +350,7 @@ class StepError:
     VERIFICATION_FAILED = "VerificationFailed"  # details[0]: VerifyResult dict
     NODE_GONE = "NodeGone"
     REBOOT_NOT_COMPLETING = "RebootNotCompleting"
+    BOOT_WITNESS_UNREADABLE = "BootWitnessUnreadable"  # e.g. `docker inspect` failed
     AGENT_NOT_READY = "AgentNotReady"
     HOST_COMMAND_FAILED = "HostCommandFailed"
     HELM_FAILED = "HelmFailed"

@@ -2,8 +2,9 @@
 
 ``STATE_DIR`` holds everything: ``kubeconfig`` (admin), ``state.json`` (PIDs and ports),
 ``topology.json`` (the simulated nodes), ``pki/``, ``etcd/``, ``logs/``, ``nodes/<node>/etc/cni/
-net.d`` and ``faults.yaml``. `down` stops the recorded processes and leaves the directory for
-post-mortems; `up --replace` reuses a directory whose sandbox is stopped.
+net.d`` and ``faults.yaml``; with shared-kernel nodes also ``containers/`` and ``bin/docker``.
+`down` stops the recorded processes and leaves the directory for post-mortems; `up --replace`
+reuses a directory whose sandbox is stopped.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class SandboxState(BaseModel):
     pids: dict[str, int] = {}
     programs: dict[str, str] = {}  # what each PID must still be running to be ours
     ports: dict[str, int] = {}
+    shared_kernel: bool = False  # nodes are containers on this machine's kernel, as with kind
 
     @classmethod
     def load(cls, state_dir: Path) -> SandboxState:
@@ -88,11 +90,13 @@ def _check_state_dir(state_dir: Path, replace: bool) -> None:
 def up(state_dir: Path, nodes: int, control_planes: int = 1, zones: int = 1,
        cluster_name: str = "sandbox", replace: bool = False,
        simulator_args: tuple[str, ...] = (), timeout: float | None = None,
-       flannel_manifest: Path | None = None,
+       flannel_manifest: Path | None = None, shared_kernel: bool = False,
        progress: Callable[[str], None] = lambda message: None) -> SandboxState:
     """Starts a sandbox and returns once every node is Ready and flannel runs everywhere.
 
     ``flannel_manifest`` replaces the bundled upstream manifest, e.g. with an older layout.
+    ``shared_kernel`` makes the nodes play kind's node containers: a reboot keeps the bootID and
+    restarts the node's container, which ``STATE_DIR/bin/docker`` restarts and inspects.
     """
     if nodes < 1:
         raise SandboxError(f"--nodes must be at least 1 (got {nodes})")
@@ -117,7 +121,10 @@ def up(state_dir: Path, nodes: int, control_planes: int = 1, zones: int = 1,
                                  zones=zones)
     topology.save(state_dir / "topology.json")
     control_plane = ControlPlane(state_dir, toolchain, cluster_name)
-    state = SandboxState(cluster_name=cluster_name, server="")
+    state = SandboxState(cluster_name=cluster_name, server="", shared_kernel=shared_kernel)
+    if shared_kernel:
+        simulator_args = (*simulator_args, "--shared-kernel")
+        write_docker_shim(state_dir)
     try:
         progress("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler")
         try:
@@ -153,6 +160,27 @@ def up(state_dir: Path, nodes: int, control_planes: int = 1, zones: int = 1,
     progress(f"sandbox ready in {time.monotonic() - started:.1f}s: "
              f"export KUBECONFIG={state_dir / 'kubeconfig'}")
     return state
+
+
+def docker_shim(state_dir: Path) -> Path:
+    return state_dir / "bin" / "docker"
+
+
+def write_docker_shim(state_dir: Path) -> Path:
+    """``STATE_DIR/bin/docker``: `sandbox.docker_shim` bound to this sandbox, run by this Python
+    with this checkout's modules, so a worker can call it by path or find it first on PATH."""
+    path = docker_shim(state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(__file__).resolve().parent.parent
+    path.write_text(f"#!{sys.executable}\n"
+                    "# docker for the shared-kernel sandbox in this directory's parent\n"
+                    "import sys\n"
+                    f"sys.path.insert(0, {str(root)!r})\n"
+                    "from pathlib import Path\n"
+                    "from sandbox.docker_shim import main\n"
+                    f"sys.exit(main(Path({str(state_dir)!r}), sys.argv[1:]))\n")
+    path.chmod(0o755)
+    return path
 
 
 def kubectl(toolchain: Toolchain, state_dir: Path, *args: str) -> str:
@@ -203,6 +231,8 @@ def status(state_dir: Path) -> dict[str, Any]:
         "processes": {name: {"pid": state.pids[name], "running": up}
                       for name, up in state.running().items()},
     }
+    if state.shared_kernel:
+        report["docker"] = str(docker_shim(state_dir.resolve()))
     if report["processes"].get("kube-apiserver", {}).get("running"):
         try:
             report["cluster"] = _summary(Kube(report["kubeconfig"]))
@@ -224,6 +254,8 @@ def down(state_dir: Path) -> list[str]:
 def describe(report: dict[str, Any]) -> str:
     lines = [f"state dir   {report['state_dir']}", f"kubeconfig  {report['kubeconfig']}",
              f"server      {report['server']}"]
+    if "docker" in report:
+        lines.append(f"docker      {report['docker']} (nodes are containers: shared kernel)")
     for name, process in report["processes"].items():
         lines.append(f"{name:<24} pid {process['pid']:<8} "
                      f"{'running' if process['running'] else 'stopped'}")

@@ -41,6 +41,7 @@ CILIUM_POOL = "10.245.0.0/16"
 
 SANDBOX_WORKERS = 20
 SANDBOX_ZONES = 3
+SHARED_KERNEL_WORKERS = 5
 
 
 @dataclass
@@ -107,10 +108,32 @@ def sandbox(toolchain: Toolchain, tmp_path_factory: pytest.TempPathFactory) -> I
 @pytest.fixture(scope="session")
 def cilium(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Cilium installed with the migration values: an agent on every node, no pod on it yet."""
-    values = tmp_path_factory.mktemp("helm") / "values.json"
+    install_cilium(sandbox, tmp_path_factory.mktemp("helm"))
+
+
+def install_cilium(sandbox: Sandbox, directory: Path) -> None:
+    values = directory / "values.json"
     values.write_text(json.dumps(MIGRATION_VALUES))
     sandbox.helm("upgrade", "--install", "cilium", str(CHART), "-n", "kube-system",
                  "-f", str(values), "--wait", "--timeout", "120s")
+
+
+@pytest.fixture(scope="session")
+def shared_kernel_sandbox(toolchain: Toolchain, tmp_path_factory: pytest.TempPathFactory
+                          ) -> Iterator[Sandbox]:
+    """A second, small sandbox whose nodes play kind's node containers (`--shared-kernel`: a
+    reboot keeps the bootID, ``STATE_DIR/bin/docker`` restarts and inspects the containers), with
+    Cilium installed. Started only for the tests that ask for it."""
+    state_dir = tmp_path_factory.mktemp("shared-kernel")
+    cluster.up(state_dir, nodes=SHARED_KERNEL_WORKERS, control_planes=0, shared_kernel=True,
+               simulator_args=("--reboot-seconds", "1"), progress=print_progress)
+    try:
+        sandbox = Sandbox(state_dir, toolchain, Kube(str(state_dir / "kubeconfig")),
+                          Topology.load(state_dir / "topology.json"))
+        install_cilium(sandbox, tmp_path_factory.mktemp("helm"))
+        yield sandbox
+    finally:
+        cluster.down(state_dir)
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from plan.contract import (
     RemoveFlannelResult,
     RestartAgentInput,
     RolloutRestartInput,
+    SnapshotInput,
     StepError,
     SwitchedNodes,
     VerifyInput,
@@ -49,7 +50,7 @@ class FakeCluster:
 
     def __init__(self, workers: int = 4) -> None:
         self.nodes = ["cp-1", *(f"worker-{i}" for i in range(1, workers + 1))]
-        self.boot = dict.fromkeys(self.nodes, 0)
+        self.boot = dict.fromkeys(self.nodes, 0)  # reboots so far
         self.cordoned: set[str] = set()
         self.calls: Counter[tuple[str, str]] = Counter()
         self.log: list[tuple[str, str]] = []  # (step, node) in the order they ran
@@ -68,6 +69,15 @@ class FakeCluster:
             flannel=FlannelFacts(namespace="kube-flannel", daemonset="kube-flannel-ds",
                                  network="10.244.0.0/16"),
             service_cidrs=["10.96.0.0/12"])
+
+    def boot_of(self, node: str, strategy: str) -> tuple[str, str]:
+        """The node's bootID and boot witness as the strategy sees them. With docker the nodes
+        are kind's containers, on the host's kernel: the bootID never changes, the container's
+        start time does."""
+        if strategy == "docker":
+            return f"{node}-boot-0", f"{node}-started-{self.boot[node]}"
+        boot_id = f"{node}-boot-{self.boot[node]}"
+        return boot_id, boot_id
 
     def activities(self) -> list[Any]:
         cluster = self
@@ -101,10 +111,11 @@ class FakeCluster:
             record("delete-config", input)
 
         @activity.defn(name=Activity.SNAPSHOT_NODE)
-        async def snapshot(ref: NodeRef) -> NodeSnapshot:
-            node = record("snapshot", ref)
+        async def snapshot(input: SnapshotInput) -> NodeSnapshot:
+            node = record("snapshot", input)
+            boot_id, witness = cluster.boot_of(node, input.reboot.strategy)
             return NodeSnapshot(node=node, unschedulable=node in cluster.cordoned,
-                                boot_id=f"{node}-boot-{cluster.boot[node]}", ready=True)
+                                boot_id=boot_id, boot_witness=witness, ready=True)
 
         @activity.defn(name=Activity.CORDON_NODE)
         async def cordon(ref: NodeRef) -> CordonResult:
@@ -145,10 +156,15 @@ class FakeCluster:
         @activity.defn(name=Activity.REBOOT_NODE)
         async def reboot(input: RebootInput) -> RebootResult:
             node = record("reboot", input)
-            if input.boot_id_before == f"{node}-boot-{cluster.boot[node]}":
+            # Reboots only a node still showing the witness its snapshot read: a retry, or a
+            # witness of the wrong kind, reboots nothing.
+            triggered = input.before.boot_witness == cluster.boot_of(node,
+                                                                     input.policy.strategy)[1]
+            if triggered:
                 cluster.boot[node] += 1
-            return RebootResult(boot_id_after=f"{node}-boot-{cluster.boot[node]}",
-                                triggered=True)
+            boot_id, witness = cluster.boot_of(node, input.policy.strategy)
+            return RebootResult(boot_id_after=boot_id, boot_witness_after=witness,
+                                triggered=triggered)
 
         @activity.defn(name=Activity.RUN_HOST_COMMAND)
         async def host_command(input: HostCommandInput) -> None:

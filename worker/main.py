@@ -38,11 +38,13 @@ class WorkerOptions:
     kubeconfig: str | None = None  # clusters without an entry below; None: $KUBECONFIG etc.
     cluster_kubeconfigs: Mapping[str, str] = field(default_factory=dict)
     helm: str = "helm"
+    docker: str = "docker"  # for the docker reboot strategy (kind's node containers)
 
 
 def activity_context(options: WorkerOptions) -> ActivityContext:
     return ActivityContext(kubeconfigs=dict(options.cluster_kubeconfigs),
-                           default_kubeconfig=options.kubeconfig, helm=options.helm)
+                           default_kubeconfig=options.kubeconfig, helm=options.helm,
+                           docker=options.docker)
 
 
 async def serve(client: Client, options: WorkerOptions, stop: asyncio.Event,

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         RebootInput,
         RebootResult,
         RestartAgentInput,
+        SnapshotInput,
         StepError,
         VerifyInput,
         VerifyResult,
@@ -111,7 +112,8 @@ class NodeMigrationWorkflow:
 
     async def _migrate(self, input: NodeMigrationInput, node: NodeProgress) -> None:
         target, policies = self._target(), input.policies
-        snapshot = await self._step(NodeStep.SNAPSHOT, Activity.SNAPSHOT_NODE, target,
+        snapshot = await self._step(NodeStep.SNAPSHOT, Activity.SNAPSHOT_NODE,
+                                    SnapshotInput(target=target, reboot=policies.reboot),
                                     NodeSnapshot)
         node.boot_id_before = snapshot.boot_id
         cordon = await self._step(NodeStep.CORDON, Activity.CORDON_NODE, target, CordonResult)
@@ -121,7 +123,7 @@ class NodeMigrationWorkflow:
                          timeout=policies.drain.timeout_seconds)
         await self._step(NodeStep.LABEL, Activity.LABEL_NODE, LabelInput(target=target), type(None))
         await self._restart_agent(NodeStep.RESTART_AGENT)
-        reboot = await self._reboot(snapshot.boot_id)
+        reboot = await self._reboot(snapshot)
         node.boot_id_after = reboot.boot_id_after
         verify = await self._verify(expect="cilium")
         node.verify = verify.checks
@@ -148,9 +150,10 @@ class NodeMigrationWorkflow:
                                  restore_flannel_config(target, policies.reboot.image),
                                  type(None), timeout=HOST_COMMAND_TIMEOUT)
             elif action is RollbackAction.REBOOT:
-                snapshot = await self._step(NodeStep.ROLLBACK, Activity.SNAPSHOT_NODE, target,
-                                            NodeSnapshot)
-                node.boot_id_after = (await self._reboot(snapshot.boot_id)).boot_id_after
+                snapshot = await self._step(
+                    NodeStep.ROLLBACK, Activity.SNAPSHOT_NODE,
+                    SnapshotInput(target=target, reboot=input.policies.reboot), NodeSnapshot)
+                node.boot_id_after = (await self._reboot(snapshot)).boot_id_after
             elif action is RollbackAction.VERIFY_ON_FLANNEL:
                 node.verify = (await self._verify(expect="flannel")).checks
             elif action is RollbackAction.UNCORDON:
@@ -171,12 +174,12 @@ class NodeMigrationWorkflow:
             timeout_seconds=AGENT_RESTART_TIMEOUT, not_before=workflow.now()), AgentStatus,
             timeout=AGENT_RESTART_TIMEOUT)
 
-    async def _reboot(self, boot_id_before: str) -> RebootResult:
+    async def _reboot(self, before: NodeSnapshot) -> RebootResult:
         input = self._input
         assert input is not None
         policy = input.policies.reboot
         return await self._step(NodeStep.REBOOT, Activity.REBOOT_NODE, RebootInput(
-            target=self._target(), policy=policy, boot_id_before=boot_id_before,
+            target=self._target(), policy=policy, before=before,
             cilium_namespace=input.policies.overlays.cilium_namespace,
         ), RebootResult, timeout=policy.timeout_seconds)
 

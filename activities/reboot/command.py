@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 
 from activities.context import step_error
-from activities.kubeapi import Kube, Obj
+from activities.kubeapi import Kube, Obj, boot_id
 from plan.contract import RebootInput, StepError
 from plan.spec import render_command
 
@@ -20,8 +20,13 @@ COMMAND_TIMEOUT_SECONDS = 300
 class CommandReboot:
     """Runs ``argv`` when given, else the policy's command."""
 
+    witness_name = "bootID"
+
     def __init__(self, argv: list[str] | None = None) -> None:
         self.argv = argv
+
+    def boot_witness(self, kube: Kube, node: Obj) -> str:
+        return boot_id(node)
 
     def trigger(self, kube: Kube, node: Obj, request: RebootInput) -> None:
         template = self.argv or request.policy.command

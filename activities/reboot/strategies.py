@@ -13,8 +13,16 @@ from plan.contract import RebootInput
 
 
 class RebootStrategy(Protocol):
+    # What `boot_witness` reads, in words for the operator ("bootID", "container start time").
+    witness_name: str
+
+    def boot_witness(self, kube: Kube, node: Obj) -> str:
+        """What changes when the node reboots, as this strategy can see it: the bootID of a
+        machine, the start time of a container node. Read before the reboot is ever triggered
+        (the snapshot) and while waiting for it, so a retry knows a reboot already happened."""
+
     def trigger(self, kube: Kube, node: Obj, request: RebootInput) -> None:
-        """Asks the node to reboot; safe to call again for the same bootID."""
+        """Asks the node to reboot; safe to call again for the same boot witness."""
 
     def settle(self, kube: Kube, request: RebootInput, rebooted: bool) -> str:
         """Tidies up once the wait is over; returns a note for the operator if it failed."""

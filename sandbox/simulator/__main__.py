@@ -21,6 +21,8 @@ def main() -> None:
     parser.add_argument("--reboot-seconds", type=float, default=Settings.reboot_seconds)
     parser.add_argument("--lease-renew-seconds", type=float,
                         default=Settings.lease_renew_seconds)
+    parser.add_argument("--shared-kernel", action="store_true",
+                        help="nodes are containers sharing this machine's kernel, as with kind")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -29,7 +31,8 @@ def main() -> None:
         Kube(str(kubeconfig)), Topology.load(args.state_dir / "topology.json"), args.state_dir,
         Settings(exit_delay=args.exit_delay, agent_ready_delay=args.agent_ready_delay,
                  reboot_seconds=args.reboot_seconds,
-                 lease_renew_seconds=args.lease_renew_seconds))
+                 lease_renew_seconds=args.lease_renew_seconds,
+                 shared_kernel=args.shared_kernel))
     signal.signal(signal.SIGTERM, lambda *_: simulator.stop())
     signal.signal(signal.SIGINT, lambda *_: simulator.stop())
     simulator.run()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from activities.kubeapi import MERGE, Kube, Obj
+from sandbox.simulator import containers
 from sandbox.simulator.apiserver import Endpoint, dialled_endpoint, why_unreachable
 from sandbox.simulator.faults import Fault, FaultBook, FaultFileError
 from sandbox.simulator.hostfs import CNI_DIR, HostFs
@@ -52,6 +53,9 @@ class Settings:
     reboot_seconds: float = 3.0  # a node is NotReady this long while it reboots
     container_restart_seconds: float = 0.5  # after a boot, pods are NotReady this long
     lease_renew_seconds: float = 60.0
+    # Nodes are containers sharing this machine's kernel (kind): a reboot is a container restart,
+    # which keeps the bootID and is recorded where the sandbox's `docker` reads it.
+    shared_kernel: bool = False
 
 
 class Simulator:
@@ -81,6 +85,10 @@ class Simulator:
 
     def run(self) -> None:
         self._register_nodes()
+        if self.settings.shared_kernel:
+            for node in self.nodes.values():  # a restarted simulator keeps the containers' starts
+                if containers.read_container(self.state_dir, node.name) is None:
+                    containers.record_start(self.state_dir, node.name)
         self._load_cilium_blocks()
         for kind, path, query in (
             ("node", "/api/v1/nodes", {}),
@@ -113,6 +121,10 @@ class Simulator:
                 self._power_cycle_recovered_nodes()
         except FaultFileError as error:
             log.error("%s (ignoring all faults until it is fixed)", error)
+        if self.settings.shared_kernel:
+            for name in containers.take_restart_requests(self.state_dir):
+                if name in self.nodes:
+                    self.reboot(self.nodes[name])
         if item is not None:
             kind, event, obj = item
             self._guard(self._on_node if kind == "node" else self._on_pod, event, obj)
@@ -248,12 +260,23 @@ class Simulator:
             "nodeInfo": self._node_info(node.boot_id)}})
 
     def reboot(self, node: NodeState) -> None:
-        log.info("node %s: rebooting", node.name)
+        """A machine's reboot, or with a shared kernel its container's restart.
+
+        A machine's kubelet reports NotReady as it shuts down (graceful node shutdown); a kind
+        node's kubelet is simply stopped, so the node keeps its last, now stale, status. Either
+        way the kubelet is gone until `_boot`: no lease renewals, no pod status updates.
+        """
+        log.info("node %s: %s", node.name, "container restarting" if self.settings.shared_kernel
+                 else "rebooting")
         node.up = False
-        self._report_ready(node, False, "node is rebooting")
+        if not self.settings.shared_kernel:
+            self._report_ready(node, False, "node is rebooting")
         for pod in self._pods_on(node):
             if pod.started:
                 self._stop_containers(pod)
+        if self.settings.shared_kernel:
+            started = containers.record_start(self.state_dir, node.name)
+            log.info("node %s: container started at %s", node.name, started.startedAt)
         if self.faults.has(node.name, Fault.REBOOT_NEVER_COMPLETES):
             log.info("node %s: fault %s, staying down", node.name, Fault.REBOOT_NEVER_COMPLETES)
             node.stuck_in_reboot = True
@@ -269,9 +292,10 @@ class Simulator:
                 self.later(self.settings.reboot_seconds, self._boot, node)
 
     def _boot(self, node: NodeState) -> None:
-        node.boot_id = new_boot_id()
+        if not self.settings.shared_kernel:  # the host's kernel did not restart: same boot_id
+            node.boot_id = new_boot_id()
         node.up = True
-        log.info("node %s: booted (bootID %s)", node.name, node.boot_id)
+        log.info("node %s: kubelet up (bootID %s)", node.name, node.boot_id)
         self._report_ready(node, node.network_ready())
         # Host-network pods (the CNI agents among them) come first: the others need a network.
         for pod in sorted(self._pods_on(node), key=lambda p: not p.host_network):

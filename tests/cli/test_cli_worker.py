@@ -16,7 +16,10 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
+from client.cli import build_parser
+from client.worker_commands import worker_options
 from tests.cli.conftest import REPO, Cli, cli_env
+from worker.main import activity_context
 
 
 def free_port() -> int:
@@ -78,3 +81,12 @@ async def test_worker_flag_errors_are_one_line(cli: Cli, tmp_path: Path) -> None
         "error: --cluster-kubeconfig 'prod': expected NAME=FILE\n"), bad_pair
     assert missing.code == 1 and missing.err == (
         f"error: kubeconfig {tmp_path / 'nope'} does not exist\n"), missing
+
+
+def test_the_tools_named_on_the_command_line_reach_the_activities(tmp_path: Path) -> None:
+    docker = str(tmp_path / "bin" / "docker")  # e.g. a shared-kernel sandbox's stand-in
+    args = build_parser().parse_args(["worker", "--helm", "/opt/helm", "--docker", docker])
+    context = activity_context(worker_options(args))
+    assert (context.helm, context.docker) == ("/opt/helm", docker)
+    defaults = activity_context(worker_options(build_parser().parse_args(["worker"])))
+    assert (defaults.helm, defaults.docker) == ("helm", "docker")

@@ -49,9 +49,10 @@ def migration_spec(name: str, **sections: Any) -> MigrationSpec:
 
 
 @contextmanager
-def fresh_sandbox(state_dir: Path, workers: int, zones: int) -> Iterator[Kube]:
+def fresh_sandbox(state_dir: Path, workers: int, zones: int,
+                  shared_kernel: bool = False) -> Iterator[Kube]:
     cluster.up(state_dir, nodes=workers + 1, control_planes=1, zones=zones,
-               simulator_args=("--reboot-seconds", "1"))
+               simulator_args=("--reboot-seconds", "1"), shared_kernel=shared_kernel)
     try:
         yield Kube(str(state_dir / "kubeconfig"))
     finally:
@@ -71,10 +72,10 @@ class WorkerProcess:
     """A worker in its own process, so a test can kill it as a crash would."""
 
     def __init__(self, address: str, task_queue: str, state_dir: Path, toolchain: Toolchain,
-                 name: str, log: Path) -> None:
+                 name: str, log: Path, docker: str = "docker") -> None:
         self.command = [sys.executable, str(Path(__file__).with_name("worker_process.py")),
                         address, task_queue, name, str(state_dir / "kubeconfig"),
-                        str(toolchain["helm"])]
+                        str(toolchain["helm"]), docker]
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -23,6 +23,7 @@ from plan.contract import (
     NodeRef,
     RebootInput,
     RestartAgentInput,
+    SnapshotInput,
     StepError,
     VerifyInput,
 )
@@ -118,13 +119,16 @@ def test_a_node_shell_reboot_happens_once_for_a_boot_id(
         switched: tuple[NodeRef, RestartAgentInput, AgentStatus]) -> None:
     target = switched[0]
     env = ActivityEnvironment()
-    before = env.run(steps.snapshot_node, target).boot_id
-    request = RebootInput(target=target, boot_id_before=before, cilium_namespace="kube-system",
-                          policy=RebootPolicy(strategy="node-shell", timeout_seconds=30,
-                                              image=IMAGE))
+    policy = RebootPolicy(strategy="node-shell", timeout_seconds=30, image=IMAGE)
+    snapshot = env.run(steps.snapshot_node, SnapshotInput(target=target, reboot=policy))
+    before = snapshot.boot_id
+    assert snapshot.boot_witness == before  # a machine's reboot shows in its bootID
+    request = RebootInput(target=target, before=snapshot, cilium_namespace="kube-system",
+                          policy=policy)
 
     first = env.run(steps.reboot_node, request)
     assert first.triggered and first.boot_id_after != before
+    assert first.boot_witness_after == first.boot_id_after
     node = sandbox.kube.get(f"/api/v1/nodes/{target.node}")
     assert node["status"]["nodeInfo"]["bootID"] == first.boot_id_after
     [agent] = agent_pods(sandbox, target.node)

@@ -18,16 +18,18 @@ from plan.contract import (
     DrainInput,
     LabelInput,
     NodeRef,
+    SnapshotInput,
     StepError,
 )
 from plan.facts import MIGRATION_LABEL
-from plan.policies import DrainPolicy
+from plan.policies import DrainPolicy, RebootPolicy
 from tests.conftest import Sandbox
 from tests.helpers import deployment, ready_pods, wait_for
 
 pytestmark = pytest.mark.sandbox
 
 CLUSTER = ClusterRef(name="sandbox")
+NODE_SHELL = RebootPolicy(strategy="node-shell", timeout_seconds=60, image="busybox:1.36")
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +77,11 @@ def test_only_the_run_that_cordoned_a_node_uncordons_it(
     ours = NodeRef(cluster=CLUSTER, node=node, migration_id="cilium-migrate/sandbox")
     other = NodeRef(cluster=CLUSTER, node=node, migration_id="cilium-migrate/other")
 
-    before = env.run(steps.snapshot_node, ours)
+    before = env.run(steps.snapshot_node, SnapshotInput(target=ours, reboot=NODE_SHELL))
     assert (before.unschedulable, before.cordoned_by, before.ready) == (False, None, True)
     assert env.run(steps.cordon_node, ours).cordoned_by_us
     assert env.run(steps.cordon_node, ours).cordoned_by_us  # a retry: the same answer
-    cordoned = env.run(steps.snapshot_node, ours)
+    cordoned = env.run(steps.snapshot_node, SnapshotInput(target=ours, reboot=NODE_SHELL))
     assert (cordoned.unschedulable, cordoned.cordoned_by) == (True, ours.migration_id)
 
     assert not env.run(steps.cordon_node, other).cordoned_by_us

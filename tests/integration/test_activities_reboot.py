@@ -12,9 +12,11 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.context import ActivityContext
 from activities.registry import MigrationActivities
-from plan.contract import NodeRef, RebootInput, StepError
+from plan.contract import NodeRef, RebootInput, SnapshotInput, StepError
 from plan.policies import ClusterRef, RebootPolicy
 from plan.spec import DEFAULT_IMAGE
+from sandbox.cluster import docker_shim
+from sandbox.simulator.containers import ContainerRecord, read_container
 from sandbox.simulator.faults import Fault, read_faults, write_faults
 from tests.conftest import Sandbox
 
@@ -61,10 +63,11 @@ def test_a_reboot_that_never_completes_fails_and_the_retry_waits_for_the_same_re
     node = sandbox.claim_worker()
     target = NodeRef(cluster=CLUSTER, node=node, migration_id="r")
     env = ActivityEnvironment()
-    before = env.run(steps.snapshot_node, target).boot_id
-    request = RebootInput(target=target, boot_id_before=before, cilium_namespace="kube-system",
-                          policy=RebootPolicy(strategy="node-shell", timeout_seconds=2,
-                                              image=IMAGE))
+    policy = RebootPolicy(strategy="node-shell", timeout_seconds=2, image=IMAGE)
+    snapshot = env.run(steps.snapshot_node, SnapshotInput(target=target, reboot=policy))
+    before = snapshot.boot_id
+    request = RebootInput(target=target, before=snapshot, cilium_namespace="kube-system",
+                          policy=policy)
     faults(node, Fault.REBOOT_NEVER_COMPLETES)
 
     with pytest.raises(ApplicationError) as raised:
@@ -82,7 +85,8 @@ def test_a_reboot_that_never_completes_fails_and_the_retry_waits_for_the_same_re
         update={"policy": request.policy.model_copy(update={"timeout_seconds": 30})}))
     assert result.boot_id_after != before
     assert reboot_pods(sandbox, node) == []  # a second reboot pod would still be here
-    assert ActivityEnvironment().run(steps.snapshot_node, target).ready
+    assert ActivityEnvironment().run(steps.snapshot_node, SnapshotInput(
+        target=target, reboot=policy)).ready
 
 
 def test_a_command_reboot_recorded_as_triggered_is_not_run_again(
@@ -92,10 +96,12 @@ def test_a_command_reboot_recorded_as_triggered_is_not_run_again(
     of a node: the command fails or is not run, so nothing reboots.)"""
     node = sandbox.workers()[-1]
     target = NodeRef(cluster=CLUSTER, node=node, migration_id="r")
-    boot_id = ActivityEnvironment().run(steps.snapshot_node, target).boot_id
-    request = RebootInput(target=target, boot_id_before=boot_id, cilium_namespace="kube-system",
-                          policy=RebootPolicy(strategy="command", timeout_seconds=1,
-                                              image=IMAGE, command=["false", "{node}"]))
+    policy = RebootPolicy(strategy="command", timeout_seconds=1, image=IMAGE,
+                          command=["false", "{node}"])
+    snapshot = ActivityEnvironment().run(steps.snapshot_node, SnapshotInput(target=target,
+                                                                            reboot=policy))
+    request = RebootInput(target=target, before=snapshot, cilium_namespace="kube-system",
+                          policy=policy)
 
     with pytest.raises(ApplicationError) as fresh:
         ActivityEnvironment().run(steps.reboot_node, request)
@@ -103,8 +109,42 @@ def test_a_command_reboot_recorded_as_triggered_is_not_run_again(
 
     retried = ActivityEnvironment()
     retried.info = dataclasses.replace(retried.info, attempt=2, heartbeat_details=[
-        {"boot_id_before": boot_id, "triggered": True, "agent_containers": []}])
+        {"boot_witness_before": snapshot.boot_witness, "triggered": True,
+         "agent_containers": []}])
     with pytest.raises(ApplicationError) as waited:
         retried.run(steps.reboot_node, request)
     assert waited.value.type == StepError.REBOOT_NOT_COMPLETING
     assert "bootID has not changed" in waited.value.message
+
+
+def container(sandbox: Sandbox, node: str) -> ContainerRecord:
+    record = read_container(sandbox.state_dir, node)
+    assert record is not None
+    return record
+
+
+def test_a_docker_reboot_of_a_container_node_is_seen_and_happens_once(
+        shared_kernel_sandbox: Sandbox) -> None:
+    """kind's recipe: a node is a container on the host's kernel, so `docker restart` keeps
+    its bootID; the step must still see the reboot, and a retry must not restart it again."""
+    sandbox = shared_kernel_sandbox
+    steps = MigrationActivities(ActivityContext(default_kubeconfig=str(sandbox.kubeconfig),
+                                                docker=str(docker_shim(sandbox.state_dir))))
+    node = sandbox.claim_worker()
+    target = NodeRef(cluster=CLUSTER, node=node, migration_id="r")
+    policy = RebootPolicy(strategy="docker", timeout_seconds=30, image=IMAGE)
+    before = ActivityEnvironment().run(steps.snapshot_node, SnapshotInput(target=target,
+                                                                          reboot=policy))
+    assert before.boot_witness == container(sandbox, node).startedAt
+    request = RebootInput(target=target, before=before, cilium_namespace="kube-system",
+                          policy=policy)
+
+    first = ActivityEnvironment().run(steps.reboot_node, request)
+    assert first.triggered and container(sandbox, node).restarts == 1
+    assert first.boot_id_after == before.boot_id  # the host's kernel did not restart
+    assert first.boot_witness_after == container(sandbox, node).startedAt
+
+    # The step once more, as after a worker crash: a new activity that knows nothing of the
+    # first finds the reboot done and restarts nothing.
+    second = ActivityEnvironment().run(steps.reboot_node, request)
+    assert not second.triggered and container(sandbox, node).restarts == 1

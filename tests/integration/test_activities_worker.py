@@ -17,9 +17,9 @@ from temporalio.worker import Worker
 
 from activities.context import WORKER_NODE_ENV, ActivityContext
 from activities.registry import activities
-from plan.contract import Activity, NodeRef, NodeSnapshot
+from plan.contract import Activity, NodeRef, NodeSnapshot, SnapshotInput
 from plan.facts import ClusterFacts
-from plan.policies import ClusterRef
+from plan.policies import ClusterRef, RebootPolicy
 from tests.conftest import Sandbox
 
 pytestmark = pytest.mark.sandbox
@@ -35,11 +35,14 @@ class SmokeWorkflow:
                                    "retry_policy": RetryPolicy(maximum_attempts=3)}
         facts = await workflow.execute_activity(Activity.DISCOVER, target.cluster,
                                                 result_type=ClusterFacts, **options)
-        snapshot = await workflow.execute_activity(Activity.SNAPSHOT_NODE, target,
-                                                   result_type=NodeSnapshot, **options)
+        reboot = RebootPolicy(strategy="node-shell", timeout_seconds=60, image="busybox:1.36")
+        snapshot = await workflow.execute_activity(
+            Activity.SNAPSHOT_NODE, SnapshotInput(target=target, reboot=reboot),
+            result_type=NodeSnapshot, **options)
         try:
             await workflow.execute_activity(
-                Activity.SNAPSHOT_NODE, target.model_copy(update={"node": "no-such-node"}),
+                Activity.SNAPSHOT_NODE, SnapshotInput(target=target.model_copy(
+                    update={"node": "no-such-node"}), reboot=reboot),
                 result_type=NodeSnapshot, **options)
             gone = None
         except ActivityError as error:

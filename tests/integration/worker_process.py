@@ -1,4 +1,5 @@
-"""A worker process for crash tests: `worker_process.py ADDRESS QUEUE CLUSTER KUBECONFIG HELM`.
+"""A worker process for crash tests:
+`worker_process.py ADDRESS QUEUE CLUSTER KUBECONFIG HELM [DOCKER]`.
 
 Kept apart from the product's `cilium-migrate worker` so the test controls exactly what runs.
 """
@@ -16,13 +17,14 @@ from activities.registry import activities  # noqa: E402
 from worker.build import build_worker, connect  # noqa: E402
 
 
-async def main(address: str, task_queue: str, cluster: str, kubeconfig: str, helm: str) -> None:
+async def main(address: str, task_queue: str, cluster: str, kubeconfig: str, helm: str,
+               docker: str = "docker") -> None:
     client = await connect(address)
-    context = ActivityContext(kubeconfigs={cluster: kubeconfig}, helm=helm)
+    context = ActivityContext(kubeconfigs={cluster: kubeconfig}, helm=helm, docker=docker)
     async with build_worker(client, activities(context), task_queue=task_queue):
         print("worker running", flush=True)
         await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:6]))
+    asyncio.run(main(*sys.argv[1:7]))

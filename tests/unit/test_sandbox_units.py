@@ -9,8 +9,16 @@ import pytest
 import yaml
 
 from activities.kubeapi import selector_matches
+from sandbox import docker_shim
 from sandbox.bootstrap import cluster_info_config_map, kube_proxy_config_map
 from sandbox.simulator.apiserver import Endpoint, dialled_endpoint, why_unreachable
+from sandbox.simulator.containers import (
+    docker_time,
+    read_container,
+    record_start,
+    request_restart,
+    take_restart_requests,
+)
 from sandbox.simulator.faults import Fault, FaultBook, FaultFileError, read_faults, write_faults
 from sandbox.simulator.hostfs import HostFs, run_host_command
 from sandbox.simulator.ipam import ExhaustedError, HostLocal, next_free_block
@@ -171,3 +179,36 @@ def test_the_published_kubeconfigs_name_the_node_visible_address() -> None:
     assert info["clusters"][0]["cluster"] == {"certificate-authority-data": "UEVN",
                                               "server": expected}
     assert "users" not in info
+
+
+def test_container_start_times_read_like_dockers() -> None:
+    assert docker_time(1_767_323_045_123_450_000) == "2026-01-02T03:04:05.12345Z"
+    assert docker_time(1_767_323_045_000_000_000) == "2026-01-02T03:04:05Z"
+
+
+def test_container_records_count_restarts_and_requests_are_taken_once(tmp_path: Path) -> None:
+    assert read_container(tmp_path, "worker-1") is None and take_restart_requests(tmp_path) == []
+    first = record_start(tmp_path, "worker-1")
+    again = record_start(tmp_path, "worker-1")
+    assert (first.restarts, again.restarts) == (0, 1) and again.startedAt != first.startedAt
+    assert read_container(tmp_path, "worker-1") == again
+    request_restart(tmp_path, "worker-1")
+    request_restart(tmp_path, "worker-2")
+    assert take_restart_requests(tmp_path) == ["worker-1", "worker-2"]
+    assert take_restart_requests(tmp_path) == []
+
+
+def test_the_sandbox_docker_inspects_node_containers_like_docker(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    record = record_start(tmp_path, "worker-1")
+    assert docker_shim.main(tmp_path, ["inspect", "-f", "{{.State.StartedAt}}", "worker-1"]) == 0
+    assert capsys.readouterr().out == f"{record.startedAt}\n"
+    assert docker_shim.main(tmp_path, ["inspect", "--format={{.Name}} {{ .State.Running }}",
+                                       "worker-1"]) == 0
+    assert capsys.readouterr().out == "/worker-1 true\n"
+    assert docker_shim.main(tmp_path, ["inspect", "-f", "{{.State.Pid}}", "worker-1"]) == 1
+    assert "can't evaluate field Pid" in capsys.readouterr().err
+    assert docker_shim.main(tmp_path, ["inspect", "worker-1", "worker-9"]) == 1
+    out, err = capsys.readouterr()
+    assert '"StartedAt": "' + record.startedAt in out
+    assert err == "Error response from daemon: No such container: worker-9\n"

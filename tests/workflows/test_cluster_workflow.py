@@ -216,6 +216,34 @@ async def test_finalize_waits_for_excluded_nodes_until_the_operator_migrates_the
     assert fake.calls[("reboot", "worker-3")] == 1
 
 
+async def test_kind_nodes_rebooted_by_docker_keep_their_boot_id_and_still_reboot_once(
+        temporal_env: Any, task_queue: str) -> None:
+    """A kind node's bootID is its host's: each reboot must be told by the witness the snapshot
+    read for the docker strategy (the container's start time), on the way to Cilium and back."""
+    fake = FakeCluster(workers=3)
+    fake.verify_fails.add("worker-2")
+    migration = spec(f"kind-{task_queue}", approvals={"policy": "none"},
+                     rollout={"maxUnavailable": 2}, reboot={"strategy": "docker"})
+    async with build_worker(temporal_env.client, fake.activities(), task_queue=task_queue):
+        handle = await start(temporal_env, fake, migration, task_queue)
+        await until(handle, lambda p: p.nodes and p.nodes["worker-2"].state is NodeState.BLOCKED,
+                    "verify failure")
+        await handle.execute_update(ClusterMigrationWorkflow.decide,
+                                    DecideRequest(node="worker-2", decision=Decision.ROLLBACK))
+        await until(handle, lambda p: p.halted is not None, "the halt")
+        await handle.execute_update(ClusterMigrationWorkflow.resume, {})
+        await until(handle, lambda p: bool(p.not_migrated), "finalize to wait for worker-2")
+        fake.verify_fails.clear()
+        await handle.execute_update(ClusterMigrationWorkflow.decide,
+                                    DecideRequest(node="worker-2", decision=Decision.RETRY))
+        report = await handle.result()
+    # worker-2: to Cilium, back to flannel, and to Cilium again: three reboots, each once.
+    assert fake.boot == {"cp-1": 1, "worker-1": 1, "worker-2": 3, "worker-3": 1}
+    assert report.nodes["worker-2"].state is NodeState.MIGRATED
+    assert all(n.boot_id_before == n.boot_id_after == f"{name}-boot-0"
+               for name, n in report.nodes.items())
+
+
 async def test_abort_mid_wave_uncordons_what_this_run_cordoned(
         temporal_env: Any, task_queue: str) -> None:
     fake = FakeCluster(workers=3)
