@@ -76,6 +76,12 @@ class Sandbox:
     def cni_dir(self, node: str) -> Path:
         return self.state_dir / "nodes" / node / "etc" / "cni" / "net.d"
 
+    def active_cni(self, node: str) -> str | None:
+        """The node's active CNI config: the lexically first, as the container runtime picks."""
+        configs = sorted(p.name for p in self.cni_dir(node).iterdir()
+                         if p.name.endswith((".conf", ".conflist", ".json")))
+        return configs[0] if configs else None
+
     def workers(self) -> list[str]:
         return [n.name for n in self.topology.nodes if not n.control_plane]
 

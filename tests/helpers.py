@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from activities.kubeapi import Kube
+from sandbox.simulator.faults import Fault, read_faults, write_faults
 from tests.conftest import Sandbox
 
 
@@ -19,6 +21,30 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> 
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def set_fault(state_dir: Path, node: str, fault: Fault, on: bool = True) -> None:
+    """Turns one fault on or off for one node in the sandbox's faults.yaml."""
+    path = state_dir / "faults.yaml"
+    faults = read_faults(path)
+    kinds = faults.setdefault(node, set())
+    (kinds.add if on else kinds.discard)(fault)
+    write_faults(path, faults)
+
+
+class FaultSwitch:
+    """Sets a fault on nodes and clears every one it set at the end (a fixture's teardown)."""
+
+    def __init__(self, state_dir: Path, fault: Fault) -> None:
+        self.state_dir, self.fault, self.nodes = state_dir, fault, set[str]()
+
+    def __call__(self, node: str, on: bool = True) -> None:
+        set_fault(self.state_dir, node, self.fault, on)
+        (self.nodes.add if on else self.nodes.discard)(node)
+
+    def clear_all(self) -> None:
+        for node in sorted(self.nodes):
+            set_fault(self.state_dir, node, self.fault, on=False)
 
 
 def deployment(name: str, replicas: int, node: str | None = None) -> dict[str, Any]:

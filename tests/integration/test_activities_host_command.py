@@ -69,15 +69,22 @@ def test_a_rollback_script_restores_flannel_and_a_failing_one_says_why(
     net_d = sandbox.cni_dir(target.node)
     assert sorted(p.name for p in net_d.iterdir()) == ["05-cilium.conflist",
                                                        "10-flannel.conflist.cilium_bak"]
-    env.run(steps.label_node, LabelInput(target=target, value=None))
-
     note = NodeNote(reason="CiliumMigrateRolledBack", message=f"flannel again ({uuid4().hex})")
     rollback = HostCommandInput(target=target, name="rollback", script=ROLLBACK, image=IMAGE,
                                 timeout_seconds=30, on_success=note)
+    # The agent that read the override watches the directory and puts its config back at once.
+    env.run(steps.run_host_command, rollback)
+    assert sorted(p.name for p in net_d.iterdir()) == ["05-cilium.conflist",
+                                                       "10-flannel.conflist.cilium_bak"]
+    # The rollback's order: no label, an agent started without the override, then the script.
+    env.run(steps.label_node, LabelInput(target=target, value=None))
+    env.run(steps.restart_agent, RestartAgentInput(
+        target=target, namespace="kube-system", timeout_seconds=30,
+        not_before=datetime.now(UTC)))
     env.run(steps.run_host_command, rollback)
     assert sorted(p.name for p in net_d.iterdir()) == ["10-flannel.conflist"]
     assert shell_pods(sandbox, target.node) == []
-    assert notes(sandbox, target.node, note) == 1
+    assert notes(sandbox, target.node, note) == 2
 
     # Run again, the same script finds nothing to move: the failure names the missing file.
     with pytest.raises(ApplicationError) as raised:
@@ -87,7 +94,7 @@ def test_a_rollback_script_restores_flannel_and_a_failing_one_says_why(
     assert "exit 1" in error.message and "10-flannel.conflist.cilium_bak" in error.message
     assert shell_pods(sandbox, target.node) == []
     assert sorted(p.name for p in net_d.iterdir()) == ["10-flannel.conflist"]
-    assert notes(sandbox, target.node, note) == 1  # a failed command records nothing
+    assert notes(sandbox, target.node, note) == 2  # a failed command records nothing
 
     # Without the label, a restarted agent leaves flannel in place.
     env.run(steps.restart_agent, RestartAgentInput(

@@ -17,9 +17,9 @@ from activities.registry import MigrationActivities
 from plan.contract import HealthInput, HealthReport
 from plan.policies import ClusterRef
 from plan.spec import DEFAULT_IMAGE
-from sandbox.simulator.faults import Fault, read_faults, write_faults
+from sandbox.simulator.faults import Fault
 from tests.conftest import CILIUM_POOL, Sandbox
-from tests.helpers import wait_for
+from tests.helpers import FaultSwitch, wait_for
 
 pytestmark = pytest.mark.sandbox
 
@@ -34,23 +34,11 @@ def steps(sandbox: Sandbox, cilium: None) -> MigrationActivities:
 
 
 @pytest.fixture
-def stuck_reboot(sandbox: Sandbox) -> Iterator[Any]:
-    """Makes a node's next reboot hang; calling the result power-cycles it (clears the fault)."""
-    path = sandbox.state_dir / "faults.yaml"
-    nodes: list[str] = []
-
-    def set_fault(node: str, on: bool = True) -> None:
-        faults = read_faults(path)
-        if on:
-            faults.setdefault(node, set()).add(Fault.REBOOT_NEVER_COMPLETES)
-            nodes.append(node)
-        else:
-            faults.get(node, set()).discard(Fault.REBOOT_NEVER_COMPLETES)
-        write_faults(path, faults)
-
-    yield set_fault
-    for node in nodes:
-        set_fault(node, on=False)
+def stuck_reboot(sandbox: Sandbox) -> Iterator[FaultSwitch]:
+    """Makes a node's next reboot hang; switching it off power-cycles the node."""
+    switch = FaultSwitch(sandbox.state_dir, Fault.REBOOT_NEVER_COMPLETES)
+    yield switch
+    switch.clear_all()
 
 
 def node_ready(sandbox: Sandbox, node: str) -> bool:
@@ -73,7 +61,7 @@ def test_health_right_after_a_reboot_waits_for_the_node_and_its_daemonsets(
         sandbox: Sandbox, steps: MigrationActivities, namespace: str,
         stuck_reboot: Any) -> None:
     before = ActivityEnvironment().run(steps.check_health, HEALTH)
-    assert before.problems == [], "the sandbox must be healthy before the reboot"
+    assert before.problems == [], f"unhealthy before the reboot: {before.problems}"
     node = sandbox.claim_worker()
     stuck_reboot(node)
     reboot(sandbox, namespace, node)

@@ -15,9 +15,9 @@ from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 
 from activities.kubeapi import Kube
 from plan.contract import CORDONED_BY_ANNOTATION, MIGRATION_LABEL
-from sandbox.simulator.faults import Fault, read_faults, write_faults
+from sandbox.simulator.faults import Fault
 from sandbox.toolchain import Toolchain
-from tests.helpers import wait_for
+from tests.helpers import set_fault, wait_for
 from tests.integration.migration_support import (
     WorkerProcess,
     activity_context,
@@ -68,14 +68,6 @@ def running_pods(kube: Kube, namespace: str, selector: str) -> list[dict[str, An
 def boot_ids(kube: Kube) -> dict[str, str]:
     return {n["metadata"]["name"]: n["status"]["nodeInfo"]["bootID"]
             for n in kube.get("/api/v1/nodes")["items"]}
-
-
-def set_fault(state_dir: Path, node: str, fault: Fault, on: bool) -> None:
-    path = state_dir / "faults.yaml"
-    faults = read_faults(path)
-    kinds = faults.setdefault(node, set())
-    (kinds.add if on else kinds.discard)(fault)
-    write_faults(path, faults)
 
 
 def queue() -> str:

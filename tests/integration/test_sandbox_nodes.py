@@ -14,7 +14,7 @@ from plan.contract import ProbeReport
 from plan.spec import DEFAULT_IMAGE
 from sandbox.simulator.faults import Fault, read_faults, write_faults
 from tests.conftest import CILIUM_POOL, Sandbox
-from tests.helpers import deployment, ready_pods, wait_for
+from tests.helpers import deployment, ready_pods, set_fault, wait_for
 
 pytestmark = pytest.mark.sandbox
 
@@ -235,17 +235,28 @@ def test_rollback_through_node_shell_restores_flannel(
         sandbox: Sandbox, node_config: None, namespace: str, claim_worker: Any) -> None:
     node = claim_worker()
     move_to_cilium(sandbox, node)
-    sandbox.kube.patch(f"/api/v1/nodes/{node}", {"metadata": {"labels": {MIGRATION_LABEL: None}}})
     net_d = "/etc/cni/net.d"
-    sandbox.kube.create(f"/api/v1/namespaces/{namespace}/pods", node_shell_pod(
-        node, "rollback", "sh", "-c",
-        f"rm -f {net_d}/05-cilium.conflist && "
-        f"mv {net_d}/10-flannel.conflist.cilium_bak {net_d}/10-flannel.conflist"))
+    script = (f"rm -f {net_d}/05-cilium.conflist && "
+              f"mv {net_d}/10-flannel.conflist.cilium_bak {net_d}/10-flannel.conflist")
+    switched = ["05-cilium.conflist", "10-flannel.conflist.cilium_bak"]
+
+    # The running agent read the override at start and watches the directory: it undoes the
+    # script at once, label or no label (cilium daemon/cmd/cni/config.go).
+    sandbox.kube.patch(f"/api/v1/nodes/{node}", {"metadata": {"labels": {MIGRATION_LABEL: None}}})
+    sandbox.kube.create(f"/api/v1/namespaces/{namespace}/pods",
+                        node_shell_pod(node, "too-early", "sh", "-c", script))
+    pod = wait_for(lambda: finished(sandbox, namespace, "too-early"), "the first script")
+    assert pod["status"]["phase"] == "Succeeded", pod["status"]
+    assert sorted(p.name for p in sandbox.cni_dir(node).iterdir()) == switched
+
+    restart_agent(sandbox, node)  # without the label the new agent keeps its hands off
+    wait_for(lambda: agent_ready(sandbox, node), "the agent to be Ready")
+    assert sorted(p.name for p in sandbox.cni_dir(node).iterdir()) == switched
+    sandbox.kube.create(f"/api/v1/namespaces/{namespace}/pods",
+                        node_shell_pod(node, "rollback", "sh", "-c", script))
     pod = wait_for(lambda: finished(sandbox, namespace, "rollback"), "the rollback pod")
     assert pod["status"]["phase"] == "Succeeded", pod["status"]
     assert sorted(p.name for p in sandbox.cni_dir(node).iterdir()) == ["10-flannel.conflist"]
-    restart_agent(sandbox, node)  # without the label the new agent keeps its hands off
-    wait_for(lambda: agent_ready(sandbox, node), "the agent to be Ready")
     back = pin(sandbox, namespace, "back", node)[0]
     assert ipaddress.ip_address(back["status"]["podIP"]) in ipaddress.ip_network("10.244.0.0/16")
 
@@ -303,6 +314,10 @@ def test_fault_agent_never_ready_keeps_the_new_agent_unready(
     agent = agent_on(sandbox, node)
     assert agent is not None and agent["status"].get("phase") == "Running"
     assert not agent_ready(sandbox, node)
+    # Leave the shared sandbox healthy for the tests after this one: a new agent, no fault.
+    set_fault(sandbox.state_dir, node, Fault.AGENT_NEVER_READY, on=False)
+    restart_agent(sandbox, node)
+    wait_for(lambda: agent_ready(sandbox, node), "the agent to be Ready without the fault")
 
 
 def test_fault_reboot_never_completes_leaves_the_node_not_ready(

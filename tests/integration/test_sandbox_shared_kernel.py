@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from sandbox import cluster
-from sandbox.simulator.faults import Fault, read_faults, write_faults
+from sandbox.simulator.faults import Fault
 from tests.conftest import Sandbox
-from tests.helpers import deployment, ready_pods, wait_for
+from tests.helpers import FaultSwitch, deployment, ready_pods, wait_for
 
 pytestmark = pytest.mark.sandbox
 
@@ -63,23 +63,11 @@ def namespace(shared_kernel_sandbox: Sandbox) -> Iterator[str]:
 
 
 @pytest.fixture
-def stuck_in_restart(shared_kernel_sandbox: Sandbox) -> Iterator[Any]:
+def stuck_in_restart(shared_kernel_sandbox: Sandbox) -> Iterator[FaultSwitch]:
     """Keeps a node's kubelet from coming back after its container restarts; cleared at the end."""
-    path = shared_kernel_sandbox.state_dir / "faults.yaml"
-    nodes: list[str] = []
-
-    def hold(node: str, on: bool = True) -> None:
-        faults = read_faults(path)
-        if on:
-            faults.setdefault(node, set()).add(Fault.REBOOT_NEVER_COMPLETES)
-            nodes.append(node)
-        else:
-            faults.get(node, set()).discard(Fault.REBOOT_NEVER_COMPLETES)
-        write_faults(path, faults)
-
-    yield hold
-    for node in nodes:
-        hold(node, on=False)
+    switch = FaultSwitch(shared_kernel_sandbox.state_dir, Fault.REBOOT_NEVER_COMPLETES)
+    yield switch
+    switch.clear_all()
 
 
 def pin(sandbox: Sandbox, namespace: str, name: str, node: str) -> dict[str, Any]:
