@@ -376,5 +376,6 @@ async def test_finalize_waits_while_an_excluded_node_still_runs_flannel(
             await wait_progress(handle, lambda p: p.phase is Phase.COMPLETED, "completion",
                                 timeout=600)
             report = await handle.result()
+            await record_history(handle, nodes=("worker-3",))
         assert report.nodes["worker-3"].state is NodeState.MIGRATED
         assert pod_ips_outside(kube, [CILIUM_POOL]) == []
