@@ -58,6 +58,7 @@ class FakeCluster:
         self.drain_blocked: set[str] = set()
         self.verify_fails: set[str] = set()
         self.hold_drain: asyncio.Event | None = None
+        self.hold_health: asyncio.Event | None = None  # set when a health check is held
         self.helm_values: list[dict[str, Any]] = []
 
     def facts(self) -> ClusterFacts:
@@ -188,6 +189,10 @@ class FakeCluster:
 
         @activity.defn(name=Activity.CHECK_HEALTH)
         async def health(input: HealthInput) -> HealthReport:
+            if cluster.hold_health is not None:
+                cluster.hold_health.set()
+                while True:  # a health check still waiting to converge; a cancel ends it
+                    await asyncio.sleep(0.2)
             return HealthReport(nodes_on_cilium=1, pods_on_cilium=1, pods_total=1,
                                 flannel_ready=True)
 

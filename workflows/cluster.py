@@ -13,7 +13,12 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError, ChildWorkflowError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    is_cancelled_exception,
+)
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -106,9 +111,13 @@ class ClusterMigrationWorkflow:
             await self._finalize(plan)
             await self._gate(gate_names.REMOVE_FLANNEL_GATE)
             await self._remove_flannel(facts)
-        except (asyncio.CancelledError, ChildWorkflowError, ApplicationError) as error:
+        except (asyncio.CancelledError, ActivityError, ChildWorkflowError,
+                ApplicationError) as error:
+            # An abort while one of this workflow's own steps runs arrives as that step's
+            # ActivityError (cancelled): it is an abort all the same.
             cancelled = isinstance(error, asyncio.CancelledError) or is_cancelled_exception(error)
-            self.progress.error = "aborted by the operator" if cancelled else str(error)
+            self.progress.error = ("aborted by the operator" if cancelled
+                                   else describe_failure(error))
             self.progress.finished_at = workflow.now()
             self._set_phase(Phase.CANCELLED if cancelled else Phase.FAILED)
             raise

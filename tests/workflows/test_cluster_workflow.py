@@ -260,3 +260,21 @@ async def test_abort_mid_wave_uncordons_what_this_run_cordoned(
     assert not fake.cordoned and not fake.labelled
     assert final.phase is Phase.CANCELLED
     assert any(n.state is NodeState.CANCELLED for n in final.nodes.values())
+
+
+async def test_abort_while_the_migration_runs_a_step_of_its_own_ends_cancelled(
+        temporal_env: Any, task_queue: str) -> None:
+    """Cancelled during the parent's own activity (a health check waiting to converge), the run
+    still reports itself cancelled, not stuck in its last phase."""
+    fake = FakeCluster(workers=2)
+    fake.hold_health = asyncio.Event()
+    migration = spec(f"abort-health-{task_queue}", approvals={"policy": "none"})
+    async with build_worker(temporal_env.client, fake.activities(), task_queue=task_queue):
+        handle = await start(temporal_env, fake, migration, task_queue)
+        await asyncio.wait_for(fake.hold_health.wait(), timeout=60)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        final = await progress(handle)
+    assert final.phase is Phase.CANCELLED
+    assert final.error == "aborted by the operator"
