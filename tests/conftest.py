@@ -18,6 +18,7 @@ import pytest
 
 from activities.kubeapi import Kube
 from sandbox import cluster
+from sandbox.simulator.hostfs import HostFs
 from sandbox.toolchain import Toolchain, ensure_toolchain, print_progress
 from sandbox.topology import Topology
 
@@ -77,10 +78,8 @@ class Sandbox:
         return self.state_dir / "nodes" / node / "etc" / "cni" / "net.d"
 
     def active_cni(self, node: str) -> str | None:
-        """The node's active CNI config: the lexically first, as the container runtime picks."""
-        configs = sorted(p.name for p in self.cni_dir(node).iterdir()
-                         if p.name.endswith((".conf", ".conflist", ".json")))
-        return configs[0] if configs else None
+        """The node's active CNI config, read as the simulated runtime reads it."""
+        return HostFs(self.state_dir / "nodes" / node).active_cni()
 
     def workers(self) -> list[str]:
         return [n.name for n in self.topology.nodes if not n.control_plane]
@@ -142,12 +141,17 @@ def shared_kernel_sandbox(toolchain: Toolchain, tmp_path_factory: pytest.TempPat
         cluster.down(state_dir)
 
 
+def temporary_namespace(kube: Kube) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (the body of a fixture)."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kube.create("/api/v1/namespaces", {"metadata": {"name": name}})
+    yield name
+    kube.delete(f"/api/v1/namespaces/{name}")
+
+
 @pytest.fixture
 def namespace(sandbox: Sandbox) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    sandbox.kube.create("/api/v1/namespaces", {"metadata": {"name": name}})
-    yield name
-    sandbox.kube.delete(f"/api/v1/namespaces/{name}")
+    yield from temporary_namespace(sandbox.kube)
 
 
 @pytest.fixture

@@ -65,6 +65,26 @@ def running_pods(kube: Kube, namespace: str, selector: str) -> list[dict[str, An
             and not p["metadata"].get("deletionTimestamp")]
 
 
+def single_db(kube: Kube) -> str:
+    """One `data/db` pod (a Deployment of one); returns the node it runs on."""
+    kube.create("/api/v1/namespaces", {"metadata": {"name": "data"}})
+    kube.create("/apis/apps/v1/namespaces/data/deployments", {
+        "metadata": {"name": "db"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "db"}},
+                 "template": {"metadata": {"labels": {"app": "db"}}, "spec": {
+                     "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "db", "image": "postgres"}]}}}})
+    return str(wait_for(lambda: (p := running_pods(kube, "data", "app=db")) and
+                        p[0]["spec"]["nodeName"], "db pod"))
+
+
+def budget_allowing_no_disruption(kube: Kube) -> None:
+    """A PDB over the single db pod that needs it up: no eviction passes while it stands."""
+    kube.create("/apis/policy/v1/namespaces/data/poddisruptionbudgets", {
+        "metadata": {"name": "db-pdb"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}}})
+
+
 def boot_ids(kube: Kube) -> dict[str, str]:
     return {n["metadata"]["name"]: n["status"]["nodeInfo"]["bootID"]
             for n in kube.get("/api/v1/nodes")["items"]}
@@ -127,15 +147,7 @@ async def test_a_pdb_blocks_a_drain_until_scaled_and_retried(
         temporal_env: Any, toolchain: Toolchain, tmp_path: Path) -> None:
     name = "pdb"
     with fresh_sandbox(tmp_path / "state", workers=2, zones=1) as kube:
-        kube.create("/api/v1/namespaces", {"metadata": {"name": "data"}})
-        kube.create("/apis/apps/v1/namespaces/data/deployments", {
-            "metadata": {"name": "db"},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "db"}},
-                     "template": {"metadata": {"labels": {"app": "db"}}, "spec": {
-                         "terminationGracePeriodSeconds": 1,
-                         "containers": [{"name": "db", "image": "postgres"}]}}}})
-        db_node = wait_for(lambda: (p := running_pods(kube, "data", "app=db")) and
-                           p[0]["spec"]["nodeName"], "db pod")
+        db_node = single_db(kube)
         # The drain reports a block when its deadline passes: keep the deadline short here.
         spec = migration_spec(name, approvals={"policy": "per-phase"},
                               rollout={"firstNodes": [db_node]}, drain={"timeout": "15s"})
@@ -146,9 +158,7 @@ async def test_a_pdb_blocks_a_drain_until_scaled_and_retried(
             handle = await start_migration(temporal_env.client, spec, task_queue)
             await wait_progress(handle, lambda p: "install" in p.pending_gates, "install gate")
             # After preflight: a budget that allows no disruption appears.
-            kube.create("/apis/policy/v1/namespaces/data/poddisruptionbudgets", {
-                "metadata": {"name": "db-pdb"},
-                "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}}})
+            budget_allowing_no_disruption(kube)
             blocked = await wait_progress(
                 handle, lambda p: p.nodes.get(db_node) and
                 p.nodes[db_node].state is NodeState.BLOCKED, "the drain to block",
@@ -310,15 +320,7 @@ async def test_rollback_after_a_blocked_drain_uncordons_without_a_reboot(
     PDB-protected pod is never rebooted by a rollback."""
     name = "undrained"
     with fresh_sandbox(tmp_path / "state", workers=2, zones=1) as kube:
-        kube.create("/api/v1/namespaces", {"metadata": {"name": "data"}})
-        kube.create("/apis/apps/v1/namespaces/data/deployments", {
-            "metadata": {"name": "db"},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "db"}},
-                     "template": {"metadata": {"labels": {"app": "db"}}, "spec": {
-                         "terminationGracePeriodSeconds": 1,
-                         "containers": [{"name": "db", "image": "postgres"}]}}}})
-        db_node = wait_for(lambda: (p := running_pods(kube, "data", "app=db")) and
-                           p[0]["spec"]["nodeName"], "db pod")
+        db_node = single_db(kube)
         before = boot_ids(kube)
         spec = migration_spec(name, approvals={"policy": "per-phase"},
                               rollout={"firstNodes": [db_node]}, drain={"timeout": "10s"})
@@ -329,9 +331,7 @@ async def test_rollback_after_a_blocked_drain_uncordons_without_a_reboot(
             handle = await start_migration(temporal_env.client, spec, task_queue)
             await wait_progress(handle, lambda p: "install" in p.pending_gates, "install gate")
             # After preflight (which would refuse it): a budget that allows no disruption.
-            kube.create("/apis/policy/v1/namespaces/data/poddisruptionbudgets", {
-                "metadata": {"name": "db-pdb"},
-                "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}}})
+            budget_allowing_no_disruption(kube)
             await wait_progress(handle, lambda p: p.nodes.get(db_node) and
                                 p.nodes[db_node].state is NodeState.BLOCKED,
                                 "the drain to block", approver="dave", timeout=300)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 
 from sandbox import cluster
 from sandbox.simulator.faults import Fault
-from tests.conftest import Sandbox
+from tests.conftest import Sandbox, temporary_namespace
 from tests.helpers import FaultSwitch, deployment, ready_pods, wait_for
 
 pytestmark = pytest.mark.sandbox
@@ -56,10 +55,7 @@ def container(pod: dict[str, Any]) -> tuple[str, int]:
 
 @pytest.fixture
 def namespace(shared_kernel_sandbox: Sandbox) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    shared_kernel_sandbox.kube.create("/api/v1/namespaces", {"metadata": {"name": name}})
-    yield name
-    shared_kernel_sandbox.kube.delete(f"/api/v1/namespaces/{name}")
+    yield from temporary_namespace(shared_kernel_sandbox.kube)
 
 
 @pytest.fixture
