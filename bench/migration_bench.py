@@ -26,6 +26,7 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from activities.kubeapi import Kube  # noqa: E402
 from sandbox import cluster  # noqa: E402
+from sandbox.cilium_release import ensure_default_release  # noqa: E402
 from sandbox.toolchain import ensure_toolchain  # noqa: E402
 from tests.conftest import temporal_cli  # noqa: E402
 from tests.integration.migration_support import (  # noqa: E402
@@ -51,6 +52,7 @@ def api_requests(kube: Kube) -> float:
 
 async def main(nodes: int, max_unavailable: int) -> None:
     toolchain = ensure_toolchain()
+    ensure_default_release(toolchain["helm"])  # the tests' spec installs it
     state_dir = Path(tempfile.mkdtemp(prefix="bench-migration-")) / "state"
     started = time.monotonic()
     cluster.up(state_dir, nodes=nodes, control_planes=1, zones=3,

@@ -26,6 +26,7 @@ import yaml
 from client import exit_codes
 from client.errors import CommandError
 from sandbox import cluster
+from sandbox.cilium_release import ensure_default_release
 from sandbox.toolchain import ensure_toolchain, print_progress
 
 CLUSTER = "demo"
@@ -75,10 +76,10 @@ def _workloads(directory: Path) -> Path:
     return path
 
 
-def _spec(directory: Path) -> Path:
+def _spec(directory: Path, chart: Path) -> Path:
     spec = {
         "cluster": {"name": CLUSTER},
-        "cilium": {"chart": {"path": str(cluster.CILIUM_CHART)}},
+        "cilium": {"chart": {"path": str(chart)}},
         "rollout": {"maxUnavailable": 2},
         "approvals": {"policy": "per-wave"},
         "drain": {"timeout": "5m"},
@@ -94,6 +95,7 @@ def _demo(args: argparse.Namespace) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     toolchain = ensure_toolchain(print_progress)
+    release = ensure_default_release(toolchain["helm"], print_progress)
     state_dir = directory / "sandbox"
     address = ("--address", f"localhost:{args.port}")
     dev: subprocess.Popen[bytes] | None = None
@@ -115,7 +117,7 @@ def _demo(args: argparse.Namespace) -> int:
                 "--helm", str(toolchain["helm"])), stdout=log, stderr=log,
                 start_new_session=True)
         _wait_for_server(address, dev)
-        spec = _spec(directory)
+        spec = _spec(directory, release.chart_dir)
         _run(["plan", "-f", str(spec), "--kubeconfig", str(state_dir / "kubeconfig")])
         _run(["start", "-f", str(spec), *address])
         _approve_until_done(address)

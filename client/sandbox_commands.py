@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sandbox import cluster
 from sandbox.simulator.faults import Fault, FaultFileError, read_faults, write_faults
+from sandbox.cilium_release import ensure_default_release
 from sandbox.toolchain import ToolchainError, ensure_toolchain, print_progress
 
 EXPECTED_ERRORS = (cluster.SandboxError, ToolchainError, FaultFileError)
@@ -59,6 +60,9 @@ def _build(args: argparse.Namespace) -> int:
     toolchain = ensure_toolchain(print_progress)
     for name, path in toolchain.paths.items():
         print(f"{name:<24} {path}")
+    release = ensure_default_release(toolchain["helm"], print_progress)
+    print(f"{'cilium chart':<24} {release.chart_dir}")
+    print(f"{'cilium CRDs':<24} {release.crds_dir}")
     return 0
 
 

@@ -108,7 +108,7 @@ def find_toolchain() -> Toolchain:
     return Toolchain({b.name: binary_path(b) for b in BINARIES})
 
 
-def _go() -> str:
+def go_binary() -> str:
     go = shutil.which("go")
     if go is None:
         raise ToolchainError(
@@ -143,7 +143,7 @@ def ensure_toolchain(progress: Callable[[str], None] | None = None) -> Toolchain
     say = progress or (lambda message: None)
     todo = [b for b in BINARIES if not binary_path(b).is_file()]
     if todo:
-        go = _go()
+        go = go_binary()
         for index, binary in enumerate(todo, 1):
             say(f"[{index}/{len(todo)}] building {binary.name} {binary.version} "
                 "(the first build takes several minutes)")

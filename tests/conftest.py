@@ -19,13 +19,15 @@ import pytest
 from activities.kubeapi import Kube
 from sandbox import cluster
 from sandbox.simulator.hostfs import HostFs
+from plan.spec import DEFAULT_CILIUM_VERSION
+from sandbox.cilium_release import ensure_default_release, release_path
 from sandbox.toolchain import Toolchain, ensure_toolchain, print_progress
 from sandbox.topology import Topology
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_REFERENCE = REPO.parent / "shared" / "reference"
 
-CHART = cluster.CILIUM_CHART
+CHART = release_path(DEFAULT_CILIUM_VERSION).chart_dir
 # The article's migration values (Phase 1 of ../shared/docs/procedure.md).
 MIGRATION_VALUES = {
     "operator": {"unmanagedPodWatcher": {"restart": False}},
@@ -95,7 +97,9 @@ class Sandbox:
 
 @pytest.fixture(scope="session")
 def toolchain() -> Toolchain:
-    return ensure_toolchain(print_progress)
+    built = ensure_toolchain(print_progress)
+    ensure_default_release(built["helm"], print_progress)
+    return built
 
 
 @pytest.fixture(scope="session")
