@@ -49,6 +49,9 @@ def render_progress(progress: Progress, now: datetime | None = None,
     counts = progress.counts()
     if counts:
         out.append("Nodes: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if progress.chart:
+        chart = progress.chart
+        out.append(f"Chart {chart.name} {chart.version} {chart.digest} from {chart.source}")
     if progress.error:
         out += ["", f"Error: {progress.error}"]
     if progress.halted:

@@ -253,8 +253,18 @@ class HelmInput(StepModel):
     timeout_seconds: float = 600.0
 
 
+class InstalledChart(StepModel):
+    """Exactly which chart an install ran: a post-mortem can fetch the same bytes again."""
+
+    name: str
+    version: str
+    digest: str  # "sha256:<hex>" of the archive, or "sha256-tree:<hex>" of a chart directory
+    source: str  # the repository URL, OCI reference or path it came from
+
+
 class HelmResult(StepModel):
     revision: int
+    chart: InstalledChart | None = None  # None in histories recorded before it was kept
 
 
 class CiliumWaitInput(StepModel):

@@ -368,12 +368,14 @@ class ClusterMigrationWorkflow:
 
     async def _helm(self, values: dict[str, object]) -> None:
         chart = self.spec.cilium.chart
-        await run_step(Activity.HELM_UPGRADE, HelmInput(
+        # The version is checked against a local chart too: the values were made for it.
+        result = await run_step(Activity.HELM_UPGRADE, HelmInput(
             cluster=self.cluster, namespace=self.spec.cilium.namespace,
             chart=ChartRef(repo=chart.repo, name=chart.name, path=chart.path,
-                           version=None if chart.path else self.spec.cilium.version),
+                           version=self.spec.cilium.version),
             values=values, timeout_seconds=INSTALL_TIMEOUT),
             HelmResult, timeout=timedelta(seconds=INSTALL_TIMEOUT), long=True)
+        self.progress.chart = result.chart
 
     def _set_phase(self, phase: Phase) -> None:
         if self.progress.phase is not phase:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, computed_field
 
-from plan.contract import CheckResult, DrainBlocker, NodeStep
+from plan.contract import CheckResult, DrainBlocker, InstalledChart, NodeStep
 from plan.findings import Finding
 
 
@@ -95,6 +95,8 @@ class Progress(BaseModel):
     approvals: list[Approval] = Field(default_factory=list)
     findings: list[Finding] = Field(default_factory=list)
     values_diff: list[tuple[str, Any, Any]] = Field(default_factory=list)
+    # The chart the last Helm step installed (name, version, digest, source).
+    chart: InstalledChart | None = None
     error: str | None = None
 
     @computed_field  # type: ignore[prop-decorator]

@@ -1,0 +1,44 @@
+"""Running the `helm` binary as a child process, heartbeating while it works.
+
+Helm's own error output is what an operator needs to read (schema and template errors name the
+value), so it becomes the step's failure as is.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from activities.context import heartbeat, step_error
+from plan.contract import StepError
+
+# How often a running helm is looked at (and the step heartbeats).
+POLL_SECONDS = 5.0
+
+
+def run_helm(argv: list[str], timeout: float) -> str:
+    """Runs helm, heartbeating while it works; its stderr is the error (schema errors too)."""
+    try:
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+    except OSError as error:
+        raise step_error(StepError.HELM_FAILED, f"cannot run {argv[0]}: {error}") from error
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            out, err = process.communicate(timeout=POLL_SECONDS)
+            break
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                process.kill()
+                process.communicate()
+                raise step_error(StepError.HELM_FAILED,
+                                 f"helm {argv[1]} did not finish within {timeout:.0f}s") from None
+            heartbeat(helm=argv[1])
+        except BaseException:  # cancelled: do not leave helm running behind us
+            process.kill()
+            raise
+    if process.returncode != 0:
+        raise step_error(StepError.HELM_FAILED,
+                         f"helm {argv[1]} failed: {err.strip() or out.strip()}")
+    return out
