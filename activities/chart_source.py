@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from temporalio.exceptions import ApplicationError
 
 from activities.context import step_error
 from activities.helm_cli import run_helm
@@ -68,7 +69,14 @@ def fetch_chart(helm: str, chart: ChartRef, into: Path) -> LocalChart:
         argv = [helm, "pull", *chart_reference(chart), "--destination", str(into)]
         if chart.version:
             argv += ["--version", chart.version]
-        run_helm(argv, PULL_TIMEOUT_SECONDS)
+        try:
+            run_helm(argv, PULL_TIMEOUT_SECONDS)
+        except ApplicationError as error:
+            # helm's words name the reference in its own terms (OCI's are cryptic); say first
+            # which chart, version and source the step was after.
+            raise step_error(StepError.HELM_FAILED,
+                             f"cannot fetch chart {chart.name} {chart.version or '(latest)'} "
+                             f"from {chart_origin(chart)}: {error.message}") from None
         pulled = sorted(into.glob("*.tgz"))
         if len(pulled) != 1:
             raise step_error(StepError.HELM_FAILED,

@@ -225,3 +225,19 @@ def test_a_pull_that_leaves_no_single_archive_is_an_error(tmp_path: Path) -> Non
                                                            name="demo", version="0.3.1"), pulled)
     assert raised.value.type == StepError.HELM_FAILED
     assert f"helm pull left 0 archives in {pulled}; expected one" == raised.value.message
+
+
+def test_a_failed_pull_says_which_chart_version_and_source_before_helms_words(
+        tmp_path: Path) -> None:
+    helm = tmp_path / "helm"
+    helm.write_text("#!/bin/sh\necho 'Error: 127.0.0.1:5000/charts/demo:0.3.1: not found' >&2\n"
+                    "exit 1\n")
+    helm.chmod(0o755)
+    (tmp_path / "pulled").mkdir()
+    with pytest.raises(ApplicationError) as raised:
+        fetch_chart(str(helm), ChartRef(repo="oci://127.0.0.1:5000/charts", name="demo",
+                                        version="0.3.1"), tmp_path / "pulled")
+    assert raised.value.type == StepError.HELM_FAILED and raised.value.non_retryable
+    assert raised.value.message == (
+        "cannot fetch chart demo 0.3.1 from oci://127.0.0.1:5000/charts/demo: helm pull failed: "
+        "Error: 127.0.0.1:5000/charts/demo:0.3.1: not found")
