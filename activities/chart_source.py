@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from temporalio.exceptions import ApplicationError
 
 from activities.context import step_error
 from activities.helm_cli import run_helm
@@ -49,16 +51,32 @@ def chart_reference(chart: ChartRef) -> list[str]:
     return [chart.name, "--repo", repo]
 
 
+def chart_origin(chart: ChartRef) -> str:
+    """Where the chart came from, as recorded beside its digest: the repository URL, the OCI
+    reference (which includes the chart's name), or the local path."""
+    if chart.path:
+        return chart.path
+    repo = (chart.repo or "").rstrip("/")
+    return f"{repo}/{chart.name}" if repo.startswith("oci://") else repo
+
+
 def fetch_chart(helm: str, chart: ChartRef, into: Path) -> LocalChart:
-    """The chart on this machine, pulled into `into` unless it is a local path. A chart whose
-    name or version is not the one asked for is refused: the values were made for that one."""
+    """The chart on this machine, pulled into `into` unless it is a local path. A chart of
+    another version than the one asked for is refused: the values were made for that one."""
     if chart.path:
         local = read_local_chart(Path(chart.path))
     else:
         argv = [helm, "pull", *chart_reference(chart), "--destination", str(into)]
         if chart.version:
             argv += ["--version", chart.version]
-        run_helm(argv, PULL_TIMEOUT_SECONDS)
+        try:
+            run_helm(argv, PULL_TIMEOUT_SECONDS)
+        except ApplicationError as error:
+            # helm's words name the reference in its own terms (OCI's are cryptic); say first
+            # which chart, version and source the step was after.
+            raise step_error(StepError.HELM_FAILED,
+                             f"cannot fetch chart {chart.name} {chart.version or '(latest)'} "
+                             f"from {chart_origin(chart)}: {error.message}") from None
         pulled = sorted(into.glob("*.tgz"))
         if len(pulled) != 1:
             raise step_error(StepError.HELM_FAILED,
@@ -81,7 +99,7 @@ def read_local_chart(location: Path) -> LocalChart:
         if not chart_yaml.is_file():
             raise step_error(StepError.HELM_FAILED,
                              f"{location} is not a Helm chart: it has no Chart.yaml")
-        metadata = _metadata(chart_yaml.read_text(encoding="utf-8"), chart_yaml)
+        metadata = _metadata(chart_yaml.read_bytes(), chart_yaml)
         return LocalChart(location, metadata["name"], metadata["version"],
                           "sha256-tree:" + _tree_digest(location))
     if location.is_file():
@@ -92,9 +110,12 @@ def read_local_chart(location: Path) -> LocalChart:
                      f"chart path {location} does not exist on the worker's machine")
 
 
-def _metadata(text: str, where: Path) -> dict[str, str]:
+def _metadata(raw: bytes, where: Path) -> dict[str, str]:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise step_error(StepError.HELM_FAILED, f"{where}: Chart.yaml is not UTF-8 text"
+                         ) from None
     except yaml.YAMLError as error:
         raise step_error(StepError.HELM_FAILED, f"{where}: Chart.yaml is not YAML: {error}"
                          ) from None
@@ -103,7 +124,7 @@ def _metadata(text: str, where: Path) -> dict[str, str]:
     return {"name": str(data["name"]), "version": str(data["version"])}
 
 
-def _chart_yaml_in_archive(archive: Path) -> str:
+def _chart_yaml_in_archive(archive: Path) -> bytes:
     """The top directory's Chart.yaml of a packaged chart (NAME/Chart.yaml)."""
     try:
         with tarfile.open(archive, "r:*") as tar:
@@ -112,10 +133,13 @@ def _chart_yaml_in_archive(archive: Path) -> str:
                 if len(parts) == 2 and parts[1] == "Chart.yaml" and member.isfile():
                     extracted = tar.extractfile(member)
                     if extracted is not None:
-                        return extracted.read().decode("utf-8")
-    except (tarfile.TarError, OSError) as error:
-        raise step_error(StepError.HELM_FAILED, f"{archive} is not a chart archive: {error}"
-                         ) from None
+                        return extracted.read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+        # tarfile lists every compression it tried, one per line; the first line says enough.
+        reason = str(error).splitlines()[0].rstrip(":") if str(error) else type(error).__name__
+        raise step_error(StepError.HELM_FAILED,
+                         f"{archive} is not a packaged chart: {reason}; give a chart "
+                         "directory or a .tgz made by `helm package`") from None
     raise step_error(StepError.HELM_FAILED, f"{archive} holds no NAME/Chart.yaml")
 
 

@@ -10,7 +10,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from activities.chart_source import chart_reference, fetch_chart
+from activities.chart_source import chart_origin, fetch_chart
 from activities.helm_cli import run_helm
 from plan.contract import HelmInput, HelmResult, InstalledChart
 
@@ -32,6 +32,6 @@ def helm_upgrade(helm: str, kubeconfig: str | None, request: HelmInput) -> HelmR
                   "--wait", "--timeout", f"{int(request.timeout_seconds)}s"],
                  request.timeout_seconds + 60)
     status = json.loads(run_helm([helm, "status", request.release, *flags, "-o", "json"], 60))
-    source = request.chart.path or " ".join(chart_reference(request.chart))
     return HelmResult(revision=int(status["version"]), chart=InstalledChart(
-        name=chart.name, version=chart.version, digest=chart.digest, source=source))
+        name=chart.name, version=chart.version, digest=chart.digest,
+        source=chart_origin(request.chart)))

@@ -1,10 +1,11 @@
 """Builds and caches the sandbox's control-plane binaries from their Go modules.
 
 There is no container engine on the machines we develop and test on, so etcd, the Kubernetes
-control plane, kubectl and helm are compiled from the wrapper modules committed under
-``sandbox/toolchain/`` (each pins one release, with a ``go.sum``). Binaries land in a directory
-named after the release under the user's cache directory, so a second run finds them and returns
-in well under a second, and two checkouts of the project share one build.
+control plane, kubectl, helm and an OCI registry (Distribution's, to serve charts in tests) are
+compiled from the wrapper modules committed under ``sandbox/toolchain/`` (each pins one release,
+with a ``go.sum``). Binaries land in a directory named after the release under the user's cache
+directory, so a second run finds them and returns in well under a second, and two checkouts of
+the project share one build.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ MODULES_DIR = Path(__file__).parent / "toolchain"
 KUBERNETES_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v3.19.0"
+# v3.1.1 is the newest release that builds with Go 1.25 (v3.1.2 asks for 1.26).
+REGISTRY_VERSION = "v3.1.1"
 
 # Fixed stamp: the build date only feeds `version` output, and a constant keeps links reproducible.
 _BUILD_DATE = "2026-01-01T00:00:00Z"
@@ -72,6 +75,10 @@ BINARIES: tuple[Binary, ...] = (
         "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1",
         "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=34",
     )),
+    # An OCI registry on loopback, so that installing a chart from `oci://` is tested for real.
+    Binary("registry", "registry", "github.com/distribution/distribution/v3/cmd/registry",
+           REGISTRY_VERSION,
+           (f"-X github.com/distribution/distribution/v3/version.version={REGISTRY_VERSION}",)),
 )
 
 

@@ -4,6 +4,7 @@ Temporal: a small in-memory cluster whose activities record what they were asked
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import Counter
 from typing import Any
 
@@ -23,6 +24,7 @@ from plan.contract import (
     HelmInput,
     HelmResult,
     HostCommandInput,
+    InstalledChart,
     LabelInput,
     NodeConfigInput,
     NodeRef,
@@ -45,6 +47,16 @@ from plan.facts import ClusterFacts, FlannelFacts, NodeFacts
 from plan.policies import ClusterRef
 
 
+def fake_chart(request: HelmInput) -> InstalledChart:
+    """What the Helm step would record for the chart it was given: a made-up digest that
+    differs per name and version, and the repository or path it names."""
+    chart = request.chart
+    version = chart.version or "0.0.0"
+    digest = hashlib.sha256(f"{chart.name}-{version}".encode()).hexdigest()
+    return InstalledChart(name=chart.name, version=version, digest=f"sha256:{digest}",
+                          source=chart.path or chart.repo or "")
+
+
 class FakeCluster:
     """What the fake activities do to the world, for the test to check."""
 
@@ -60,6 +72,7 @@ class FakeCluster:
         self.hold_drain: asyncio.Event | None = None
         self.hold_health: asyncio.Event | None = None  # set when a health check is held
         self.helm_values: list[dict[str, Any]] = []
+        self.installed_charts: list[InstalledChart] = []  # what each Helm step reported
 
     def facts(self) -> ClusterFacts:
         return ClusterFacts(
@@ -97,7 +110,9 @@ class FakeCluster:
         @activity.defn(name=Activity.HELM_UPGRADE)
         async def helm(input: HelmInput) -> HelmResult:
             cluster.helm_values.append(input.values)
-            return HelmResult(revision=len(cluster.helm_values))
+            cluster.installed_charts.append(fake_chart(input))
+            return HelmResult(revision=len(cluster.helm_values),
+                              chart=cluster.installed_charts[-1])
 
         @activity.defn(name=Activity.WAIT_FOR_CILIUM)
         async def wait_cilium(input: CiliumWaitInput) -> CiliumStatus:

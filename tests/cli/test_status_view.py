@@ -6,7 +6,7 @@ import io
 from datetime import UTC, datetime, timedelta
 
 from client.status_view import CLEAR_BELOW, CLEAR_LINE, HOME, Screen, render_progress
-from plan.contract import CheckResult, DrainBlocker
+from plan.contract import CheckResult, DrainBlocker, InstalledChart
 from workflows.progress import (
     Approval,
     NodeProgress,
@@ -60,6 +60,18 @@ def test_the_view_says_what_waits_and_the_command_that_unblocks_it() -> None:
                          ["w2", "2", "blocked", "drain", "3m07s"],
                          ["w3", "2", "pending", "-", "-"]]
     assert "  install          alice        2025-03-01 10:00:00  ok" in lines
+
+
+def test_the_view_names_the_installed_chart_once_helm_ran() -> None:
+    digest = "sha256:" + "ab" * 32
+    before = render_progress(progress(), now=START)
+    assert not [line for line in before.splitlines() if line.startswith("Chart ")]
+
+    source = "oci://registry.example/charts/cilium"
+    installed = progress().model_copy(update={"chart": InstalledChart(
+        name="cilium", version="1.18.4", digest=digest, source=source)})
+    lines = render_progress(installed, now=START).splitlines()
+    assert lines[2] == f"Chart cilium 1.18.4 {digest} from {source}"
 
 
 class Terminal(io.StringIO):

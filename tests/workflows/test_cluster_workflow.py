@@ -47,6 +47,10 @@ async def test_per_wave_approvals_migrate_every_node_once(temporal_env: Any,
     assert all(a.approver == "alice" and a.at for a in report.approvals)
     assert fake.helm_values[0]["tunnelPort"] == 8473
     assert fake.helm_values[1]["cni"]["customConf"] is False
+    # The chart the last Helm step reported is kept for the status view and the report.
+    assert report.chart == fake.installed_charts[-1]
+    assert (report.chart.name, report.chart.version, report.chart.source) == (
+        "cilium", migration.cilium.version, migration.cilium.chart.repo)
     assert ("cni.customConf", True, False) in [tuple(d) for d in report.values_diff]
     assert fake.calls[("remove-flannel", "-")] == 1
 
