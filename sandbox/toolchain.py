@@ -119,7 +119,8 @@ def go_binary() -> str:
     go = shutil.which("go")
     if go is None:
         raise ToolchainError(
-            "the Go toolchain (go 1.26 or newer; etcd 3.6.16 asks for it) is needed to build the sandbox's control plane; "
+            "the Go toolchain (go 1.26 or newer; etcd 3.6.16 asks for it) is needed to build "
+            "the sandbox's control plane; "
             "install it from your distribution or go.dev and make sure `go` is on PATH"
         )
     return go
