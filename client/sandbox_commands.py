@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from sandbox import cluster
-from sandbox.simulator.faults import Fault, FaultFileError, read_faults, write_faults
 from sandbox.cilium_release import ensure_default_release
+from sandbox.simulator.faults import Fault, FaultFileError, read_faults, write_faults
 from sandbox.toolchain import ToolchainError, ensure_toolchain, print_progress
 
 EXPECTED_ERRORS = (cluster.SandboxError, ToolchainError, FaultFileError)

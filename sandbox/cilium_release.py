@@ -65,8 +65,8 @@ def find_release(version: str) -> CiliumRelease:
     """A fetched release; raises ToolchainError saying how to fetch it when it is missing."""
     release = release_path(version)
     if not (release.root / "module.json").is_file():
-        raise ToolchainError(
-            f"the Cilium {release.version} chart is not fetched; run `cilium-migrate sandbox build`")
+        raise ToolchainError(f"the Cilium {release.version} chart is not fetched; "
+                             "run `cilium-migrate sandbox build`")
     return release
 
 
@@ -93,7 +93,7 @@ def ensure_release(version: str, helm: Path,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if packaged.returncode != 0:
         raise ToolchainError(f"helm package of the Cilium chart failed: {packaged.stdout.strip()}")
-    keep = {k: module[k] for k in ("Path", "Version", "Sum") if k in module}
+    keep: dict[str, str] = {k: module[k] for k in ("Path", "Version", "Sum") if k in module}
     keep["Origin"] = json.dumps(module.get("Origin", {}), sort_keys=True)
     (partial / "module.json").write_text(json.dumps(keep, indent=2) + "\n")
     shutil.rmtree(release.root, ignore_errors=True)
@@ -107,7 +107,7 @@ def _download(version: str) -> dict[str, str]:
     with tempfile.TemporaryDirectory(prefix="cilium-module-") as scratch:
         result = subprocess.run(
             [go_binary(), "mod", "download", "-json", f"{MODULE}@v{version}"],
-            cwd=scratch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=scratch, capture_output=True, text=True,
             env=_go_env())
     try:
         module: dict[str, str] = json.loads(result.stdout or "{}")

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from activities.kubeapi import Kube
-from sandbox import cluster
-from sandbox.simulator.hostfs import HostFs
 from plan.spec import DEFAULT_CILIUM_VERSION
+from sandbox import cluster
 from sandbox.cilium_release import ensure_default_release, release_path
+from sandbox.simulator.hostfs import HostFs
 from sandbox.toolchain import Toolchain, ensure_toolchain, print_progress
 from sandbox.topology import Topology
 
