@@ -21,7 +21,7 @@ from sandbox.simulator.containers import (
 )
 from sandbox.simulator.faults import Fault, FaultBook, FaultFileError, read_faults, write_faults
 from sandbox.simulator.hostfs import HostFs, run_host_command
-from sandbox.simulator.ipam import ExhaustedError, HostLocal, next_free_block
+from sandbox.simulator.ipam import CidrSet, ExhaustedError, HostLocal
 from sandbox.simulator.selectors import InvalidSelector, selects
 from sandbox.topology import ApiServerAddress, Topology
 
@@ -66,10 +66,17 @@ def test_host_local_skips_the_gateway_and_reuses_released_addresses() -> None:
 
 
 def test_cluster_pool_blocks_do_not_overlap() -> None:
-    taken = ["10.245.0.0/24", "10.245.1.0/24"]
-    assert next_free_block(["10.245.0.0/16"], 24, taken) == "10.245.2.0/24"
+    pool = CidrSet("10.245.0.0/16", 24)
+    assert pool.occupy("10.245.0.0/24") and pool.occupy("10.245.1.0/24")
+    assert not pool.occupy("10.246.0.0/24")  # not one of this pool's blocks
+    assert pool.allocate_next() == "10.245.2.0/24"
+    small = CidrSet("10.245.0.0/23", 24)
+    assert [small.allocate_next(), small.allocate_next()] == ["10.245.0.0/24", "10.245.1.0/24"]
     with pytest.raises(ExhaustedError):
-        next_free_block(["10.245.0.0/23"], 24, taken)
+        small.allocate_next()
+    # Like the operator's CidrSet, a freed block is handed out again only after the others.
+    small.release("10.245.0.0/24")
+    assert small.allocate_next() == "10.245.0.0/24"
 
 
 @pytest.mark.parametrize("selector, expected", [
