@@ -170,3 +170,20 @@ def test_when_the_leading_operator_goes_the_other_replica_allocates(
         wait_for(lambda: pod_cidrs(sandbox.kube.get_or_none(f"{CILIUM_NODES}/{node}")),
                  "a block from the remaining replicas", timeout=120)
         wait_for(lambda: ready(agent_on(sandbox, node)), "the agent to be Ready", timeout=120)
+
+
+def test_the_charts_other_pods_run_as_plain_host_network_workloads(
+        sandbox: Sandbox, cilium: None) -> None:
+    """cilium-envoy (hostNetwork, no personality) runs Ready on every node with its node's
+    address, like the operator replicas."""
+    addresses = {n.name: n.internal_ip for n in sandbox.topology.nodes}
+    def envoys() -> list[dict[str, Any]] | None:
+        pods = sandbox.kube.get("/api/v1/namespaces/kube-system/pods",
+                                labelSelector="k8s-app=cilium-envoy")["items"]
+        return pods if len(pods) == len(addresses) and all(map(ready, pods)) else None
+
+    for pod in wait_for(envoys, "cilium-envoy Ready on every node", timeout=120):
+        assert pod["spec"]["hostNetwork"]
+        assert pod["status"]["podIP"] == addresses[pod["spec"]["nodeName"]]
+    for pod in operator_pods(sandbox):
+        assert pod["status"]["podIP"] == addresses[pod["spec"]["nodeName"]]
