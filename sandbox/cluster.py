@@ -30,8 +30,6 @@ from sandbox.toolchain import Toolchain, ToolchainError, find_toolchain
 from sandbox.topology import Topology
 
 MANIFESTS = Path(__file__).parent / "manifests"
-# The stand-in Cilium chart (real values schema and CRD, no datapath) for sandbox migrations.
-CILIUM_CHART = Path(__file__).parent / "chart" / "cilium"
 SIMULATOR_MODULE = "sandbox.simulator"
 # Stopped in this order: the simulator first (it writes through the API server), etcd last.
 _STOP_ORDER = ("node-simulator", "kube-scheduler", "kube-controller-manager", "kube-apiserver",

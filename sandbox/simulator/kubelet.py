@@ -30,7 +30,8 @@ from sandbox.simulator.apiserver import Endpoint, dialled_endpoint, why_unreacha
 from sandbox.simulator.faults import Fault, FaultBook, FaultFileError
 from sandbox.simulator.hostfs import CNI_DIR, HostFs
 from sandbox.simulator.ipam import ExhaustedError, HostLocal
-from sandbox.simulator.personalities import CILIUM_AGENT, personality_of
+from sandbox.simulator.operator import CILIUM_OPERATOR, OperatorState
+from sandbox.simulator.personalities import CILIUM_AGENT, OPERATOR_POD, personality_of
 from sandbox.simulator.selectors import InvalidSelector, selects
 from sandbox.simulator.state import NodeState, PodState, new_boot_id, now_micro, now_rfc3339
 from sandbox.topology import CLUSTER_CIDR, NodeSpec, Topology
@@ -40,6 +41,9 @@ log = logging.getLogger("sandbox.simulator")
 # The kubelet doubles the wait after each crash up to five minutes; a sandbox caps it lower.
 CRASH_BACK_OFF_CAP = 30.0
 KUBE_PROXY_LABEL = ("k8s-app", "kube-proxy")  # kubeadm's kube-proxy DaemonSet pods
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+CILIUM_NODES = "/apis/cilium.io/v2/ciliumnodes"
+CILIUM_NODES_CRD = "ciliumnodes.cilium.io"
 
 KUBELET_VERSION = "v1.35.4"
 LEASE_DURATION_SECONDS = 40
@@ -72,7 +76,11 @@ class Simulator:
         }
         self.node_uids: dict[str, str] = {}
         self.pods: dict[str, PodState] = {}
-        self.cilium_blocks: dict[str, str] = {}
+        self.cilium_blocks: dict[str, str] = {}  # the block each node's agent set up with
+        self.crds: set[str] = set()  # established CustomResourceDefinitions, by name
+        self.cilium_nodes: dict[str, Obj] = {}  # CiliumNodes as the watch last showed them
+        self.operator = OperatorState()
+        self._watching_cilium_nodes = False
         self._events: queue.Queue[tuple[str, str, Obj]] = queue.Queue()
         self._timers: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._sequence = itertools.count()
@@ -93,16 +101,20 @@ class Simulator:
         for kind, path, query in (
             ("node", "/api/v1/nodes", {}),
             ("pod", "/api/v1/pods", {"fieldSelector": "spec.nodeName!="}),
+            ("crd", CRD_PATH, {}),
         ):
-            threading.Thread(target=self.kube.watch, name=f"watch-{kind}", daemon=True, args=(
-                path, lambda event, obj, kind=kind: self._events.put((kind, event, obj)),
-                self._stop.is_set), kwargs=query).start()
+            self._watch(kind, path, query)
         for index, node in enumerate(self.nodes.values()):
             spread = self.settings.lease_renew_seconds * index / max(len(self.nodes), 1)
             self.later(spread, self._renew_lease, node)
         log.info("simulating %d nodes", len(self.nodes))
         while not self._stop.is_set():
             self._dispatch_once()
+
+    def _watch(self, kind: str, path: str, query: dict[str, str]) -> None:
+        threading.Thread(target=self.kube.watch, name=f"watch-{kind}", daemon=True, args=(
+            path, lambda event, obj: self._events.put((kind, event, obj)),
+            self._stop.is_set), kwargs=query).start()
 
     def later(self, delay: float, action: Callable[..., None], *args: Any) -> None:
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._sequence), action, args))
@@ -127,7 +139,9 @@ class Simulator:
                     self.reboot(self.nodes[name])
         if item is not None:
             kind, event, obj = item
-            self._guard(self._on_node if kind == "node" else self._on_pod, event, obj)
+            handler = {"node": self._on_node, "pod": self._on_pod, "crd": self._on_crd,
+                       "ciliumnode": self._on_cilium_node}[kind]
+            self._guard(handler, event, obj)
         while self._timers and self._timers[0][0] <= time.monotonic():
             _, _, action, args = heapq.heappop(self._timers)
             self._guard(action, *args)
@@ -236,6 +250,34 @@ class Simulator:
             return
         if self._remember_node(node, obj) or node.reported_ready is None:
             self.network_changed(node)
+
+    # ---- Cilium objects: what the agents' and the operator's informers see -----------------
+
+    def _on_crd(self, event: str, obj: Obj) -> None:
+        name = obj["metadata"]["name"]
+        established = any(c.get("type") == "Established" and c.get("status") == "True"
+                          for c in (obj.get("status") or {}).get("conditions") or [])
+        if event == "DELETED" or not established:
+            self.crds.discard(name)
+            return
+        if name in self.crds:
+            return
+        self.crds.add(name)
+        if name == CILIUM_NODES_CRD and not self._watching_cilium_nodes:
+            self._watching_cilium_nodes = True  # the watch outlives a deleted CRD: it retries
+            self._watch("ciliumnode", CILIUM_NODES, {})
+        for node in self.nodes.values():
+            CILIUM_AGENT.advance(self, node)
+
+    def _on_cilium_node(self, event: str, obj: Obj) -> None:
+        name = obj["metadata"]["name"]
+        if event == "DELETED":
+            self.cilium_nodes.pop(name, None)
+        else:
+            self.cilium_nodes[name] = obj
+        CILIUM_OPERATOR.on_cilium_node(self, event, obj)
+        if event != "DELETED" and name in self.nodes:
+            CILIUM_AGENT.advance(self, self.nodes[name])
 
     def network_changed(self, node: NodeState) -> None:
         """Reports the node's readiness and starts pods that were waiting for a network."""
@@ -366,15 +408,19 @@ class Simulator:
             self.reserve_existing_ips(node)
             if personality_of(pod).name == "flanneld":
                 node.flannel_running = True
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                        for c in status.get("conditions") or [])
             if personality_of(pod).name == "cilium-agent":
                 node.agent_uid = pod.uid
                 node.agent_config = self.cilium_agent_config(pod.namespace, node)
-                ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                            for c in status.get("conditions") or [])
                 node.agent_ready = ready
                 block = self.cilium_blocks.get(node.name)
                 if ready and block:
                     node.cilium_ipam = HostLocal(block)
+                if not ready:  # it was still starting: it goes on
+                    CILIUM_AGENT.resume(self, node, pod)
+            if personality_of(pod) is OPERATOR_POD:
+                OPERATOR_POD.on_started(self, node, pod)  # reads its config, joins the election
 
     def reserve_existing_ips(self, node: NodeState) -> None:
         for pod in self._pods_on(node):

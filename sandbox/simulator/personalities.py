@@ -4,12 +4,16 @@ No container runs in the sandbox, so the simulator recognises the few pods whose
 node matter to a migration and plays those effects:
 
 - ``FlannelDaemon``: flanneld, which makes the flannel CNI plugin usable on its node.
-- ``CiliumAgent``: the Cilium agent (label ``k8s-app=cilium``). At start it reads cilium-config
-  plus the CiliumNodeConfigs selecting its node, and connects to the API server where its env
-  says (``sandbox.simulator.apiserver``); when it cannot, it exits and crash-loops, never Ready.
-  When ready it takes a per-node block of the cluster pool (recorded in a CiliumNode) and, when
-  ``write-cni-conf-when-ready`` names a file, writes its CNI config, parking the others with
-  ``cni-exclusive``; while it runs it rewrites them on any change in the CNI directory.
+- ``CiliumAgent``: the Cilium agent (the chart DaemonSet's container ``cilium-agent``). At pod
+  start it reads cilium-config plus the CiliumNodeConfigs selecting its node; it connects to
+  the API server where its env says (``sandbox.simulator.apiserver``), and when it cannot, it
+  exits and crash-loops, never Ready. It then waits for the operator's CRDs, creates its
+  CiliumNode and, in cluster-pool mode, waits for the operator to write the node's block into
+  it. Only then it sets up the node and is Ready: when ``write-cni-conf-when-ready`` names a
+  file it writes its CNI config, parking the others with ``cni-exclusive``; while it runs it
+  rewrites them on any change in the CNI directory.
+- ``OperatorPod``: the Cilium operator (container ``cilium-operator``), played by
+  ``sandbox.simulator.operator``: leader election, CRD registration, cluster-pool IPAM.
 - ``HostShell``: a privileged, host-PID pod running ``nsenter ... -- CMD`` on its node (the
   ``node-shell`` reboot strategy, and the file moves of a rollback); CMD runs on the host.
 - ``Probe``: the product's connectivity probe (label ``cilium-migrate.io/probe=true``, env
@@ -24,13 +28,17 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+import re
+from typing import TYPE_CHECKING
 
-from activities.kubeapi import MERGE
+from kubernetes.client.rest import ApiException
+
+from activities.kubeapi import Obj
 from sandbox.simulator import busybox
 from sandbox.simulator.faults import Fault
 from sandbox.simulator.hostfs import CILIUM_CONFLIST, CNI_DIR, run_host_command
-from sandbox.simulator.ipam import HostLocal, next_free_block
+from sandbox.simulator.ipam import HostLocal
+from sandbox.simulator.operator import CILIUM_OPERATOR, operator_container, pod_cidrs
 from sandbox.simulator.state import NodeState, PodState
 
 if TYPE_CHECKING:
@@ -87,24 +95,46 @@ class FlannelDaemon(Personality):
 
 
 class CiliumAgent(Personality):
+    """The agent of the real chart's DaemonSet: the pod's `cilium-agent` container.
+
+    At pod start (the `config` init container, `cilium-dbg build-config`) it resolves its
+    configuration; a crash-restart of the container keeps it, a new pod or a reboot resolves it
+    again. Its start then follows `daemon/cmd/daemon.go` (`newDaemon`): reach the API server,
+    wait for the operator's CRDs, create or update its CiliumNode, and in cluster-pool mode
+    wait for the operator to write the node's podCIDRs; only then set up the node and be Ready.
+    """
+
     name = "cilium-agent"
 
     def matches(self, pod: PodState) -> bool:
-        return pod.labels.get("k8s-app") == "cilium"
+        return any(c.get("name") == "cilium-agent" for c in pod.containers())
 
     def ready_at_start(self, sim: Simulator, node: NodeState, pod: PodState) -> bool:
         return False  # readiness comes after the agent has set up the node, below
 
     def on_started(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
-        # Overrides are read once, at agent start: a new CiliumNodeConfig needs a new agent pod.
+        # Overrides are read once, at pod start: a new CiliumNodeConfig needs a new agent pod.
         node.agent_uid = pod.uid
         node.agent_ready = False
+        node.agent_stage = None
         node.agent_config = sim.cilium_agent_config(pod.namespace, node)
-        sim.later(sim.settings.agent_ready_delay, self._become_ready, sim, node, pod.uid)
+        sim.later(sim.settings.agent_ready_delay, self._connect, sim, node, pod.uid)
 
-    def _become_ready(self, sim: Simulator, node: NodeState, uid: str) -> None:
+    def resume(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
+        """A restarted simulator finds the agent running but not Ready: it goes on starting."""
+        node.agent_uid = pod.uid
+        node.agent_config = sim.cilium_agent_config(pod.namespace, node)
+        sim.later(sim.settings.agent_ready_delay, self._connect, sim, node, pod.uid)
+
+    def _current(self, sim: Simulator, node: NodeState, uid: str) -> PodState | None:
         pod = sim.pods.get(uid)
         if pod is None or not pod.started or pod.terminating or node.agent_uid != uid:
+            return None
+        return pod
+
+    def _connect(self, sim: Simulator, node: NodeState, uid: str) -> None:
+        pod = self._current(sim, node, uid)
+        if pod is None:
             return
         if sim.faults.has(node.name, Fault.AGENT_NEVER_READY):
             return
@@ -112,13 +142,92 @@ class CiliumAgent(Personality):
         # and the kubelet restarts it after a back-off (CrashLoopBackOff).
         problem = sim.api_server_problem(node, pod)
         if problem is not None:
-            log.info("node %s: agent %s: %s", node.name, pod.name, problem)
-            back_off = sim.crash_containers(pod, problem)
-            sim.later(back_off, self._restart, sim, node, uid, (node.boot_id, pod.restarts))
+            self._crash(sim, node, pod, problem)
             return
-        config = node.agent_config
-        if config.get("ipam", "cluster-pool") == "cluster-pool":
-            node.cilium_ipam = HostLocal(self._pod_cidr(sim, node, config))
+        node.agent_stage = "crds"
+        timeout = go_duration(node.agent_config.get("crd-wait-timeout", "5m"), 300.0)
+        sim.later(timeout, self._crd_wait_timed_out, sim, node, uid, (node.boot_id, pod.restarts))
+        self.advance(sim, node)
+
+    def _crash(self, sim: Simulator, node: NodeState, pod: PodState, message: str) -> None:
+        log.info("node %s: agent %s: %s", node.name, pod.name, message)
+        node.agent_stage = None
+        back_off = sim.crash_containers(pod, message)
+        sim.later(back_off, self._restart, sim, node, pod.uid, (node.boot_id, pod.restarts))
+
+    def _crd_wait_timed_out(self, sim: Simulator, node: NodeState, uid: str,
+                            attempt: tuple[str, int]) -> None:
+        """`synced.SyncCRDs` gives up after `crd-wait-timeout` and the agent exits."""
+        pod = self._current(sim, node, uid)
+        if pod is None or node.agent_stage != "crds" or attempt != (node.boot_id, pod.restarts):
+            return
+        missing = sorted(set(agent_crds(node.agent_config)) - sim.crds)
+        self._crash(sim, node, pod, (
+            f"Unable to find all Cilium CRDs necessary within "
+            f"{node.agent_config.get('crd-wait-timeout', '5m0s')} timeout. Please ensure that "
+            "Cilium Operator is running, as it's responsible for registering all the Cilium "
+            f"CRDs. The following CRDs were not found: {missing}"))
+
+    def advance(self, sim: Simulator, node: NodeState) -> None:
+        """Goes on with the start once what the agent waits for is there (called at each
+        CRD or CiliumNode event: the agent's informers)."""
+        if node.agent_uid is None:
+            return
+        pod = self._current(sim, node, node.agent_uid)
+        if pod is None:
+            return
+        cluster_pool = node.agent_config.get("ipam", "cluster-pool") == "cluster-pool"
+        if node.agent_stage == "crds":
+            if not set(agent_crds(node.agent_config)) <= sim.crds:
+                return  # still waiting for the operator to register them
+            cilium_node = self._update_cilium_node(sim, node)
+            if cilium_node is not None:
+                sim.cilium_nodes[node.name] = cilium_node
+            node.agent_stage = "pod-cidrs" if cluster_pool else None
+            if not cluster_pool:
+                self._set_up(sim, node, pod, None)
+                return
+        if node.agent_stage == "pod-cidrs":
+            cidrs = pod_cidrs(sim.cilium_nodes.get(node.name) or {})
+            if cidrs:  # `WaitForNodeInformation`: the first IPv4 podCIDR is the alloc range
+                node.agent_stage = None
+                self._set_up(sim, node, pod, cidrs[0])
+
+    @staticmethod
+    def _update_cilium_node(sim: Simulator, node: NodeState) -> Obj | None:
+        """`NodeDiscovery.updateCiliumNodeResource`: get the node's CiliumNode and update it,
+        or create it; owned by the Node, with the Node's labels and addresses. The agent never
+        writes `spec.ipam.podCIDRs`: an update keeps what the operator wrote."""
+        path = f"/apis/cilium.io/v2/ciliumnodes/{node.name}"
+        meta = {"ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node.name,
+                                     "uid": sim.node_uids.get(node.name, "")}],
+                "labels": dict(node.labels)}
+        addresses = [{"type": "InternalIP", "ip": node.spec.internal_ip}]
+        for _ in range(3):  # a conflict means someone wrote in between: read again
+            existing = sim.kube.get_or_none(path)
+            try:
+                if existing is None:
+                    created = sim.kube.create("/apis/cilium.io/v2/ciliumnodes", {
+                        "apiVersion": "cilium.io/v2", "kind": "CiliumNode",
+                        "metadata": {"name": node.name, **meta},
+                        "spec": {"addresses": addresses}})
+                    if created is not None:
+                        return created
+                    continue  # AlreadyExists: update it instead
+                existing["metadata"].update(meta)
+                existing.setdefault("spec", {})["addresses"] = addresses
+                updated: Obj = sim.kube.request("PUT", path, existing)
+                return updated
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+        return None
+
+    def _set_up(self, sim: Simulator, node: NodeState, pod: PodState, block: str | None) -> None:
+        if block is not None:
+            sim.cilium_blocks[node.name] = block
+            if node.cilium_ipam is None or str(node.cilium_ipam.network) != block:
+                node.cilium_ipam = HostLocal(block)
             sim.reserve_existing_ips(node)
         self._write_cni_config(node)
         node.agent_ready = True
@@ -155,50 +264,90 @@ class CiliumAgent(Personality):
         if node.agent_config.get("cni-exclusive") == "true":
             self._write_cni_config(node)
 
-
     def _restart(self, sim: Simulator, node: NodeState, uid: str,
                  crashed: tuple[str, int]) -> None:
-        pod = sim.pods.get(uid)
-        if (pod is None or not pod.started or pod.terminating or node.agent_uid != uid
-                or crashed != (node.boot_id, pod.restarts)):
+        pod = self._current(sim, node, uid)
+        if pod is None or crashed != (node.boot_id, pod.restarts):
             return  # gone, or started afresh since (a reboot): that start has its own timer
         sim.restart_containers(pod)
-        sim.later(sim.settings.agent_ready_delay, self._become_ready, sim, node, uid)
-
-    def _pod_cidr(self, sim: Simulator, node: NodeState, config: dict[str, str]) -> str:
-        """The node's block of the cluster pool, kept in its CiliumNode as the operator does."""
-        path = f"/apis/cilium.io/v2/ciliumnodes/{node.name}"
-        existing = sim.kube.get_or_none(path)
-        cidrs = ((existing or {}).get("spec", {}).get("ipam", {}) or {}).get("podCIDRs") or []
-        if cidrs:
-            sim.cilium_blocks[node.name] = cidrs[0]
-            return str(cidrs[0])
-        pools = config.get("cluster-pool-ipv4-cidr", "10.0.0.0/8").split()
-        mask = int(config.get("cluster-pool-ipv4-mask-size", "24"))
-        block = next_free_block(pools, mask, sim.cilium_blocks.values())
-        sim.cilium_blocks[node.name] = block
-        body: dict[str, Any] = {
-            "apiVersion": "cilium.io/v2", "kind": "CiliumNode",
-            "metadata": {"name": node.name, "ownerReferences": [{
-                "apiVersion": "v1", "kind": "Node", "name": node.name,
-                "uid": sim.node_uids.get(node.name, "")}]},
-            "spec": {"ipam": {"podCIDRs": [block]}},
-        }
-        if existing is None:
-            sim.kube.create("/apis/cilium.io/v2/ciliumnodes", body)
-        else:
-            sim.kube.patch(path, {"spec": body["spec"]}, content_type=MERGE)
-        return block
+        sim.later(sim.settings.agent_ready_delay, self._connect, sim, node, uid)
 
     def on_stopped(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
         if node.agent_uid != pod.uid:
             return
         node.agent_uid = None
         node.agent_ready = False
+        node.agent_stage = None
         if node.agent_config.get("cni-uninstall") == "true":
             path = node.agent_config.get("write-cni-conf-when-ready") or DEFAULT_CILIUM_CONF_PATH
             node.host.remove_cni(path.rsplit("/", 1)[-1])
             sim.network_changed(node)
+
+
+def agent_crds(config: dict[str, str]) -> list[str]:
+    """The CRDs the agent waits for before it starts its watchers, for its configuration
+    (`pkg/k8s/synced/crd.go`, `agentCRDResourceNames`)."""
+    def on(key: str, default: bool = False) -> bool:
+        return config.get(key, "true" if default else "false").lower() == "true"
+
+    names = ["ciliumnodes", "ciliumidentities", "ciliumpodippools"]
+    if not on("disable-endpoint-crd"):
+        names.append("ciliumendpoints")
+        if on("enable-cilium-endpoint-slice"):
+            names.append("ciliumendpointslices")
+    policies = on("enable-cilium-network-policy", True)
+    clusterwide = on("enable-cilium-clusterwide-network-policy", True)
+    if policies:
+        names.append("ciliumnetworkpolicies")
+    if clusterwide:
+        names.append("ciliumclusterwidenetworkpolicies")
+    if policies or clusterwide:
+        names.append("ciliumcidrgroups")
+    if on("enable-egress-gateway") or on("enable-ipv4-egress-gateway"):
+        names.append("ciliumegressgatewaypolicies")
+    if on("enable-local-redirect-policy"):
+        names.append("ciliumlocalredirectpolicies")
+    if on("enable-envoy-config"):
+        names += ["ciliumclusterwideenvoyconfigs", "ciliumenvoyconfigs"]
+    if on("enable-bgp-control-plane"):
+        names += ["ciliumbgppeeringpolicies", "ciliumbgpclusterconfigs",
+                  "ciliumbgpadvertisements", "ciliumbgppeerconfigs", "ciliumbgpnodeconfigs",
+                  "ciliumbgpnodeconfigoverrides"]
+    names += ["ciliumloadbalancerippools", "ciliuml2announcementpolicies"]
+    return [f"{name}.cilium.io" for name in names]
+
+
+def go_duration(text: str, default: float) -> float:
+    """Seconds in a Go duration (`5m0s`, `90s`, `1h`); ``default`` when it does not parse."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        return default
+    unit = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return sum(float(n) * unit[u] for n, u in parts)
+
+
+class OperatorPod(Personality):
+    """The chart's `cilium-operator` Deployment pods (container `cilium-operator`, image
+    `.../operator-generic:vX` or `.../operator:vX`); see `sandbox.simulator.operator`."""
+
+    name = "cilium-operator"
+
+    def matches(self, pod: PodState) -> bool:
+        return operator_container(pod) is not None
+
+    def ready_at_start(self, sim: Simulator, node: NodeState, pod: PodState) -> bool:
+        return False  # Ready once it reached the API server
+
+    def on_started(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
+        sim.later(sim.settings.agent_ready_delay, self._start, sim, pod.uid)
+
+    def _start(self, sim: Simulator, uid: str) -> None:
+        pod = sim.pods.get(uid)
+        if pod is not None and pod.started and not pod.terminating:
+            CILIUM_OPERATOR.start(sim, sim.nodes[pod.node], pod)
+
+    def on_stopped(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
+        CILIUM_OPERATOR.stop(sim, pod)
 
 
 class HostShell(Personality):
@@ -261,9 +410,10 @@ class Probe(Personality):
 
 
 CILIUM_AGENT = CiliumAgent()
+OPERATOR_POD = OperatorPod()
 # Order matters: the first match wins, the plain workload last.
 PERSONALITIES: tuple[Personality, ...] = (
-    HostShell(), Probe(), CILIUM_AGENT, FlannelDaemon(), Personality(),
+    HostShell(), Probe(), CILIUM_AGENT, OPERATOR_POD, FlannelDaemon(), Personality(),
 )
 
 

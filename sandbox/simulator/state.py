@@ -44,6 +44,9 @@ class NodeState:
     agent_uid: str | None = None
     agent_ready: bool = False
     agent_config: dict[str, str] = field(default_factory=dict)
+    # Where a starting agent waits: "crds" (for the operator to register them), "pod-cidrs"
+    # (for the operator to write its CiliumNode's block); None when not starting.
+    agent_stage: str | None = None
     cilium_ipam: HostLocal | None = None
     waiting_for_network: set[str] = field(default_factory=set)
 

@@ -35,7 +35,7 @@ RECORD_ENV = "CILIUM_MIGRATE_RECORD_HISTORIES"
 
 
 def migration_spec(name: str, **sections: Any) -> MigrationSpec:
-    """The article's migration on a sandbox: the stand-in chart, short deadlines."""
+    """The article's migration on a sandbox: Cilium's own chart, short deadlines."""
     base: dict[str, Any] = {
         "cluster": {"name": name},
         "cilium": {"chart": {"path": str(CHART)}},

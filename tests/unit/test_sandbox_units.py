@@ -21,7 +21,9 @@ from sandbox.simulator.containers import (
 )
 from sandbox.simulator.faults import Fault, FaultBook, FaultFileError, read_faults, write_faults
 from sandbox.simulator.hostfs import HostFs, run_host_command
-from sandbox.simulator.ipam import ExhaustedError, HostLocal, next_free_block
+from sandbox.simulator.ipam import CidrSet, ExhaustedError, HostLocal
+from sandbox.simulator.operator import operator_version
+from sandbox.simulator.personalities import agent_crds, go_duration
 from sandbox.simulator.selectors import InvalidSelector, selects
 from sandbox.topology import ApiServerAddress, Topology
 
@@ -66,10 +68,35 @@ def test_host_local_skips_the_gateway_and_reuses_released_addresses() -> None:
 
 
 def test_cluster_pool_blocks_do_not_overlap() -> None:
-    taken = ["10.245.0.0/24", "10.245.1.0/24"]
-    assert next_free_block(["10.245.0.0/16"], 24, taken) == "10.245.2.0/24"
+    pool = CidrSet("10.245.0.0/16", 24)
+    assert pool.occupy("10.245.0.0/24") and pool.occupy("10.245.1.0/24")
+    assert not pool.occupy("10.246.0.0/24")  # not one of this pool's blocks
+    assert pool.allocate_next() == "10.245.2.0/24"
+    small = CidrSet("10.245.0.0/23", 24)
+    assert [small.allocate_next(), small.allocate_next()] == ["10.245.0.0/24", "10.245.1.0/24"]
     with pytest.raises(ExhaustedError):
-        next_free_block(["10.245.0.0/23"], 24, taken)
+        small.allocate_next()
+    # Like the operator's CidrSet, a freed block is handed out again only after the others.
+    small.release("10.245.0.0/24")
+    assert small.allocate_next() == "10.245.0.0/24"
+
+
+def test_the_operator_version_is_its_image_tag() -> None:
+    assert operator_version("quay.io/cilium/operator-generic:v1.18.4") == "1.18.4"
+    assert operator_version("quay.io/cilium/operator:v1.17.0@sha256:abc") == "1.17.0"
+    assert operator_version("quay.io/cilium/operator-aws:v1.16.3") == "1.16.3"
+    assert operator_version("quay.io/cilium/cilium:v1.18.4") is None
+    assert operator_version("quay.io/cilium/operator-generic") is None
+
+
+def test_the_agent_waits_for_the_crds_of_its_features_for_crd_wait_timeout() -> None:
+    default = agent_crds({})
+    assert "ciliumnodes.cilium.io" in default and "ciliumnetworkpolicies.cilium.io" in default
+    assert "ciliumenvoyconfigs.cilium.io" not in default
+    assert "ciliumenvoyconfigs.cilium.io" in agent_crds({"enable-envoy-config": "true"})
+    assert "ciliumendpoints.cilium.io" not in agent_crds({"disable-endpoint-crd": "true"})
+    assert go_duration("5m0s", 1.0) == 300.0 and go_duration("90s", 1.0) == 90.0
+    assert go_duration("soon", 7.0) == 7.0
 
 
 @pytest.mark.parametrize("selector, expected", [
