@@ -71,6 +71,7 @@ RULES: tuple[Rule, ...] = (
     Rule("unsupported-cilium-mode", "blocking", values.unsupported_cilium_mode),
     Rule("helm-values-invalid", "blocking", values.helm_values_invalid),
     Rule("helm-values-unknown-key", "warning", values.helm_values_unknown_key),
+    Rule("chart-data-from-other-version", "info", values.chart_data_from_other_version),
     # Nodes, waves and disruption.
     Rule("too-few-schedulable-nodes", "blocking", nodes.too_few_schedulable_nodes),
     Rule("wave-plan-invalid", "blocking", nodes.wave_plan_invalid),
