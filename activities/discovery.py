@@ -95,7 +95,18 @@ def discover_cluster(kube: Kube, worker_node: str | None = None) -> ClusterFacts
         api_endpoint_notes=api_endpoint_notes,
         worker_node=worker_node,
         pods_drain_may_refuse=_pods_drain_may_refuse(kube),
+        server_version=kube.get("/version").get("gitVersion") or None,
+        api_versions=_served_api_versions(kube),
     )
+
+
+def _served_api_versions(kube: Kube) -> list[str]:
+    """Every group/version the API server serves ("v1" for the core group), sorted: what a
+    chart's `.Capabilities.APIVersions.Has` asks about."""
+    served = set(kube.get("/api").get("versions") or [])
+    for group in kube.get("/apis").get("groups") or []:
+        served.update(v["groupVersion"] for v in group.get("versions") or [])
+    return sorted(served)
 
 
 def _labels(obj: Obj) -> dict[str, str]:

@@ -11,7 +11,18 @@ from typing import Any
 
 from temporalio import activity
 
-from activities import agent, drain, finalize, health, helm, host, node_config, nodes, verify
+from activities import (
+    agent,
+    chart_render,
+    drain,
+    finalize,
+    health,
+    helm,
+    host,
+    node_config,
+    nodes,
+    verify,
+)
 from activities.context import ActivityContext
 from activities.discovery import discover_cluster
 from activities.reboot.step import reboot_node
@@ -19,6 +30,8 @@ from activities.reboot.strategies import strategies
 from plan.contract import (
     Activity,
     AgentStatus,
+    ChartRender,
+    ChartRenderInput,
     CiliumStatus,
     CiliumWaitInput,
     ClusterRef,
@@ -107,6 +120,10 @@ class MigrationActivities:
         return nodes.list_switched_nodes(self.context.kube(cluster))
 
     # ---- cluster steps ------------------------------------------------------------------
+
+    @activity.defn(name=Activity.RENDER_CHART)
+    def render_chart(self, request: ChartRenderInput) -> ChartRender:
+        return chart_render.render_chart(self.context.helm, request)
 
     @activity.defn(name=Activity.HELM_UPGRADE)
     def helm_upgrade(self, request: HelmInput) -> HelmResult:

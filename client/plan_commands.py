@@ -6,12 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
+from temporalio.exceptions import ApplicationError
+
+from activities.chart_render import render_chart
 from activities.context import ActivityContext
 from activities.discovery import DiscoveryError, discover_cluster
 from activities.kubeapi import Kube
 from client import exit_codes
 from client.errors import CommandError
 from client.rendering import OUTPUT_FORMATS, dump, table
+from plan.chart_check import ChartNotRendered, ChartVerdict, render_input
+from plan.facts import ClusterFacts
 from plan.planner import MigrationPlan, make_plan
 from plan.policies import cluster_ref
 from plan.spec import MigrationSpec
@@ -23,6 +28,9 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     plan = groups.add_parser("plan", help="discover the cluster and show the migration plan")
     plan.add_argument("-f", "--filename", type=Path, required=True, help="the migration spec")
     add_kube_flags(plan)
+    plan.add_argument("--helm", default="helm", metavar="PATH",
+                      help="helm binary that renders the chart with the values (default: helm "
+                      "on PATH)")
     plan.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="table")
     plan.set_defaults(run=_plan)
 
@@ -74,9 +82,18 @@ def _plan(args: argparse.Namespace) -> int:
     except Exception as error:  # noqa: BLE001 - connection refused, TLS, 401/403...
         raise CommandError(f"cannot read cluster {spec.cluster.name}: {_short(error)}",
                            exit_codes.UNREACHABLE) from error
-    plan = make_plan(spec, facts)
+    plan = make_plan(spec, facts, _render(args.helm, spec, facts))
     print(dump(plan, args.output) if args.output != "table" else render_plan(plan))
     return exit_codes.OK if plan.can_run else exit_codes.BLOCKED
+
+
+def _render(helm: str, spec: MigrationSpec, facts: ClusterFacts) -> ChartVerdict:
+    """The chart's verdict on the values, as the migration will ask for it; a chart that cannot
+    be fetched or rendered here is a warning in the plan, not the end of it."""
+    try:
+        return render_chart(helm, render_input(spec, facts))
+    except ApplicationError as error:
+        return ChartNotRendered(reason=error.message)
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -102,6 +119,10 @@ def render_plan(plan: MigrationPlan) -> str:
            f"  PDBs at 0    {', '.join(facts.pdbs_blocking_now) or 'none'}"]
     if facts.other_cnis:
         out.append(f"  other CNIs   {', '.join(facts.other_cnis)}")
+    if plan.rendered_chart:
+        chart = plan.rendered_chart
+        out.append(f"  chart        {chart.name} {chart.version} {chart.digest}, rendered with "
+                   "the values")
     out.append("")
     if plan.findings:
         out.append(table([[f.severity + (" (acknowledged)" if f.acknowledged else ""), f.id,

@@ -262,6 +262,28 @@ class InstalledChart(StepModel):
     source: str  # the repository URL, OCI reference or path it came from
 
 
+class ChartRenderInput(StepModel):
+    """`helm template` of the chart with both phases' values, offline, as the cluster would
+    be told: its Kubernetes version and the API group/versions it serves."""
+
+    chart: ChartRef
+    release: str = "cilium"
+    namespace: str
+    install_values: dict[str, Any]
+    final_values: dict[str, Any]
+    kube_version: str | None = None  # e.g. "v1.35.4"; None leaves helm's default
+    api_versions: list[str] = Field(default_factory=list)  # e.g. "apps/v1"
+
+
+class ChartRender(StepModel):
+    """What the chart made of the values: None where it accepted them, else its own message
+    (its values.schema.json or its validate.yaml), without helm's wrapping."""
+
+    chart: InstalledChart  # the chart rendered, exactly (what an install would record)
+    install_refused: str | None = None
+    final_refused: str | None = None
+
+
 class HelmResult(StepModel):
     revision: int
     chart: InstalledChart | None = None  # None in histories recorded before it was kept
@@ -364,6 +386,7 @@ class StepError:
     AGENT_NOT_READY = "AgentNotReady"
     HOST_COMMAND_FAILED = "HostCommandFailed"
     HELM_FAILED = "HelmFailed"
+    CHART_UNAVAILABLE = "ChartUnavailable"  # the chart could not be fetched (or helm run)
     CLUSTER_UNHEALTHY = "ClusterUnhealthy"
 
 
@@ -380,6 +403,7 @@ class Activity:
     RUN_HOST_COMMAND = "run_host_command"
     VERIFY_NODE = "verify_node"
     UNCORDON_NODE = "uncordon_node"
+    RENDER_CHART = "render_chart"
     HELM_UPGRADE = "helm_upgrade"
     WAIT_FOR_CILIUM = "wait_for_cilium"
     APPLY_NODE_CONFIG = "apply_node_config"

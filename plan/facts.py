@@ -134,6 +134,10 @@ class ClusterFacts(FactsModel):
     # Pods with emptyDir data or no controller, on any node: which of them a drain refuses
     # depends on the spec, so preflight decides (plan.rules.disruption).
     pods_drain_may_refuse: list[PodFacts] = Field(default_factory=list)
+    # What the chart is rendered against (helm's --kube-version and --api-versions): the API
+    # server's gitVersion (GET /version) and every group/version it serves (GET /api, /apis).
+    server_version: str | None = None
+    api_versions: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_node_names(self) -> ClusterFacts:

@@ -1,8 +1,9 @@
 """Findings: what preflight has to say about a spec and a cluster, and what may proceed.
 
 A blocking finding stops the migration; a warning stops it too until the operator accepts it by
-listing its id in the spec's `acknowledge` (or through an approval). Ids are stable strings, so
-an acknowledgement written today still means the same thing tomorrow.
+listing its id in the spec's `acknowledge` (or through an approval); an info finding stops
+nothing. Ids are stable strings, so an acknowledgement written today still means the same thing
+tomorrow.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Severity = Literal["blocking", "warning"]
+# "info" tells the operator something worth knowing that needs no action or acknowledgement.
+Severity = Literal["blocking", "warning", "info"]
 
 
 class Finding(BaseModel):

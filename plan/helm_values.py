@@ -3,6 +3,9 @@
 Initial values put Cilium beside flannel (procedure, Phase 1); final values hand the node over
 to Cilium alone (Phase 4). The chart's own schema only catches wrong types, so values are also
 checked key by key against the chart's default values: a typo must not be installed silently.
+Both checks read the chart data shipped for the version installed (`plan/data/cilium-X.Y.Z/`),
+or the nearest shipped version when there is none for it (`values_data_version` says which);
+rendering the real chart (`plan.chart_check`) is what decides in the end.
 
 Values are plain JSON-like dicts; dotted keys escape literal dots as `\\.`, like `helm --set`.
 """
@@ -12,6 +15,8 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import re
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -123,7 +128,7 @@ def merge_values(base: Values, overlay: Values) -> Values:
 def value_at(values: Values, dotted: str) -> Any:
     """The value at a dotted key, or None when any part of the path is absent."""
     current: Any = values
-    for part in _split_key(dotted):
+    for part in split_key(dotted):
         if not isinstance(current, dict) or part not in current:
             return None
         current = current[part]
@@ -154,42 +159,68 @@ def values_diff(initial: Values, final: Values) -> list[tuple[str, Any, Any]]:
     ]
 
 
-def schema_errors(values: Values) -> list[str]:
+def schema_errors(values: Values, chart_version: str) -> list[str]:
     """Violations of the chart's values.schema.json, each led by its dotted key."""
     messages = []
-    for error in _schema_validator().iter_errors(values):
+    for error in _chart_data(values_data_version(chart_version)).validator.iter_errors(values):
         key = _render_path(list(error.absolute_path)) or "(top level)"
         messages.append(f"{key}: {_clip(error.message)}")
     return sorted(messages)
 
 
-def unknown_keys(values: Values) -> list[str]:
+def unknown_keys(values: Values, chart_version: str) -> list[str]:
     """Key paths the chart does not know, each with the closest known key when there is one."""
+    data = _chart_data(values_data_version(chart_version))
     messages = []
-    pending: list[tuple[str, Values, dict[str, Any]]] = [("", values, _known_tree())]
+    pending: list[tuple[str, Values, dict[str, Any]]] = [("", values, data.known)]
     while pending:
         prefix, given, known = pending.pop()
         for key, child in given.items():
             dotted = _join(prefix, str(key))
             if key not in known:
-                messages.append(f"{dotted}: not a key of the Cilium chart{_hint(key, known)}")
+                messages.append(
+                    f"{dotted}: not a key of the Cilium chart{_hint(key, known, data)}")
             elif isinstance(known[key], dict) and isinstance(child, dict):
                 pending.append((dotted, child, known[key]))
             # Anything else is either open (free-form) or a type question for the schema.
     return sorted(messages)
 
 
-# --- chart data -----------------------------------------------------------------------------
+# --- chart data, per chart version ----------------------------------------------------------
 
-
-def _read_data(name: str) -> str:
-    return resources.files(__package__).joinpath("data", name).read_text(encoding="utf-8")
+_DATA_DIR = re.compile(r"^cilium-(\d+)\.(\d+)\.(\d+)$")
 
 
 @cache
-def _schema_validator() -> jsonschema.Draft7Validator:
-    schema = json.loads(_read_data("chart-values.schema.json"))
-    return jsonschema.Draft7Validator(schema)
+def shipped_versions() -> tuple[str, ...]:
+    """Chart versions whose values.yaml and values.schema.json ship in plan/data, oldest first."""
+    found = [(tuple(int(n) for n in match.groups()), match.group(0).removeprefix("cilium-"))
+             for entry in resources.files(__package__).joinpath("data").iterdir()
+             if entry.is_dir() and (match := _DATA_DIR.match(entry.name))]
+    return tuple(version for _, version in sorted(found))
+
+
+def values_data_version(chart_version: str) -> str:
+    """The shipped chart data to check `chart_version`'s values against: its own when shipped,
+    else the nearest release (same major and minor first, then the closest patch; an older one
+    on a tie, since keys are more often added than removed)."""
+    shipped = shipped_versions()
+    if chart_version in shipped:
+        return chart_version
+    wanted = _version_tuple(chart_version)
+
+    def distance(version: str) -> tuple[int, int, int, int]:
+        have = _version_tuple(version)
+        return (abs(have[0] - wanted[0]), abs(have[1] - wanted[1]), abs(have[2] - wanted[2]),
+                0 if have <= wanted else 1)
+
+    return min(shipped, key=distance)
+
+
+def _version_tuple(version: str) -> tuple[int, int, int]:
+    numbers = re.findall(r"\d+", version.split("-", 1)[0].split("+", 1)[0])
+    padded = [*(int(n) for n in numbers[:3]), 0, 0, 0]
+    return padded[0], padded[1], padded[2]
 
 
 # A node of the known-key tree: a dict of children, or OPEN where any sub-key is acceptable,
@@ -198,16 +229,26 @@ OPEN = "open"
 LEAF = "leaf"
 
 
+@dataclass(frozen=True)
+class _ChartValuesData:
+    validator: jsonschema.Draft7Validator
+    known: dict[str, Any]  # the known-key tree
+    by_last_key: dict[str, list[str]]  # every known dotted key, by its last part, lower case
+
+
 @cache
-def _known_tree() -> dict[str, Any]:
+def _chart_data(version: str) -> _ChartValuesData:
+    folder = resources.files(__package__).joinpath("data", f"cilium-{version}")
+    validator = jsonschema.Draft7Validator(
+        json.loads(folder.joinpath("values.schema.json").read_text(encoding="utf-8")))
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
-    defaults = yaml.load(_read_data("chart-values.yaml"), Loader=loader)
-    tree = _tree_of(defaults)
+    defaults = yaml.load(folder.joinpath("values.yaml").read_text(encoding="utf-8"),
+                         Loader=loader)
+    known = _tree_of(defaults)
     # The schema names a few keys the defaults leave out (e.g. "global" for subcharts).
-    properties = _schema_validator().schema.get("properties", {})
-    for key in properties:
-        tree.setdefault(key, OPEN)
-    return tree
+    for key in validator.schema.get("properties", {}):
+        known.setdefault(key, OPEN)
+    return _ChartValuesData(validator, known, _paths_by_last_key(known))
 
 
 def _tree_of(defaults: dict[str, Any]) -> dict[str, Any]:
@@ -222,11 +263,10 @@ def _tree_of(defaults: dict[str, Any]) -> dict[str, Any]:
     return tree
 
 
-@cache
-def _paths_by_last_key() -> dict[str, list[str]]:
+def _paths_by_last_key(known: dict[str, Any]) -> dict[str, list[str]]:
     """Every known dotted key, indexed by its last part, for 'did you mean' across sections."""
     index: dict[str, list[str]] = {}
-    pending: list[tuple[str, dict[str, Any]]] = [("", _known_tree())]
+    pending: list[tuple[str, dict[str, Any]]] = [("", known)]
     while pending:
         prefix, tree = pending.pop()
         for key, child in tree.items():
@@ -237,11 +277,11 @@ def _paths_by_last_key() -> dict[str, list[str]]:
     return {key: sorted(paths) for key, paths in index.items()}
 
 
-def _hint(key: object, siblings: dict[str, Any]) -> str:
+def _hint(key: object, siblings: dict[str, Any], data: _ChartValuesData) -> str:
     close = difflib.get_close_matches(str(key), list(siblings), n=1, cutoff=0.75)
     if close:
         return f" (did you mean {close[0]}?)"
-    elsewhere = _paths_by_last_key().get(str(key).lower(), [])
+    elsewhere = data.by_last_key.get(str(key).lower(), [])
     if elsewhere:
         return f" (did you mean {elsewhere[0]}?)"
     return ""
@@ -268,7 +308,7 @@ def _render_path(parts: list[str | int]) -> str:
     return rendered
 
 
-def _split_key(dotted: str) -> list[str]:
+def split_key(dotted: str) -> list[str]:
     parts, current, escaped = [], "", False
     for char in dotted:
         if escaped:

@@ -11,6 +11,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from plan.api_endpoint import agent_api_endpoint, describe_agent_api_endpoint
+from plan.chart_check import ChartVerdict
+from plan.contract import ChartRender, InstalledChart
 from plan.facts import ApiEndpoint, ClusterFacts
 from plan.findings import Finding, blocking, unacknowledged
 from plan.helm_values import final_values, initial_values, values_diff
@@ -48,6 +50,7 @@ class MigrationPlan(BaseModel):
     initial_values: dict[str, Any]
     final_values: dict[str, Any]
     values_diff: list[tuple[str, Any, Any]]
+    rendered_chart: InstalledChart | None = None  # the chart the values were rendered with
 
 
 def summarize(spec: MigrationSpec, facts: ClusterFacts) -> FactsSummary:
@@ -72,8 +75,11 @@ def summarize(spec: MigrationSpec, facts: ClusterFacts) -> FactsSummary:
     )
 
 
-def make_plan(spec: MigrationSpec, facts: ClusterFacts) -> MigrationPlan:
-    findings = run_preflight(spec, facts)
+def make_plan(spec: MigrationSpec, facts: ClusterFacts,
+              chart: ChartVerdict = None) -> MigrationPlan:
+    """The plan; `chart` is what rendering the chart with these values gave (refusals become
+    blocking findings), or why it could not be rendered."""
+    findings = run_preflight(spec, facts, chart)
     try:
         waves = plan_waves(spec, facts)
     except PlanError:
@@ -84,4 +90,5 @@ def make_plan(spec: MigrationSpec, facts: ClusterFacts) -> MigrationPlan:
         warnings_to_acknowledge=[f.id for f in unacknowledged(findings)],
         facts=summarize(spec, facts), findings=findings, waves=waves,
         excluded_nodes=excluded_nodes(spec, facts),
-        initial_values=initial, final_values=final, values_diff=values_diff(initial, final))
+        initial_values=initial, final_values=final, values_diff=values_diff(initial, final),
+        rendered_chart=chart.chart if isinstance(chart, ChartRender) else None)

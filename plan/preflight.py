@@ -1,4 +1,5 @@
-"""Preflight: every check that can be made from the spec and the discovered facts alone.
+"""Preflight: every check that can be made from the spec, the discovered facts and the chart's
+verdict on the values.
 
 RULES is the one registry: a rule's id, its severity and the function that looks. Findings come
 out in registry order (and each rule reports in a sorted order), so the same inputs always give
@@ -10,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
+from plan.chart_check import ChartVerdict
 from plan.facts import ClusterFacts
 from plan.findings import Finding, Severity, acknowledge
-from plan.rules import cni, disruption, network, nodes, values
+from plan.rules import chart, cni, disruption, network, nodes, values
 from plan.rules.context import Issue, RuleContext
 from plan.spec import MigrationSpec
 
@@ -71,6 +73,11 @@ RULES: tuple[Rule, ...] = (
     Rule("unsupported-cilium-mode", "blocking", values.unsupported_cilium_mode),
     Rule("helm-values-invalid", "blocking", values.helm_values_invalid),
     Rule("helm-values-unknown-key", "warning", values.helm_values_unknown_key),
+    Rule("chart-data-from-other-version", "info", values.chart_data_from_other_version),
+    # What the chart itself made of the values.
+    Rule("chart-rejects-install-values", "blocking", chart.chart_rejects_install_values),
+    Rule("chart-rejects-final-values", "blocking", chart.chart_rejects_final_values),
+    Rule("chart-not-rendered", "warning", chart.chart_not_rendered),
     # Nodes, waves and disruption.
     Rule("too-few-schedulable-nodes", "blocking", nodes.too_few_schedulable_nodes),
     Rule("wave-plan-invalid", "blocking", nodes.wave_plan_invalid),
@@ -89,9 +96,11 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def run_preflight(spec: MigrationSpec, facts: ClusterFacts) -> list[Finding]:
-    """All findings for this spec and cluster, acknowledgements from the spec applied."""
-    ctx = RuleContext(spec, facts)
+def run_preflight(spec: MigrationSpec, facts: ClusterFacts,
+                  chart: ChartVerdict = None) -> list[Finding]:
+    """All findings for this spec and cluster (and what the chart made of the values, when it
+    was rendered), acknowledgements from the spec applied."""
+    ctx = RuleContext(spec, facts, chart)
     findings = [
         Finding(
             id=rule.id,

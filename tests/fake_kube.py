@@ -46,6 +46,16 @@ class FakeKube(Kube):
         self.kept_terminating: set[str] = set()  # pods ("namespace/name") that never go
         self.while_waiting: list[Callable[[FakeKube], None]] = []
         self.waits = 0
+        # The discovery documents, as a v1.35 server with a few groups answers them.
+        self.discovery: dict[str, Obj] = {
+            "/version": {"major": "1", "minor": "35", "gitVersion": "v1.35.4"},
+            "/api": {"kind": "APIVersions", "versions": ["v1"]},
+            "/apis": {"kind": "APIGroupList", "groups": [
+                {"name": group, "versions": [{"groupVersion": f"{group}/{version}",
+                                              "version": version}]}
+                for group, version in (("apps", "v1"), ("policy", "v1"),
+                                       ("networking.k8s.io", "v1"))]},
+        }
         self._versions = itertools.count(1)
         self._uids = itertools.count(1)
 
@@ -91,6 +101,8 @@ class FakeKube(Kube):
                 query: dict[str, Any] | None = None, content_type: str | None = None,
                 timeout: float | tuple[float, float] = 30.0) -> Any:
         self.requests.append((method, path, copy.deepcopy(body)))
+        if method == "GET" and path in self.discovery:
+            return copy.deepcopy(self.discovery[path])
         prefix, resource, namespace, name, sub = _parse(path)
         key = (prefix, resource, namespace or "", name or "")
         if method == "GET" and name is None:

@@ -14,6 +14,8 @@ from temporalio.exceptions import ApplicationError
 from plan.contract import (
     Activity,
     AgentStatus,
+    ChartRender,
+    ChartRenderInput,
     CiliumStatus,
     CiliumWaitInput,
     CordonResult,
@@ -73,6 +75,9 @@ class FakeCluster:
         self.hold_health: asyncio.Event | None = None  # set when a health check is held
         self.helm_values: list[dict[str, Any]] = []
         self.installed_charts: list[InstalledChart] = []  # what each Helm step reported
+        # What the chart says of each phase's values ("install", "final"): absent accepts them.
+        self.chart_refuses: dict[str, str] = {}
+        self.rendered: list[ChartRenderInput] = []
 
     def facts(self) -> ClusterFacts:
         return ClusterFacts(
@@ -106,6 +111,15 @@ class FakeCluster:
         @activity.defn(name=Activity.DISCOVER)
         async def discover(ref: ClusterRef) -> ClusterFacts:
             return cluster.facts()
+
+        @activity.defn(name=Activity.RENDER_CHART)
+        async def render_chart(input: ChartRenderInput) -> ChartRender:
+            cluster.rendered.append(input)
+            return ChartRender(
+                chart=InstalledChart(name="cilium", version=input.chart.version or "1.18.4",
+                                     digest="sha256:0f", source=input.chart.path or "fake"),
+                install_refused=cluster.chart_refuses.get("install"),
+                final_refused=cluster.chart_refuses.get("final"))
 
         @activity.defn(name=Activity.HELM_UPGRADE)
         async def helm(input: HelmInput) -> HelmResult:
@@ -224,6 +238,6 @@ class FakeCluster:
             record("remove-flannel", input)
             return RemoveFlannelResult(deleted=["kube-flannel/kube-flannel-ds"])
 
-        return [discover, helm, wait_cilium, apply_config, delete_config, snapshot, cordon,
-                drain, label, restart_agent, reboot, host_command, verify, uncordon, health,
+        return [discover, render_chart, helm, wait_cilium, apply_config, delete_config, snapshot,
+                cordon, drain, label, restart_agent, reboot, host_command, verify, uncordon, health,
                 recycle, rollout, remove_flannel, list_switched]

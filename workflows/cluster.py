@@ -22,9 +22,10 @@ from temporalio.exceptions import (
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from plan.chart_check import ChartVerdict, chart_ref, render_input
     from plan.contract import (
         Activity,
-        ChartRef,
+        ChartRender,
         CiliumStatus,
         CiliumWaitInput,
         HealthInput,
@@ -72,6 +73,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.steps import describe_failure, run_step
 
 INSTALL_TIMEOUT = 900.0
+# Runs recorded before the render step existed replay without it.
+RENDER_CHART_PATCH = "render-chart-before-preflight"
 CATCH_UP_WAVE = 0  # the wave number of nodes migrated after the planned waves
 # Our own metrics, served with the SDK's by the worker's Prometheus endpoint. The workflow's
 # meter records nothing during replay and adds no history events.
@@ -98,7 +101,8 @@ class ClusterMigrationWorkflow:
         self.progress.started_at = workflow.now()
         try:
             facts = await self._discover()
-            plan = self._preflight_and_plan(facts)
+            chart = await self._render_chart(facts)
+            plan = self._preflight_and_plan(facts, chart)
             await self._gate(gate_names.PREFLIGHT_GATE)
             await self._gate(gate_names.INSTALL_GATE)
             await self._install_cilium(plan)
@@ -131,10 +135,19 @@ class ClusterMigrationWorkflow:
         return await run_step(Activity.DISCOVER, self.cluster, ClusterFacts,
                               timeout=timedelta(minutes=2))
 
-    def _preflight_and_plan(self, facts: ClusterFacts) -> MigrationPlan:
+    async def _render_chart(self, facts: ClusterFacts) -> ChartVerdict:
+        """The chart itself judges both phases' values before preflight decides: a value it
+        refuses stops the run here, not halfway through the install or at finalize."""
+        if not workflow.patched(RENDER_CHART_PATCH):
+            return None  # a run recorded before the chart was rendered
+        self._set_phase(Phase.PREFLIGHT)
+        return await run_step(Activity.RENDER_CHART, render_input(self.spec, facts),
+                              ChartRender, timeout=timedelta(minutes=6))
+
+    def _preflight_and_plan(self, facts: ClusterFacts, chart: ChartVerdict) -> MigrationPlan:
         """The same plan `cilium-migrate plan` shows for this spec and these facts."""
         self._set_phase(Phase.PREFLIGHT)
-        plan = make_plan(self.spec, facts)
+        plan = make_plan(self.spec, facts, chart)
         self.progress.findings = plan.findings
         if stopping := blocking(plan.findings):
             raise ApplicationError(
@@ -367,13 +380,9 @@ class ClusterMigrationWorkflow:
             lambda: not self.progress.paused and not self.progress.halted)
 
     async def _helm(self, values: dict[str, object]) -> None:
-        chart = self.spec.cilium.chart
-        # The version is checked against a local chart too: the values were made for it.
         result = await run_step(Activity.HELM_UPGRADE, HelmInput(
             cluster=self.cluster, namespace=self.spec.cilium.namespace,
-            chart=ChartRef(repo=chart.repo, name=chart.name, path=chart.path,
-                           version=self.spec.cilium.version),
-            values=values, timeout_seconds=INSTALL_TIMEOUT),
+            chart=chart_ref(self.spec), values=values, timeout_seconds=INSTALL_TIMEOUT),
             HelmResult, timeout=timedelta(seconds=INSTALL_TIMEOUT), long=True)
         self.progress.chart = result.chart
 

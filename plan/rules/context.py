@@ -7,6 +7,8 @@ from functools import cached_property
 from ipaddress import IPv4Network
 from typing import Any, NamedTuple
 
+from plan.chart_check import ChartVerdict
+from plan.contract import ChartRender
 from plan.facts import ClusterFacts, NodeFacts
 from plan.helm_values import Values, final_values, initial_values, migration_values, value_at
 from plan.spec import MigrationSpec
@@ -33,6 +35,12 @@ class RuleContext:
 
     spec: MigrationSpec
     facts: ClusterFacts
+    chart: ChartVerdict = None  # what the chart made of the values, when it was asked
+
+    @property
+    def chart_rendered(self) -> bool:
+        """The chart itself judged the values (its schema included)."""
+        return isinstance(self.chart, ChartRender)
 
     @cached_property
     def values(self) -> Values:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from plan.helm_values import MIGRATION_KEYS, schema_errors, unknown_keys, value_at
+from plan.helm_values import (
+    MIGRATION_KEYS,
+    schema_errors,
+    unknown_keys,
+    value_at,
+    values_data_version,
+)
 from plan.rules.context import Issue, RuleContext
 
 # CiliumNodeConfig, which the per-node switch relies on, appeared in 1.13 as cilium.io/v2alpha1
@@ -132,22 +138,40 @@ def unsupported_cilium_mode(ctx: RuleContext) -> Iterator[Issue]:
 
 def helm_values_invalid(ctx: RuleContext) -> Iterator[Issue]:
     """Initial and final values must satisfy the chart's values.schema.json."""
-    initial = schema_errors(ctx.values)
+    if ctx.chart_rendered:
+        return  # the chart's own schema judged them (chart-rejects-*-values)
+    version = ctx.spec.cilium.version
+    initial = schema_errors(ctx.values, version)
     for message in initial:
         yield _schema_issue("initial", message)
-    for message in schema_errors(ctx.final):
+    for message in schema_errors(ctx.final, version):
         if message not in initial:
             yield _schema_issue("final", message)
 
 
 def helm_values_unknown_key(ctx: RuleContext) -> Iterator[Issue]:
     """Every values key should exist in the chart; Helm ignores misspelt keys silently."""
-    for message in unknown_keys(ctx.values):
+    for message in unknown_keys(ctx.values, ctx.spec.cilium.version):
         yield Issue(
             f"Helm values: {message}.",
             "Fix the key in cilium.extraValues, or acknowledge if it exists in the chart "
             "version you install.",
             message.split(":", 1)[0],
+        )
+
+
+def chart_data_from_other_version(ctx: RuleContext) -> Iterator[Issue]:
+    """Values are checked offline against the chart data of the version installed."""
+    wanted = ctx.spec.cilium.version
+    used = values_data_version(wanted)
+    if used != wanted:
+        yield Issue(
+            f"No values data for the Cilium {wanted} chart ships with cilium-migrate: the "
+            f"values' keys and types were checked against the {used} chart's instead. "
+            f"Rendering the {wanted} chart itself is what decides whether it accepts them.",
+            "Nothing to do when the plan rendered the chart; otherwise check keys flagged "
+            f"unknown against the {wanted} chart's values.yaml.",
+            used,
         )
 
 

@@ -15,16 +15,19 @@ import yaml
 
 from activities.kubeapi import Kube
 from sandbox import cluster
+from sandbox.toolchain import Toolchain
 from sandbox.topology import Topology
+from tests.conftest import CHART
 from tests.helpers import deployment, ready_pods, wait_for
 
 pytestmark = pytest.mark.sandbox
 
 
 class PlanSandbox:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, helm: Path) -> None:
         self.state_dir = state_dir
         self.kube = Kube(str(state_dir / "kubeconfig"))
+        self.helm = helm  # renders the chart with the plan's values
 
     @property
     def api_server(self) -> str:
@@ -37,7 +40,7 @@ class PlanSandbox:
         path.write_text(spec if isinstance(spec, str) else yaml.safe_dump(spec))
         return subprocess.run(
             [sys.executable, "-m", "client.cli", "plan", "-f", str(path), "--kubeconfig",
-             str(self.state_dir / "kubeconfig"), *args],
+             str(self.state_dir / "kubeconfig"), "--helm", str(self.helm), *args],
             capture_output=True, text=True, timeout=120)
 
     def plan_json(self, spec: dict[str, Any], tmp: Path) -> tuple[int, dict[str, Any]]:
@@ -51,17 +54,23 @@ def finding_ids(plan: dict[str, Any]) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def healthy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlanSandbox]:
+def healthy(toolchain: Toolchain, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[PlanSandbox]:
     """A fresh 1 control plane + 4 worker cluster nobody else touches."""
     state_dir = tmp_path_factory.mktemp("plan") / "state"
     cluster.up(state_dir, nodes=5, control_planes=1, zones=2)
     try:
-        yield PlanSandbox(state_dir)
+        yield PlanSandbox(state_dir, toolchain["helm"])
     finally:
         cluster.down(state_dir)
 
 
-SPEC = {"cluster": {"name": "plan-test"}}
+# The chart is the fetched Cilium release, rendered by the toolchain's helm.
+SPEC: dict[str, Any] = {"cluster": {"name": "plan-test"}, "cilium": {"chart": {"path": str(CHART)}}}
+
+
+def with_extra_values(values: dict[str, Any]) -> dict[str, Any]:
+    return {**SPEC, "cilium": {**SPEC["cilium"], "extraValues": values}}
 
 
 def test_a_healthy_cluster_plans_with_the_article_values(healthy: PlanSandbox,
@@ -82,8 +91,11 @@ def test_a_healthy_cluster_plans_with_the_article_values(healthy: PlanSandbox,
     assert waves[0]["kind"] == "canary" and waves[-1]["nodes"] == ["cp-1"]
     assert sorted(n for w in waves for n in w["nodes"]) == ["cp-1", "worker-1", "worker-2",
                                                            "worker-3", "worker-4"]
+    assert plan["rendered_chart"]["name"] == "cilium"
+    assert plan["rendered_chart"]["version"] == "1.18.4"
     table = healthy.plan(SPEC, tmp_path)
     assert table.returncode == 0 and "Ready:" in table.stdout and "canary" in table.stdout
+    assert "chart        cilium 1.18.4 sha256-tree:" in table.stdout
     assert f"API server   for agents: {healthy.api_server} (kube-proxy ConfigMap)" in table.stdout
 
 
@@ -178,7 +190,7 @@ CLUSTER_INFO = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
 
 def test_the_plan_says_where_agents_reach_the_api_server_and_from_which_source(
         healthy: PlanSandbox, tmp_path: Path) -> None:
-    in_spec = {**SPEC, "cilium": {"k8sServiceHost": "cp.example.internal",
+    in_spec = {**SPEC, "cilium": {**SPEC["cilium"], "k8sServiceHost": "cp.example.internal",
                                   "k8sServicePort": 16443}}
     code, plan = healthy.plan_json(in_spec, tmp_path)
     assert code == 0
@@ -211,14 +223,68 @@ def test_the_plan_says_where_agents_reach_the_api_server_and_from_which_source(
                 "metadata": {"name": original["metadata"]["name"]}, "data": original["data"]})
 
 
-def test_a_single_node_cluster_cannot_be_drained(tmp_path: Path) -> None:
+def test_a_single_node_cluster_cannot_be_drained(toolchain: Toolchain, tmp_path: Path) -> None:
     state_dir = tmp_path / "single"
     cluster.up(state_dir, nodes=1, control_planes=0)
     try:
-        code, plan = PlanSandbox(state_dir).plan_json(SPEC, tmp_path)
+        code, plan = PlanSandbox(state_dir, toolchain["helm"]).plan_json(SPEC, tmp_path)
     finally:
         cluster.down(state_dir)
     assert code == 2 and "too-few-schedulable-nodes" in finding_ids(plan)
+
+
+# The fetched 1.18.4 chart's templates/validate.yaml, word for word.
+TUNNEL_REMOVED = ("tunnel was deprecated in v1.14 and has been removed in v1.15. For details "
+                  "please refer to https://docs.cilium.io/en/v1.15/operations/upgrade/"
+                  "#helm-options")
+
+
+def test_a_value_the_chart_refuses_blocks_the_plan_in_the_charts_own_words(
+        healthy: PlanSandbox, tmp_path: Path) -> None:
+    spec = with_extra_values({"tunnel": "vxlan"})
+    code, plan = healthy.plan_json(spec, tmp_path)
+    assert code == 2 and not plan["can_run"]
+    refusal = next(f for f in plan["findings"] if f["id"] == "chart-rejects-install-values")
+    assert refusal["severity"] == "blocking"
+    assert refusal["message"] == f"The cilium 1.18.4 chart refuses the install values: " \
+                                 f"{TUNNEL_REMOVED}"
+    assert refusal["remedy"].startswith("Change or remove tunnel in cilium.extraValues")
+    table = healthy.plan(spec, tmp_path)
+    assert table.returncode == 2 and "Traceback" not in table.stderr
+    assert TUNNEL_REMOVED in table.stdout and "BLOCKED" in table.stdout
+
+
+def test_a_value_of_the_wrong_type_is_reported_at_its_schema_path(
+        healthy: PlanSandbox, tmp_path: Path) -> None:
+    code, plan = healthy.plan_json(with_extra_values({"tunnelPort": "abc"}), tmp_path)
+    assert code == 2
+    refusal = next(f for f in plan["findings"] if f["id"] == "chart-rejects-install-values")
+    assert refusal["message"].endswith("refuses the install values: tunnelPort: got string, "
+                                       "want integer")
+    assert refusal["subject"] == "tunnelPort"
+
+
+def test_without_helm_the_plan_is_still_shown_with_a_warning_that_says_why(
+        healthy: PlanSandbox, tmp_path: Path) -> None:
+    result = healthy.plan(SPEC, tmp_path, "-o", "json", "--helm", str(tmp_path / "no-helm"))
+    assert "Traceback" not in result.stderr
+    plan = json.loads(result.stdout)
+    assert result.returncode == 0 and plan["warnings_to_acknowledge"] == ["chart-not-rendered"]
+    [finding] = plan["findings"]
+    assert f"cannot run {tmp_path / 'no-helm'}" in finding["message"]
+    assert plan["rendered_chart"] is None and plan["waves"]
+
+
+def test_a_chart_that_cannot_be_fetched_is_a_warning_that_says_why(
+        healthy: PlanSandbox, tmp_path: Path) -> None:
+    missing = {**SPEC, "cilium": {"chart": {"path": str(tmp_path / "no-chart")}}}
+    code, plan = healthy.plan_json(missing, tmp_path)
+    assert code == 0
+    [finding] = plan["findings"]
+    assert finding["id"] == "chart-not-rendered"
+    assert finding["message"].endswith(f"cannot fetch the Cilium chart to check the values: "
+                                       f"chart path {tmp_path / 'no-chart'} does not exist on "
+                                       "the worker's machine")
 
 
 def test_an_invalid_spec_names_the_field_and_line(healthy: PlanSandbox, tmp_path: Path) -> None:
@@ -250,7 +316,7 @@ def test_an_unreachable_cluster_is_one_clear_error(tmp_path: Path, healthy: Plan
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
     result = subprocess.run([sys.executable, "-m", "client.cli", "plan", "-f", str(spec),
-                             "--kubeconfig", str(kubeconfig)], capture_output=True, text=True,
-                            timeout=120)
+                             "--kubeconfig", str(kubeconfig), "--helm", str(healthy.helm)],
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 3 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: cannot read cluster plan-test")

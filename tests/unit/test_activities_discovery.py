@@ -61,6 +61,17 @@ def test_a_readable_flannel_config_is_discovered() -> None:
         ("node-1", "boot-1", True, True)]
 
 
+def test_the_server_version_and_served_api_versions_are_recorded_for_rendering() -> None:
+    kube = cluster('{"Network": "10.244.0.0/16"}')
+    kube.discovery["/apis"]["groups"].append({"name": "cilium.io", "versions": [
+        {"groupVersion": "cilium.io/v2", "version": "v2"},
+        {"groupVersion": "cilium.io/v2alpha1", "version": "v2alpha1"}]})
+    facts = discover_cluster(kube)
+    assert facts.server_version == "v1.35.4"
+    assert facts.api_versions == ["apps/v1", "cilium.io/v2", "cilium.io/v2alpha1",
+                                  "networking.k8s.io/v1", "policy/v1", "v1"]
+
+
 def test_pods_a_drain_may_refuse_are_recorded_from_one_list_of_pods() -> None:
     kube = cluster('{"Network": "10.244.0.0/16"}')
     for each in [

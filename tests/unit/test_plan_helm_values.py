@@ -9,6 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
+from plan import helm_values
 from plan.facts import ApiEndpoint, ClusterFacts, NodeFacts
 from plan.helm_values import (
     final_values,
@@ -16,14 +17,19 @@ from plan.helm_values import (
     initial_values,
     merge_values,
     schema_errors,
+    shipped_versions,
     unknown_keys,
     value_at,
+    values_data_version,
     values_diff,
 )
-from plan.spec import MigrationSpec
+from plan.spec import DEFAULT_CILIUM_VERSION, MigrationSpec
+from tests.conftest import CHART
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "cilium"
-PACKAGED = Path(__file__).resolve().parents[2] / "plan" / "data"
+# The chart the sandbox fetches (sandbox/cilium_release.py): the one the default spec installs.
+REFERENCE = CHART
+VERSION = DEFAULT_CILIUM_VERSION
+PACKAGED = Path(__file__).resolve().parents[2] / "plan" / "data" / f"cilium-{VERSION}"
 
 # Phase 1 of docs/procedure.md, verbatim.
 PROCEDURE_VALUES = yaml.safe_load(
@@ -43,7 +49,7 @@ bpf: {hostLegacyRouting: true}
 
 def validate_values(values: dict[str, Any]) -> list[str]:
     """Every problem the chart would have with ``values``: wrong types, then unknown keys."""
-    return schema_errors(values) + unknown_keys(values)
+    return schema_errors(values, VERSION) + unknown_keys(values, VERSION)
 
 def spec_with(**sections: Any) -> MigrationSpec:
     return MigrationSpec.model_validate({"cluster": {"name": "prod"}, **sections}, by_name=False)
@@ -136,15 +142,43 @@ def test_dotted_keys_escape_dots_in_names() -> None:
 
 @pytest.mark.parametrize("render", [initial_values, final_values])
 def test_rendered_values_pass_the_real_chart_schema(render: Any) -> None:
-    schema = yaml.safe_load((REFERENCE / "chart-values.schema.json").read_text())
+    schema = yaml.safe_load((REFERENCE / "values.schema.json").read_text())
     rendered = render(spec_with(), FACTS)
     jsonschema.validate(rendered, schema)  # the reference copy, not the packaged one
     assert validate_values(rendered) == []
 
 
-def test_packaged_chart_data_is_the_upstream_reference() -> None:
-    for name in ("chart-values.schema.json", "chart-values.yaml"):
+def test_packaged_chart_data_is_the_fetched_chart_byte_for_byte() -> None:
+    assert (REFERENCE / "Chart.yaml").is_file(), "fetch the chart: cilium-migrate sandbox build"
+    for name in ("values.schema.json", "values.yaml"):
         assert (PACKAGED / name).read_bytes() == (REFERENCE / name).read_bytes()
+
+
+def test_the_default_version_ships_its_own_chart_data() -> None:
+    assert VERSION in shipped_versions()
+    assert values_data_version(VERSION) == VERSION
+
+
+@pytest.mark.parametrize(("wanted", "used"), [
+    ("1.17.2", "1.17.2"),  # shipped: its own
+    ("1.17.9", "1.17.2"),  # same minor first
+    ("1.18.0", "1.18.4"),
+    ("1.19.1", "1.18.4"),  # newer than anything shipped: the newest
+    ("1.19.0-pre.1", "1.18.4"),
+    ("1.14.0", "1.16.5"),  # older than anything shipped: the oldest
+    ("1.18.6", "1.18.4"),  # equally near 1.18.4 and 1.18.8: the older one
+])
+def test_a_version_without_data_uses_the_nearest_shipped_one(
+        monkeypatch: pytest.MonkeyPatch, wanted: str, used: str) -> None:
+    monkeypatch.setattr(helm_values, "shipped_versions",
+                        lambda: ("1.16.5", "1.17.2", "1.18.4", "1.18.8"))
+    assert values_data_version(wanted) == used
+
+
+def test_values_of_an_unshipped_version_are_checked_against_the_nearest_data() -> None:
+    assert unknown_keys({"tunnelPortt": 1}, "1.18.99") == unknown_keys({"tunnelPortt": 1}, VERSION)
+    assert schema_errors({"tunnelPort": "abc"}, "1.18.99") == [
+        "tunnelPort: 'abc' is not of type 'integer'"]
 
 
 def test_wrong_type_is_reported_with_its_key() -> None:
@@ -183,7 +217,7 @@ def test_misspelt_key_is_unknown_with_a_hint() -> None:
 def test_unknown_keys_hint_siblings_then_other_sections(
     values: dict[str, Any], expected: str
 ) -> None:
-    assert unknown_keys(values) == [expected]
+    assert unknown_keys(values, VERSION) == [expected]
 
 
 def test_free_form_maps_accept_any_key() -> None:
@@ -195,11 +229,11 @@ def test_free_form_maps_accept_any_key() -> None:
         "bpf": {"masquerade": True},  # null default: any value
         "global": {"whatever": True},  # named only in the schema
     }
-    assert unknown_keys(values) == []
+    assert unknown_keys(values, VERSION) == []
 
 
 def test_every_default_key_is_known() -> None:
     # The chart's own defaults can never be "unknown": guards the key-tree derivation.
-    defaults = yaml.safe_load((REFERENCE / "chart-values.yaml").read_text())
-    assert unknown_keys(defaults) == []
+    defaults = yaml.safe_load((REFERENCE / "values.yaml").read_text())
+    assert unknown_keys(defaults, VERSION) == []
     assert validate_values(defaults) == []

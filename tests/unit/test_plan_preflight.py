@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from plan.chart_check import ChartNotRendered, ChartVerdict
+from plan.contract import ChartRender, InstalledChart
 from plan.facts import MIGRATION_LABEL, ClusterFacts
 from plan.findings import Finding, blocking, unacknowledged
 from plan.preflight import RULES, run_preflight
@@ -103,8 +105,18 @@ def pdb(expected: int, desired: int, healthy: int, allowed: int) -> dict[str, An
     }
 
 
-def findings_for(sections: dict[str, Any], change: FactsChange) -> list[Finding]:
-    return run_preflight(spec_of(**sections), change(healthy_facts()))
+def findings_for(sections: dict[str, Any], change: FactsChange,
+                 chart: ChartVerdict = None) -> list[Finding]:
+    return run_preflight(spec_of(**sections), change(healthy_facts()), chart)
+
+
+def rendered(install: str | None = None, final: str | None = None) -> ChartRender:
+    """What rendering the chart said: None accepts that phase's values."""
+    chart = InstalledChart(name="cilium", version="1.18.4", digest="sha256:0f", source="test")
+    return ChartRender(chart=chart, install_refused=install, final_refused=final)
+
+
+REMOVED = "tunnel was deprecated in v1.14 and has been removed in v1.15."
 
 
 LONG_NAME = "production-europe-west-frankfurt-1"  # 34 characters
@@ -153,6 +165,10 @@ TRIGGERS = [
     ("unsupported-cilium-mode", extra({"ipv6": {"enabled": True}}), same),
     ("helm-values-invalid", extra({"hubble": {"enabled": "yes"}}), same),
     ("helm-values-unknown-key", extra({"tunnelPortt": 8473}), same),
+    ("chart-data-from-other-version", {"cilium": {"version": "1.19.0"}}, same),
+    ("chart-rejects-install-values", extra({"tunnel": "vxlan"}), same, rendered(install=REMOVED)),
+    ("chart-rejects-final-values", {}, same, rendered(final="hubble.enabled must be true")),
+    ("chart-not-rendered", {}, same, ChartNotRendered(reason="cannot run helm")),
     ("too-few-schedulable-nodes", {}, TWO_DOWN),
     ("wave-plan-invalid", {"rollout": {"firstNodes": ["w9"]}}, same),
     ("worker-node-stranded", {"rollout": {"maxUnavailable": 2}}, COLLISION),
@@ -199,6 +215,11 @@ NEAR_MISSES = [
     ("unsupported-cilium-mode", extra({"ipv4": {"enabled": True}}), same),
     ("helm-values-invalid", extra({"hubble": {"enabled": False}}), same),
     ("helm-values-unknown-key", extra({"hubble": {"relay": {"enabled": True}}}), same),
+    ("chart-data-from-other-version", {"cilium": {"version": "1.18.4"}}, same),
+    ("chart-rejects-install-values", extra({"tunnel": "vxlan"}), same, rendered(final=REMOVED)),
+    ("chart-rejects-final-values", {}, same, rendered(install=REMOVED, final=REMOVED)),
+    ("chart-not-rendered", {}, same, rendered()),
+    ("helm-values-invalid", extra({"tunnelPort": "abc"}), same, rendered(install="tunnelPort")),
     ("too-few-schedulable-nodes", {}, node_with("w1", schedulable=False)),
     ("wave-plan-invalid", {"rollout": {"firstNodes": ["w2"], "lastNodes": ["cp1"]}}, same),
     ("worker-node-stranded", {"rollout": {"maxUnavailable": 2}}, WORKER_ON_CANARY),
@@ -224,18 +245,26 @@ def test_a_healthy_cluster_has_no_findings() -> None:
     assert run_preflight(spec_of(), healthy_facts()) == []
 
 
-@pytest.mark.parametrize(("rule", "sections", "change"), TRIGGERS)
-def test_rule_fires(rule: str, sections: dict[str, Any], change: FactsChange) -> None:
-    fired = [finding for finding in findings_for(sections, change) if finding.id == rule]
+def cases(table: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """(rule, sections, change, chart verdict): most cases need no verdict from the chart."""
+    return [case if len(case) == 4 else (*case, None) for case in table]
+
+
+@pytest.mark.parametrize(("rule", "sections", "change", "chart"), cases(TRIGGERS))
+def test_rule_fires(rule: str, sections: dict[str, Any], change: FactsChange,
+                    chart: ChartVerdict) -> None:
+    fired = [finding for finding in findings_for(sections, change, chart)
+             if finding.id == rule]
     assert fired, f"{rule} did not fire"
     severity = {entry.id: entry.severity for entry in RULES}[rule]
     assert all(finding.severity == severity for finding in fired)
     assert all(finding.message and finding.remedy for finding in fired)
 
 
-@pytest.mark.parametrize(("rule", "sections", "change"), NEAR_MISSES)
-def test_rule_stays_quiet(rule: str, sections: dict[str, Any], change: FactsChange) -> None:
-    assert rule not in {finding.id for finding in findings_for(sections, change)}
+@pytest.mark.parametrize(("rule", "sections", "change", "chart"), cases(NEAR_MISSES))
+def test_rule_stays_quiet(rule: str, sections: dict[str, Any], change: FactsChange,
+                          chart: ChartVerdict) -> None:
+    assert rule not in {finding.id for finding in findings_for(sections, change, chart)}
 
 
 def test_every_rule_has_a_trigger_and_a_near_miss() -> None:

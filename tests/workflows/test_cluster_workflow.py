@@ -51,8 +51,36 @@ async def test_per_wave_approvals_migrate_every_node_once(temporal_env: Any,
     assert report.chart == fake.installed_charts[-1]
     assert (report.chart.name, report.chart.version, report.chart.source) == (
         "cilium", migration.cilium.version, migration.cilium.chart.repo)
+    # The chart was rendered once, before the install, with exactly the values installed.
+    assert [(r.install_values, r.final_values) for r in fake.rendered] == [
+        (fake.helm_values[0], fake.helm_values[1])]
     assert ("cni.customConf", True, False) in [tuple(d) for d in report.values_diff]
     assert fake.calls[("remove-flannel", "-")] == 1
+
+
+async def test_a_value_the_chart_refuses_ends_the_run_at_preflight(
+        temporal_env: Any, task_queue: str) -> None:
+    """The chart judges the values before preflight decides: what it refuses is a blocking
+    finding with its own words, and nothing is installed."""
+    fake = FakeCluster(workers=2)
+    fake.chart_refuses["install"] = "tunnel was deprecated in v1.14 and has been removed in v1.15."
+    migration = spec(f"refused-{task_queue}", approvals={"policy": "none"},
+                     cilium={"extraValues": {"tunnel": "vxlan"}})
+    async with build_worker(temporal_env.client, fake.activities(), task_queue=task_queue):
+        handle = await start(temporal_env, fake, migration, task_queue)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        final = await progress(handle)
+
+    assert final.phase is Phase.FAILED
+    refused = [f for f in final.findings if f.id == "chart-rejects-install-values"]
+    assert [f.severity for f in refused] == ["blocking"]
+    assert refused[0].message.endswith(": " + fake.chart_refuses["install"])
+    assert refused[0].remedy.startswith("Change or remove tunnel in cilium.extraValues")
+    assert "chart-rejects-install-values" in str(failure.value.cause)
+    assert fake.rendered[0].install_values["tunnel"] == "vxlan"
+    assert fake.helm_values == []  # helm_upgrade never ran
+    assert not fake.log  # no node was touched
 
 
 async def test_rejected_updates_leave_no_history(temporal_env: Any, task_queue: str) -> None:
