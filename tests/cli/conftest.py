@@ -101,6 +101,15 @@ class Migrations:
     async def until(self, name: str, check: Callable[[Progress], Any], what: str) -> Progress:
         return await until(self.handle(name), check, what)
 
+    async def end_others(self) -> None:
+        """Terminates every running ClusterMigration this fixture did not start."""
+        ours = {cluster_workflow_id(n) for n in self.names}
+        query = 'WorkflowType="ClusterMigration" AND ExecutionStatus="Running"'
+        async for run in self.client.list_workflows(query):
+            if run.id not in ours:
+                with contextlib.suppress(RPCError):  # ended meanwhile
+                    await self.client.get_workflow_handle(run.id).terminate("another test's")
+
     async def end_all(self, nodes: list[str]) -> None:
         ids = [cluster_workflow_id(n) for n in self.names]
         ids += [f"{wid}/node/{node}" for wid in ids for node in nodes]
