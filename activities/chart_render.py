@@ -19,7 +19,7 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from activities.chart_source import chart_reference, fetch_chart
+from activities.chart_source import chart_origin, fetch_chart
 from activities.context import step_error
 from activities.helm_cli import run_helm
 from plan.contract import ChartRender, ChartRenderInput, InstalledChart, StepError
@@ -47,10 +47,9 @@ def render_chart(helm: str, request: ChartRenderInput) -> ChartRender:
                               ("final", request.final_values)):
             refused[phase] = _refusal(helm, request, chart.location, values,
                                       Path(scratch) / f"{phase}-values.json")
-    source = request.chart.path or " ".join(chart_reference(request.chart))
     return ChartRender(
         chart=InstalledChart(name=chart.name, version=chart.version, digest=chart.digest,
-                             source=source),
+                             source=chart_origin(request.chart)),
         install_refused=refused["install"], final_refused=refused["final"])
 
 
