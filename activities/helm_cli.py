@@ -22,7 +22,10 @@ def run_helm(argv: list[str], timeout: float) -> str:
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True)
     except OSError as error:
-        raise step_error(StepError.HELM_FAILED, f"cannot run {argv[0]}: {error}") from error
+        missing = isinstance(error, FileNotFoundError)
+        said = ("not found (pass --helm PATH, or put helm on PATH)" if missing
+                else str(error))
+        raise step_error(StepError.HELM_FAILED, f"cannot run {argv[0]}: {said}") from error
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -118,7 +118,8 @@ def _demo(args: argparse.Namespace) -> int:
                 start_new_session=True)
         _wait_for_server(address, dev)
         spec = _spec(directory, release.chart_dir)
-        _run(["plan", "-f", str(spec), "--kubeconfig", str(state_dir / "kubeconfig")])
+        _run(["plan", "-f", str(spec), "--kubeconfig", str(state_dir / "kubeconfig"),
+              "--helm", str(toolchain["helm"])])
         _run(["start", "-f", str(spec), *address])
         _approve_until_done(address)
         _run(["status", CLUSTER, *address])
