@@ -22,6 +22,10 @@ OUTCOME_WORDS = {"passed": "ok", "failed": "FAILED", "not-checked": "not checked
 # ANSI: cursor home, clear to end of line, clear to end of screen, hide and show the cursor.
 HOME, CLEAR_LINE, CLEAR_BELOW = "\x1b[H", "\x1b[K", "\x1b[J"
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
+# Blocked nodes shown with their pods, checks and decide command; the others get a line each,
+# so that the view of a run with many blocked nodes still fits a screen or two.
+DETAILED_NODES = 10
+SHOWN_APPROVALS = 10
 
 
 def elapsed(start: datetime | None, end: datetime | None, now: datetime) -> str:
@@ -64,8 +68,9 @@ def render_summary(summary: ProgressSummary, wave_nodes: NodesPage | None = None
         out += [f"  {gate:<16} {approve_command(summary.cluster, gate, connection)}"
                 for gate in summary.pending_gates.items]
         out += _more(summary.pending_gates.total, len(summary.pending_gates.items), "gates")
-    for node in summary.attention.items:
-        out += ["", *_attention(node, cluster, connection)]
+    for shown, node in enumerate(summary.attention.items):
+        out += ([""] if shown <= DETAILED_NODES else []) + _attention(
+            node, cluster, connection, detailed=shown < DETAILED_NODES)
     states = ",".join(s.value for s in ATTENTION_STATES)
     out += _more(summary.attention.total, len(summary.attention.items), "nodes need attention",
                  f"cilium-migrate status {cluster} --nodes {states}{connection}")
@@ -103,10 +108,12 @@ def render_summary(summary: ProgressSummary, wave_nodes: NodesPage | None = None
                                     for f in warnings]
         out += _more(summary.findings.total, len(summary.findings.items), "findings")
     if summary.approvals.total:
-        earlier = summary.approvals.total - len(summary.approvals.items)
-        out += ["", "Approvals:" + (f" (the latest; {earlier} earlier)" if earlier else "")]
+        latest = summary.approvals.items[-SHOWN_APPROVALS:]
+        earlier = summary.approvals.total - len(latest)
+        out += ["", "Approvals:" + (f" (the latest; {earlier} earlier, -o yaml shows "
+                                    f"{len(summary.approvals.items)})" if earlier else "")]
         out += [f"  {a.gate:<16} {a.approver:<12} {a.at:%Y-%m-%d %H:%M:%S}"
-                + (f"  {a.reason}" if a.reason else "") for a in summary.approvals.items]
+                + (f"  {a.reason}" if a.reason else "") for a in latest]
     return "\n".join(out)
 
 
@@ -127,8 +134,9 @@ def render_nodes(summary: ProgressSummary, page: NodesPage, what: str,
     return "\n".join(out)
 
 
-def _attention(node: NodeProgress, cluster: str, connection: str) -> list[str]:
-    if node.state is not NodeState.BLOCKED:
+def _attention(node: NodeProgress, cluster: str, connection: str, detailed: bool
+               ) -> list[str]:
+    if node.state is not NodeState.BLOCKED or not detailed:
         why = node.error or node.blocker or ""
         return [f"Node {node.name} (wave {node.wave}) {node.state.value}"
                 + (f": {why}" if why else "")]
