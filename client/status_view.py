@@ -1,5 +1,5 @@
-"""How a migration looks on a terminal: the `status` view, the `list` table, and a screen that
-redraws in place for `status --watch`.
+"""How a migration looks on a terminal: the `status` view (from the run's bounded summary and a
+page of node records), the `list` table, and a screen that redraws in place for `status --watch`.
 
 Pure functions of the models plus a clock, so what an operator sees can be tested without a
 server; only `Screen` writes to the terminal.
@@ -14,13 +14,18 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from client.rendering import table
-from workflows.progress import NodeProgress, NodeState, Progress
+from workflows.progress import NodeProgress, NodeState
+from workflows.progress_summary import ATTENTION_STATES, NodesPage, ProgressSummary, WaveRun
 
 # How a verify check's outcome reads; "not checked" is neither a pass nor a failure.
 OUTCOME_WORDS = {"passed": "ok", "failed": "FAILED", "not-checked": "not checked"}
 # ANSI: cursor home, clear to end of line, clear to end of screen, hide and show the cursor.
 HOME, CLEAR_LINE, CLEAR_BELOW = "\x1b[H", "\x1b[K", "\x1b[J"
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
+# Blocked nodes shown with their pods, checks and decide command; the others get a line each,
+# so that the view of a run with many blocked nodes still fits a screen or two.
+DETAILED_NODES = 10
+SHOWN_APPROVALS = 10
 
 
 def elapsed(start: datetime | None, end: datetime | None, now: datetime) -> str:
@@ -39,65 +44,125 @@ def approve_command(cluster: str, gate: str, connection: str = "") -> str:
             f"--reason '...'{connection}")
 
 
-def render_progress(progress: Progress, now: datetime | None = None,
-                    connection: str = "") -> str:
-    """The status view. ``connection`` repeats the user's connection flags in suggestions."""
+def render_summary(summary: ProgressSummary, wave_nodes: NodesPage | None = None,
+                   now: datetime | None = None, connection: str = "") -> str:
+    """The status view: the run's summary, and the current wave's nodes when given.
+    ``connection`` repeats the user's connection flags in suggestions."""
     now = now or datetime.now(UTC)
-    state = progress.phase.value + (" (paused)" if progress.paused else "")
-    out = [f"Cluster {progress.cluster}   phase {state}   elapsed "
-           f"{elapsed(progress.started_at, progress.finished_at, now)}"]
-    counts = progress.counts()
-    if counts:
-        out.append("Nodes: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    if progress.chart:
-        chart = progress.chart
+    cluster = shlex.quote(summary.cluster)
+    state = summary.phase.value + (" (paused)" if summary.paused else "")
+    out = [f"Cluster {summary.cluster}   phase {state}   elapsed "
+           f"{elapsed(summary.started_at, summary.finished_at, now)}"]
+    if summary.counts:
+        out.append("Nodes: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())))
+    if summary.chart:
+        chart = summary.chart
         out.append(f"Chart {chart.name} {chart.version} {chart.digest} from {chart.source}")
-    if progress.error:
-        out += ["", f"Error: {progress.error}"]
-    if progress.halted:
-        out += ["", f"Halted: {progress.halted}",
-                f"  resume with: cilium-migrate resume {shlex.quote(progress.cluster)}"
-                f"{connection}"]
-    if progress.pending_gates:
+    if summary.error:
+        out += ["", f"Error: {summary.error}"]
+    if summary.halted:
+        out += ["", f"Halted: {summary.halted}",
+                f"  resume with: cilium-migrate resume {cluster}{connection}"]
+    if summary.pending_gates.total:
         out += ["", "Waiting for approval:"]
-        out += [f"  {gate:<16} {approve_command(progress.cluster, gate, connection)}"
-                for gate in progress.pending_gates]
-    blocked = [n for n in progress.nodes.values() if n.state is NodeState.BLOCKED]
-    for node in blocked:
-        out += ["", f"Node {node.name} waits for a decision: {node.blocker or '-'}"]
-        out += [f"  pod {b.pod}: {b.reason}" + (f" (PDB {b.pdb})" if b.pdb else "")
-                for b in node.blockers]
-        out += [f"  check {c.name}: {OUTCOME_WORDS[c.outcome]} {c.detail}".rstrip()
-                for c in node.verify]
-        out.append(f"  decide with: cilium-migrate decide {shlex.quote(progress.cluster)} "
-                   f"{shlex.quote(node.name)} retry|rollback|skip{connection}")
-    if progress.waves:
-        out += ["", table([[str(w.index), w.kind, w.zone or "-", w.state, ", ".join(w.nodes)]
-                           for w in progress.waves], ["wave", "kind", "zone", "state", "nodes"])]
-    if progress.nodes:
-        out += ["", table([_node_row(n, now) for n in _by_wave(progress.nodes.values())],
-                          ["node", "wave", "state", "step", "elapsed", "blocker"])]
-    unchecked = [f"  {n.name} {c.name}: {c.detail}".rstrip()
-                 for n in _by_wave(progress.nodes.values()) if n.state is not NodeState.BLOCKED
-                 for c in n.verify if c.outcome == "not-checked"]
-    if unchecked:
-        out += ["", "Verify checks not made (nothing to check against yet):", *unchecked]
-    if progress.excluded_nodes:
-        out.append(f"excluded: {', '.join(progress.excluded_nodes)}")
-    warnings = [f for f in progress.findings if f.severity != "info"]
+        out += [f"  {gate:<16} {approve_command(summary.cluster, gate, connection)}"
+                for gate in summary.pending_gates.items]
+        out += _more(summary.pending_gates.total, len(summary.pending_gates.items), "gates")
+    for shown, node in enumerate(summary.attention.items):
+        out += ([""] if shown <= DETAILED_NODES else []) + _attention(
+            node, cluster, connection, detailed=shown < DETAILED_NODES)
+    states = ",".join(s.value for s in ATTENTION_STATES)
+    out += _more(summary.attention.total, len(summary.attention.items), "nodes need attention",
+                 f"cilium-migrate status {cluster} --nodes {states}{connection}")
+    if summary.waves:
+        out += ["", table([[_waves(r), r.kind, r.zone or "-", r.state, str(r.nodes)]
+                           for r in summary.waves], ["wave", "kind", "zone", "state", "nodes"])]
+    current = summary.current_wave
+    if current is not None:
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(current.counts.items()))
+        out += ["", f"Current wave {current.index} ({current.kind}"
+                + (f", zone {current.zone}" if current.zone else "")
+                + f"): {current.state}; {counts}"]
+    if wave_nodes is not None and wave_nodes.nodes:
+        out += _node_table(wave_nodes.nodes, now)
+        out += _more(wave_nodes.total, len(wave_nodes.nodes), "nodes in this wave",
+                     f"cilium-migrate status {cluster} --wave {current.index if current else 0}"
+                     f"{connection}")
+        unchecked = [f"  {n.name} {c.name}: {c.detail}".rstrip() for n in wave_nodes.nodes
+                     if n.state is not NodeState.BLOCKED
+                     for c in n.verify if c.outcome == "not-checked"]
+        if unchecked:
+            out += ["", "Verify checks not made (nothing to check against yet):", *unchecked]
+    if summary.not_migrated.total:
+        out += ["", "Not migrated yet (finalize waits for them):"]
+        out += [f"  {node}: {why}" for node, why in summary.not_migrated.items]
+        out += _more(summary.not_migrated.total, len(summary.not_migrated.items), "nodes")
+    if summary.excluded_nodes.total:
+        more = summary.excluded_nodes.total - len(summary.excluded_nodes.items)
+        out.append(f"excluded: {', '.join(summary.excluded_nodes.items)}"
+                   + (f" and {more} more" if more else ""))
+    warnings = [f for f in summary.findings.items if f.severity != "info"]
     if warnings:
         out += ["", "Findings:"] + [f"  {f.severity}: {f.id}: {f.message}" +
                                     (" (acknowledged)" if f.acknowledged else "")
                                     for f in warnings]
-    if progress.approvals:
-        out += ["", "Approvals:"]
+        out += _more(summary.findings.total, len(summary.findings.items), "findings")
+    if summary.approvals.total:
+        latest = summary.approvals.items[-SHOWN_APPROVALS:]
+        earlier = summary.approvals.total - len(latest)
+        out += ["", "Approvals:" + (f" (the latest; {earlier} earlier, -o yaml shows "
+                                    f"{len(summary.approvals.items)})" if earlier else "")]
         out += [f"  {a.gate:<16} {a.approver:<12} {a.at:%Y-%m-%d %H:%M:%S}"
-                + (f"  {a.reason}" if a.reason else "") for a in progress.approvals]
+                + (f"  {a.reason}" if a.reason else "") for a in latest]
     return "\n".join(out)
 
 
-def _by_wave(nodes: Iterable[NodeProgress]) -> list[NodeProgress]:
-    return sorted(nodes, key=lambda n: (n.wave, n.name))
+def render_nodes(summary: ProgressSummary, page: NodesPage, what: str,
+                 now: datetime | None = None) -> str:
+    """`status --nodes/--wave`: the header line and the node records ``page`` holds."""
+    now = now or datetime.now(UTC)
+    state = summary.phase.value + (" (paused)" if summary.paused else "")
+    out = [f"Cluster {summary.cluster}   phase {state}   elapsed "
+           f"{elapsed(summary.started_at, summary.finished_at, now)}"]
+    if not page.nodes:
+        out += ["", f"No nodes {what}" + (f" from offset {page.offset}" if page.offset else "")
+                + f" ({page.total} in all)."]
+        return "\n".join(out)
+    out += _node_table(page.nodes, now)
+    out += ["", f"Nodes {what}: {page.offset + 1}-{page.offset + len(page.nodes)} of "
+            f"{page.total}"]
+    return "\n".join(out)
+
+
+def _attention(node: NodeProgress, cluster: str, connection: str, detailed: bool
+               ) -> list[str]:
+    if node.state is not NodeState.BLOCKED or not detailed:
+        why = node.error or node.blocker or ""
+        return [f"Node {node.name} (wave {node.wave}) {node.state.value}"
+                + (f": {why}" if why else "")]
+    out = [f"Node {node.name} waits for a decision: {node.blocker or '-'}"]
+    out += [f"  pod {b.pod}: {b.reason}" + (f" (PDB {b.pdb})" if b.pdb else "")
+            for b in node.blockers]
+    out += [f"  check {c.name}: {OUTCOME_WORDS[c.outcome]} {c.detail}".rstrip()
+            for c in node.verify]
+    out.append(f"  decide with: cilium-migrate decide {cluster} "
+               f"{shlex.quote(node.name)} retry|rollback|skip{connection}")
+    return out
+
+
+def _node_table(nodes: Iterable[NodeProgress], now: datetime) -> list[str]:
+    return ["", table([_node_row(n, now) for n in nodes],
+                      ["node", "wave", "state", "step", "elapsed", "blocker"])]
+
+
+def _more(total: int, shown: int, what: str, command: str = "") -> list[str]:
+    if total <= shown:
+        return []
+    return [f"  ... {total - shown} more {what}" + (f": {command}" if command else "")]
+
+
+def _waves(run: WaveRun) -> str:
+    return str(run.first) if run.first == run.last else f"{run.first}-{run.last}"
 
 
 def _node_row(node: NodeProgress, now: datetime) -> list[str]:
@@ -143,7 +208,7 @@ class Screen:
             lines = [line[:size.columns] for line in frame.splitlines()]
             if len(lines) > size.lines - 1:  # a scrolling terminal would break cursor-home
                 hidden = len(lines) - (size.lines - 2)
-                lines = lines[:size.lines - 2] + [f"... {hidden} more lines (-o yaml shows all)"]
+                lines = lines[:size.lines - 2] + [f"... {hidden} more lines (without --watch: all)"]
             self.stream.write(HOME + "".join(line + CLEAR_LINE + "\n" for line in lines)
                               + CLEAR_BELOW)
         else:

@@ -54,9 +54,11 @@ with workflow.unsafe.imports_passed_through():
         DECIDE_SIGNAL,
         DECIDE_UPDATE,
         NODE_REPORT_SIGNAL,
+        NODES_PAGE_QUERY,
         PAUSE_UPDATE,
         PHASE_ATTRIBUTE,
         PROGRESS_QUERY,
+        PROGRESS_SUMMARY_QUERY,
         RESUME_UPDATE,
         node_workflow_id,
     )
@@ -70,6 +72,13 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.node import NodeMigrationWorkflow
     from workflows.progress import NodeProgress, NodeState, Phase, Progress, WaveProgress
+    from workflows.progress_summary import (
+        NodesPage,
+        NodesPageRequest,
+        ProgressSummary,
+        nodes_page,
+        summarize,
+    )
     from workflows.steps import describe_failure, run_step
 
 INSTALL_TIMEOUT = 900.0
@@ -365,6 +374,14 @@ class ClusterMigrationWorkflow:
     @workflow.query(name=PROGRESS_QUERY)
     def get_progress(self) -> Progress:
         return self.progress
+
+    @workflow.query(name=PROGRESS_SUMMARY_QUERY)
+    def get_summary(self) -> ProgressSummary:
+        return summarize(self.progress)
+
+    @workflow.query(name=NODES_PAGE_QUERY)
+    def get_nodes_page(self, request: NodesPageRequest) -> NodesPage:
+        return nodes_page(self.progress, request)
 
     # ---- helpers ---------------------------------------------------------------------------
 

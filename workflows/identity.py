@@ -12,6 +12,10 @@ NODE_WORKFLOW = "NodeMigration"
 
 # Both workflows answer it: the cluster with `Progress`, a node child with its `NodeProgress`.
 PROGRESS_QUERY = "progress"
+# The cluster's bounded views of its progress (workflows/progress_summary.py): a summary whose
+# size does not grow with the node count, and node records a page at a time.
+PROGRESS_SUMMARY_QUERY = "progress_summary"
+NODES_PAGE_QUERY = "nodes_page"
 APPROVE_UPDATE = "approve"
 PAUSE_UPDATE = "pause"
 RESUME_UPDATE = "resume"

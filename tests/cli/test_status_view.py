@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime, timedelta
 
-from client.status_view import CLEAR_BELOW, CLEAR_LINE, HOME, Screen, render_progress
+from client.status_view import CLEAR_BELOW, CLEAR_LINE, HOME, Screen, render_nodes, render_summary
 from plan.contract import CheckResult, DrainBlocker, InstalledChart
 from workflows.progress import (
     Approval,
@@ -16,8 +16,17 @@ from workflows.progress import (
     Progress,
     WaveProgress,
 )
+from workflows.progress_summary import NodesPage, NodesPageRequest, nodes_page, summarize
 
 START = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
+
+
+def render_progress(progress: Progress, now: datetime, connection: str = "") -> str:
+    """The default view as `status` builds it: the summary and the current wave's nodes."""
+    summary = summarize(progress)
+    wave = summary.current_wave
+    wave_nodes = nodes_page(progress, NodesPageRequest(wave=wave.index)) if wave else None
+    return render_summary(summary, wave_nodes, now=now, connection=connection)
 
 
 def progress() -> Progress:
@@ -54,10 +63,11 @@ def test_the_view_says_what_waits_and_the_command_that_unblocks_it() -> None:
     assert "  pod db/db-0: needs 2 healthy, has 2 (PDB db/db-pdb)" in lines
     assert "  decide with: cilium-migrate decide prod-eu w2 retry|rollback|skip --address " \
            "t:7233" in lines
-    assert "2     workers  b     running  w2, w3" in lines
+    # Waves by count, not by name; the rows are the current wave's nodes.
+    assert "2     workers  b     running  2" in lines
+    assert "Current wave 2 (workers, zone b): running; 1 blocked, 1 pending" in lines
     node_rows = [line.split()[:5] for line in lines if line.startswith("w")]
-    assert node_rows == [["w1", "1", "migrated", "done", "1m35s"],
-                         ["w2", "2", "blocked", "drain", "3m07s"],
+    assert node_rows == [["w2", "2", "blocked", "drain", "3m07s"],
                          ["w3", "2", "pending", "-", "-"]]
     assert "  install          alice        2025-03-01 10:00:00  ok" in lines
 
@@ -104,8 +114,8 @@ def test_watch_into_a_pipe_appends_changed_frames_without_control_codes() -> Non
 
 def test_verify_checks_show_their_outcome_and_what_was_not_checked() -> None:
     view = progress()
-    w1, w2 = view.nodes["w1"], view.nodes["w2"]
-    w1.verify = [CheckResult(name="peer-flannel", outcome="passed", detail="reached a"),
+    w3, w2 = view.nodes["w3"], view.nodes["w2"]
+    w3.verify = [CheckResult(name="peer-flannel", outcome="passed", detail="reached a"),
                  CheckResult(name="peer-cilium", outcome="not-checked",
                              detail="no Ready pod on cilium nodes to probe yet")]
     w2.step, w2.blockers = NodeStep.VERIFY, []
@@ -116,5 +126,34 @@ def test_verify_checks_show_their_outcome_and_what_was_not_checked() -> None:
     assert "  check api-server: FAILED /healthz did not answer" in lines
     assert "  check peer-cilium: not checked none yet" in lines
     at = lines.index("Verify checks not made (nothing to check against yet):")
-    assert lines[at + 1] == "  w1 peer-cilium: no Ready pod on cilium nodes to probe yet"
+    assert lines[at + 1] == "  w3 peer-cilium: no Ready pod on cilium nodes to probe yet"
     assert not any("peer-flannel" in line for line in lines)  # passes are not news
+
+
+def test_past_the_cap_the_view_says_how_many_more_and_how_to_list_them() -> None:
+    view = progress()
+    view.waves[0].nodes = [f"d{i:03d}" for i in range(120)]
+    for name in view.waves[0].nodes:
+        view.nodes[name] = NodeProgress(name=name, wave=1, state=NodeState.SKIPPED,
+                                        error="skipped by alice")
+    lines = render_progress(view, now=START).splitlines()
+
+    assert "Node w2 waits for a decision: drain: pod db/db-0 blocked by PDB db/db-pdb" in lines
+    assert "Node d000 (wave 1) skipped: skipped by alice" in lines
+    assert sum(line.startswith("Node ") for line in lines) == 50  # the blocked one first
+    assert ("  ... 71 more nodes need attention: cilium-migrate status prod-eu --nodes "
+            "blocked,failed,rolling-back,rolled-back,skipped") in lines
+
+
+def test_a_node_listing_says_which_slice_of_how_many_it_shows() -> None:
+    summary = summarize(progress())
+    page = NodesPage(total=3, offset=1, limit=1, nodes=[progress().nodes["w2"]])
+
+    lines = render_nodes(summary, page, "in all", now=START).splitlines()
+    empty = render_nodes(summary, NodesPage(total=0, offset=0, limit=10, nodes=[]),
+                         "failed", now=START)
+
+    assert [line.split()[:3] for line in lines if line.startswith("w")] == [
+        ["w2", "2", "blocked"]]
+    assert lines[-1] == "Nodes in all: 2-2 of 3"
+    assert empty.splitlines()[-1] == "No nodes failed (0 in all)."
