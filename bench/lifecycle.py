@@ -2,18 +2,23 @@
 
 A sandbox and a dev server outlive the Python process that started them (their own sessions),
 so a benchmark that is killed or hangs would leave them running. `guard` turns SIGALRM (the
-deadline), SIGINT and SIGTERM into `BenchStopped` raised where the benchmark is, even inside a
-blocking call such as `sandbox up`; the benchmark's own `finally` blocks then stop everything.
-`BenchStopped` derives from SystemExit so that asyncio lets it out of any task and no
-`except Exception` swallows it.
+deadline), SIGINT and SIGTERM into a stop where the benchmark is: while the event loop waits,
+its main task is cancelled, so the worker and clients shut down in order; in blocking code such
+as `sandbox up`, `BenchStopped` is raised right there. Either way the benchmark's own `finally`
+blocks stop everything. `BenchStopped` derives from SystemExit so that asyncio lets it out of
+any task and no `except Exception` swallows it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from types import FrameType
 
 _SIGNALS = (signal.SIGALRM, signal.SIGINT, signal.SIGTERM)
@@ -30,6 +35,8 @@ class Stage:
 
     def __init__(self) -> None:
         self.now = "starting"
+        self.stopped = ""  # why the benchmark was stopped, once it was
+        self.task: asyncio.Task[None] | None = None  # the benchmark's main task, if async
 
     def __call__(self, now: str) -> None:
         self.now = now
@@ -46,8 +53,16 @@ def guard(deadline_seconds: float, stage: Stage) -> Iterator[None]:
             signal.signal(number, signal.SIG_IGN)
         signal.alarm(0)
         if signum == signal.SIGALRM:
-            raise BenchStopped(f"deadline of {deadline_seconds:.0f}s passed while {stage.now}")
-        raise BenchStopped(f"{signal.Signals(signum).name} while {stage.now}")
+            stage.stopped = f"deadline of {deadline_seconds:.0f}s passed while {stage.now}"
+        else:
+            stage.stopped = f"{signal.Signals(signum).name} while {stage.now}"
+        task = stage.task
+        if task is not None and not task.done():
+            loop = task.get_loop()
+            if asyncio.current_task(loop) is not task:  # the loop waits, or another task runs
+                loop.call_soon_threadsafe(task.cancel)
+                return
+        raise BenchStopped(stage.stopped)
 
     previous = {number: signal.signal(number, stop) for number in _SIGNALS}
     signal.alarm(max(1, round(deadline_seconds)))
@@ -65,3 +80,35 @@ def cleaning_up() -> None:
     signal.alarm(0)
     for number in _SIGNALS:
         signal.signal(number, signal.SIG_IGN)
+
+
+def children() -> dict[int, str]:
+    """This process's child processes (PID: command name), e.g. a Helm the worker started."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, rest = stat.split("(", 1)[1].rsplit(")", 1)
+        if int(rest.split()[1]) == os.getpid() and rest.split()[0] != "Z":
+            found[int(entry.name)] = name
+    return found
+
+
+def stop_children(keep: set[int], timeout: float = 5.0) -> list[str]:
+    """Stops this process's children but those in ``keep``: an activity's Helm or kubectl
+    would otherwise outlive the benchmark and wait for a cluster that is gone."""
+    targets = {pid: name for pid, name in children().items() if pid not in keep}
+    for pid in targets:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and set(targets) & set(children()):
+        time.sleep(0.1)
+    for pid in set(targets) & set(children()):
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return [f"{name} ({pid})" for pid, name in targets.items()]

@@ -39,7 +39,14 @@ from temporalio.worker import Worker  # noqa: E402
 from activities.context import ActivityContext  # noqa: E402
 from activities.kubeapi import Kube  # noqa: E402
 from bench.history_figures import activity_spans, parent_timeline  # noqa: E402
-from bench.lifecycle import BenchStopped, Stage, cleaning_up, guard  # noqa: E402
+from bench.lifecycle import (  # noqa: E402
+    BenchStopped,
+    Stage,
+    children,
+    cleaning_up,
+    guard,
+    stop_children,
+)  # noqa: E402
 from plan.contract import Activity  # noqa: E402
 from sandbox import audit, cluster, pki  # noqa: E402
 from sandbox.cilium_release import ensure_default_release  # noqa: E402
@@ -91,17 +98,7 @@ def rss_mib(pid: int, field: str) -> float | None:
 
 def dev_server_pids() -> list[int]:
     """This process's children that run the Temporal CLI (the dev server)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            comm, rest = stat.split("(", 1)[1].rsplit(")", 1)
-            if int(rest.split()[1]) == os.getpid() and "temporal" in comm:
-                pids.append(int(entry.name))
-    return pids
+    return [pid for pid, name in children().items() if "temporal" in name]
 
 
 async def wait_completed(client: Client, workflow_id: str, stage: Stage) -> Progress:
@@ -217,6 +214,7 @@ async def _within(what: Awaitable[Any], name: str) -> None:
 
 
 async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
+    stage.task = asyncio.current_task()
     stage("building or finding the toolchain")
     toolchain: Toolchain = ensure_toolchain()
     ensure_default_release(toolchain["helm"])  # the tests' spec installs it
@@ -283,11 +281,15 @@ async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
             stopped = cluster.down(state_dir)
             print(f"sandbox stopped ({', '.join(stopped) or 'nothing was running'})",
                   file=sys.stderr)
+        if stray := stop_children(keep=set(dev_server_pids())):
+            print(f"stopped what activities had started: {', '.join(stray)}", file=sys.stderr)
         if worker is not None and worker_task is not None:
             await _within(worker.shutdown(), "the worker")
             worker_task.cancel()
         if env is not None:
             await _within(env.shutdown(), "the dev server")
+        if stray := stop_children(keep=set()):
+            print(f"stopped what was left: {', '.join(stray)}", file=sys.stderr)
 
 
 def main() -> None:
@@ -305,8 +307,8 @@ def main() -> None:
     try:
         with guard(deadline, stage):
             asyncio.run(run(args, state_dir.resolve(), stage))
-    except BenchStopped as stopped:
-        failed(f"migration_bench stopped: {stopped.reason}")
+    except (BenchStopped, asyncio.CancelledError):
+        failed(f"migration_bench stopped: {stage.stopped}")
     except Exception:  # noqa: BLE001 - the cleanup ran; say why and leave
         traceback.print_exc()
         failed(f"migration_bench failed while {stage.now}")
