@@ -1,111 +1,325 @@
-"""A whole migration of a large sandbox: wall time, history sizes, API-server requests per node.
+"""A whole migration of a large sandbox: wall time against its physical bound, the product's own
+API requests per node, history sizes, the worker's memory.
 
-    .venv/bin/python bench/migration_bench.py [--nodes 100] [--max-unavailable 10]
+    PYTHONPATH=. .venv/bin/python bench/migration_bench.py [--nodes 100] [--max-unavailable 10]
+        [--reboot-seconds 1] [--deadline SECONDS]
 
-Figures, not assertions. The critical-path bound is the sum, over waves, of the slowest node's
-own migration time: what the run would take with zero orchestration overhead for this wave plan.
-API requests come from the API server's `apiserver_request_total`; they include the simulated
-kubelets' own traffic, so the simulator-only baseline over the same time is printed beside it.
+Figures, not assertions. The worker runs in this process with the sandbox's worker kubeconfig,
+its own user, so the API server's audit log (`sandbox.audit`) counts its requests apart from
+the simulated kubelets'. The bound (`sandbox.physical_bound`) is the plan's shortest wall time
+given the simulator's delays; the difference is shown per phase from the workflow's history.
+The run stops its sandbox and dev server when it ends, fails, passes ``--deadline``, or gets
+Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import re
+import os
+import resource
+import statistics
 import sys
 import tempfile
 import time
+import traceback
 import uuid
+from collections import defaultdict
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' helpers
 
+from temporalio.client import Client, WorkflowHistory  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
+from temporalio.worker import Worker  # noqa: E402
 
+from activities.context import ActivityContext  # noqa: E402
 from activities.kubeapi import Kube  # noqa: E402
-from sandbox import cluster  # noqa: E402
+from bench.history_figures import activity_spans, parent_timeline  # noqa: E402
+from bench.lifecycle import (  # noqa: E402
+    BenchStopped,
+    Stage,
+    children,
+    cleaning_up,
+    guard,
+    stop_children,
+)  # noqa: E402
+from plan.contract import Activity  # noqa: E402
+from sandbox import audit, cluster, pki  # noqa: E402
 from sandbox.cilium_release import ensure_default_release  # noqa: E402
-from sandbox.toolchain import ensure_toolchain  # noqa: E402
+from sandbox.physical_bound import DEFAULT_GRACE_SECONDS, PlanBound, Timings, plan_bound  # noqa: E402
+from sandbox.simulator.kubelet import Settings  # noqa: E402
+from sandbox.toolchain import Toolchain, ensure_toolchain  # noqa: E402
 from tests.conftest import temporal_cli  # noqa: E402
 from tests.integration.migration_support import (  # noqa: E402
-    activity_context,
     in_process_worker,
     migration_spec,
+    progress_of,
     start_migration,
-    wait_progress,
 )
-from workflows.identity import SEARCH_ATTRIBUTES  # noqa: E402
-from workflows.progress import Phase  # noqa: E402
+from workflows.identity import SEARCH_ATTRIBUTES, node_workflow_id  # noqa: E402
+from workflows.progress import NodeState, Phase, Progress  # noqa: E402
 
-_SAMPLE = re.compile(r"^apiserver_request_total\{[^}]*\} ([0-9.e+]+)$", re.MULTILINE)
-
-
-def api_requests(kube: Kube) -> float:
-    method, url, headers, _, _ = kube.api.param_serialize(
-        method="GET", resource_path="/metrics", header_params={"Accept": "text/plain"},
-        auth_settings=["BearerToken"])
-    text = kube.api.call_api(method, url, header_params=headers).read().decode()
-    return sum(float(value) for value in _SAMPLE.findall(text))
+BUDGET_PER_NODE = 25  # issue 13: the product's requests per node, watches apart
+CLEANUP_SECONDS = 30.0
+TOP_REQUESTS = 15
+NODE_STEPS = {Activity.DRAIN_NODE: "drain", Activity.RESTART_AGENT: "restart_agent",
+              Activity.REBOOT_NODE: "reboot", Activity.VERIFY_NODE: "verify"}
 
 
-async def main(nodes: int, max_unavailable: int) -> None:
-    toolchain = ensure_toolchain()
-    ensure_default_release(toolchain["helm"])  # the tests' spec installs it
-    state_dir = Path(tempfile.mkdtemp(prefix="bench-migration-")) / "state"
-    started = time.monotonic()
-    cluster.up(state_dir, nodes=nodes, control_planes=1, zones=3,
-               simulator_args=("--reboot-seconds", "1"), timeout=600.0 + nodes)
-    print(f"sandbox with {nodes} nodes up in {time.monotonic() - started:.0f}s")
-    kube = Kube(str(state_dir / "kubeconfig"))
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli(), data_converter=pydantic_data_converter,
-        search_attributes=SEARCH_ATTRIBUTES)
+def evicted_grace_periods(kube: Kube) -> dict[str, list[float]]:
+    """Per node, the grace periods of the pods a drain evicts (not DaemonSet or mirror pods)."""
+    evicted: dict[str, list[float]] = {}
+    for pod in kube.get("/api/v1/pods")["items"]:
+        meta, spec = pod["metadata"], pod.get("spec", {})
+        owners = {o.get("kind") for o in meta.get("ownerReferences") or []}
+        if (not spec.get("nodeName") or "DaemonSet" in owners
+                or "kubernetes.io/config.mirror" in (meta.get("annotations") or {})
+                or pod.get("status", {}).get("phase") in ("Succeeded", "Failed")):
+            continue
+        grace = spec.get("terminationGracePeriodSeconds")
+        evicted.setdefault(spec["nodeName"], []).append(
+            DEFAULT_GRACE_SECONDS if grace is None else float(grace))
+    return evicted
+
+
+def rss_mib(pid: int, field: str) -> float | None:
     try:
-        idle_before = api_requests(kube)
-        await asyncio.sleep(30)
-        idle_rate = (api_requests(kube) - idle_before) / 30
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def dev_server_pids() -> list[int]:
+    """This process's children that run the Temporal CLI (the dev server)."""
+    return [pid for pid, name in children().items() if "temporal" in name]
+
+
+async def wait_completed(client: Client, workflow_id: str, stage: Stage) -> Progress:
+    handle = client.get_workflow_handle(workflow_id)
+    last = ""
+    while True:
+        progress = await progress_of(handle)  # type: ignore[arg-type]
+        counts = progress.counts()
+        now = (f"migrating: phase {progress.phase.value}, "
+               f"{counts.get(NodeState.MIGRATED.value, 0)}/{len(progress.nodes)} nodes migrated")
+        if progress.blockers:
+            now += "; waiting: " + "; ".join(progress.blockers)
+        if now != last:
+            stage(now)
+            last = now
+        if progress.phase is Phase.COMPLETED:
+            return progress
+        if progress.phase.ended:
+            raise RuntimeError(f"the migration ended {progress.phase.value}: {progress.error}")
+        await asyncio.sleep(1.0)
+
+
+async def child_histories(client: Client, parent: str, nodes: list[str]
+                          ) -> dict[str, WorkflowHistory]:
+    limit = asyncio.Semaphore(16)
+
+    async def one(node: str) -> tuple[str, WorkflowHistory]:
+        async with limit:
+            return node, await client.get_workflow_handle(
+                node_workflow_id(parent, node)).fetch_history()
+
+    return dict(await asyncio.gather(*(one(n) for n in nodes)))
+
+
+def print_requests(counts: audit.RequestCounts, nodes: int, wall: float) -> None:
+    worker = pki.WORKER.user
+    requests, watches = counts.total(worker), counts.total(worker, watches=True)
+    print(f"\nthe product's API requests ({worker}, from the audit log): {requests} "
+          f"({requests / nodes:.1f} per node, budget {BUDGET_PER_NODE}), "
+          f"plus {watches} watches ({watches / nodes:.1f} per node)")
+    ranked = sorted(counts.of(worker).items(), key=lambda item: -item[1])
+    for key, n in ranked[:TOP_REQUESTS]:
+        print(f"  {n / nodes:7.2f}/node {n:7d}  {key.verb:<8} {key.resource}")
+    rest = sum(n for _, n in ranked[TOP_REQUESTS:])
+    if rest:
+        print(f"  {rest / nodes:7.2f}/node {rest:7d}  {len(ranked) - TOP_REQUESTS} other kinds "
+              "(Helm's install and upgrade, mostly)")
+    simulator = pki.NODE_SIMULATOR.user
+    print(f"simulated kubelets over the same {wall:.0f}s: {counts.total(simulator)} requests "
+          f"({counts.total(simulator) / nodes:.1f} per node), "
+          f"{counts.total(simulator, watches=True)} watches")
+
+
+def print_time(progress: Progress, parent: WorkflowHistory,
+               children: dict[str, WorkflowHistory], bound: PlanBound, wall: float) -> None:
+    timeline = parent_timeline(parent)
+    phases = timeline.phase_seconds()
+    phase_bound = {Phase.INSTALLING.value: bound.install,
+                   Phase.MIGRATING.value: sum(bound.waves),
+                   Phase.FINALIZING.value: bound.finalize,
+                   Phase.REMOVING_FLANNEL.value: bound.remove_flannel}
+    run = sum(phases.values())
+    print(f"\nwall time {wall:.1f}s (workflow {run:.1f}s); physical bound {bound.total:.1f}s; "
+          f"ratio {wall / bound.total:.1f}x")
+    print("per phase: actual, bound, difference (parent activities in the phase)")
+    for phase, seconds in phases.items():
+        spent: dict[str, float] = defaultdict(float)
+        for activity in timeline.activities_in(phase):
+            spent[activity.name] += activity.seconds
+        steps = ", ".join(f"{name} {s:.1f}s" for name, s in
+                          sorted(spent.items(), key=lambda item: -item[1])[:4])
+        limit = phase_bound.get(phase, 0.0)
+        print(f"  {phase:<17} {seconds:7.1f}s {limit:7.1f}s {seconds - limit:+7.1f}s  {steps}")
+    # Inside the waves: each wave's slowest node, step by step, against its bound.
+    print("waves: actual span (first child started to last child completed), bound, "
+          "slowest node's steps (actual/bound)")
+    waves_seconds = 0.0
+    for index, wave in enumerate(progress.waves):
+        ids = {node_workflow_id(parent.workflow_id, n): n for n in wave.nodes}
+        times = [timeline.children[i] for i in ids if i in timeline.children]
+        if not times:
+            continue
+        span = (max(e for _, e in times) - min(s for s, _ in times)).total_seconds()
+        waves_seconds += span
+        slowest = max((i for i in ids if i in timeline.children),
+                      key=lambda i: timeline.children[i][1] - timeline.children[i][0])
+        taken: dict[str, float] = defaultdict(float)
+        for activity in activity_spans(children[ids[slowest]]):
+            taken[NODE_STEPS.get(activity.name, "other")] += activity.seconds
+        node_bound = bound.slowest[index]
+        detail = " ".join(
+            f"{step} {taken[step]:.1f}/{getattr(node_bound, step):.1f}"
+            for step in ("drain", "restart_agent", "reboot", "verify"))
+        print(f"  wave {wave.index:<3} {len(wave.nodes):4d} nodes {span:7.1f}s "
+              f"{bound.waves[index]:6.1f}s  {ids[slowest]}: {detail} other {taken['other']:.1f}")
+    migrating = phases.get(Phase.MIGRATING.value, 0.0)
+    print("  between waves (health checks, gates, starting children): "
+          f"{migrating - waves_seconds:.1f}s")
+
+
+def print_histories(parent: WorkflowHistory, children: dict[str, WorkflowHistory]) -> None:
+    sizes = sorted(len(h.events) for h in children.values())
+    print(f"\nhistory events: parent {len(parent.events)}; children {len(sizes)}: "
+          f"min {sizes[0]}, median {statistics.median(sizes):.0f}, max {sizes[-1]}, "
+          f"total {sum(sizes)}")
+
+
+async def _within(what: Awaitable[Any], name: str) -> None:
+    try:
+        await asyncio.wait_for(what, CLEANUP_SECONDS)
+    except Exception as error:  # noqa: BLE001 - cleanup goes on with the next thing
+        print(f"stopping {name}: {type(error).__name__} {error}", file=sys.stderr)
+
+
+async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
+    stage.task = asyncio.current_task()
+    stage("building or finding the toolchain")
+    toolchain: Toolchain = ensure_toolchain()
+    ensure_default_release(toolchain["helm"])  # the tests' spec installs it
+    env: WorkflowEnvironment | None = None
+    worker: Worker | None = None
+    worker_task: asyncio.Task[None] | None = None
+    try:
+        stage(f"starting a sandbox of {args.nodes} nodes in {state_dir}")
+        started = time.monotonic()
+        cluster.up(state_dir, nodes=args.nodes, control_planes=1, zones=3,
+                   simulator_args=("--reboot-seconds", str(args.reboot_seconds)),
+                   timeout=600.0 + args.nodes)
+        print(f"sandbox with {args.nodes} nodes up in {time.monotonic() - started:.0f}s")
+        stage("starting the Temporal dev server")
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=temporal_cli(), data_converter=pydantic_data_converter,
+            search_attributes=SEARCH_ATTRIBUTES, ui=False)
         name = "bench"
         spec = migration_spec(name, approvals={"policy": "none"},
-                              rollout={"maxUnavailable": max_unavailable},
+                              rollout={"maxUnavailable": args.max_unavailable},
                               drain={"timeout": "5m"}, reboot={"timeout": "5m"})
+        evicted = evicted_grace_periods(Kube(str(state_dir / "kubeconfig")))
         task_queue = f"bench-{uuid.uuid4().hex[:6]}"
-        before = api_requests(kube)
+        context = ActivityContext(
+            kubeconfigs={name: str(cluster.worker_kubeconfig(state_dir))},
+            helm=str(toolchain["helm"]))
+        worker = in_process_worker(env.client, context, task_queue)
+        worker_task = asyncio.create_task(worker.run())
+        rss_before = rss_mib(os.getpid(), "VmRSS")
+        since = audit.mark(state_dir)
         started = time.monotonic()
-        async with in_process_worker(env.client, activity_context(state_dir, toolchain, name),
-                                     task_queue):
-            handle = await start_migration(env.client, spec, task_queue)
-            await wait_progress(handle, lambda p: p.phase is Phase.COMPLETED, "completion",
-                                timeout=7200)
-            report = await handle.result()
+        handle = await start_migration(env.client, spec, task_queue)
+        progress = await wait_completed(env.client, handle.id, stage)
         wall = time.monotonic() - started
-        requests = api_requests(kube) - before
-        critical = 0.0
-        for wave in report.waves:
-            critical += max((report.nodes[n].finished_at - report.nodes[n].started_at)
-                            .total_seconds() for n in wave.nodes
-                            if report.nodes[n].finished_at and report.nodes[n].started_at)
-        parent_events = len((await handle.fetch_history()).events)
-        child_events = [len((await env.client.get_workflow_handle(
-            f"{handle.id}/node/{n}").fetch_history()).events) for n in list(report.nodes)[:10]]
-        print(f"migration of {nodes} nodes in {len(report.waves)} waves "
-              f"(maxUnavailable {max_unavailable}): {wall:.0f}s wall")
-        print(f"critical-path bound (sum of each wave's slowest node): {critical:.0f}s; "
-              f"orchestration overhead {wall - critical:.0f}s ({(wall / critical - 1) * 100:.0f}%)")
-        print(f"history events: parent {parent_events}; per node "
-              f"{min(child_events)}..{max(child_events)} (first 10 children)")
-        print(f"API-server requests during the run: {requests:.0f} total, "
-              f"{requests / nodes:.0f} per node; simulated kubelets alone at idle: "
-              f"{idle_rate:.1f}/s, {idle_rate * wall / nodes:.0f} per node over the same time")
+        stage("reading the audit log and the histories")
+        counts = audit.count_requests(state_dir, since)
+        parent = await handle.fetch_history()
+        children = await child_histories(env.client, handle.id, list(progress.nodes))
+        settings = Settings(reboot_seconds=args.reboot_seconds)
+        timings = Timings(exit_delay=settings.exit_delay,
+                          agent_ready_delay=settings.agent_ready_delay,
+                          reboot_seconds=settings.reboot_seconds,
+                          container_restart_seconds=settings.container_restart_seconds)
+        bound = plan_bound([w.nodes for w in progress.waves], evicted, nodes=args.nodes,
+                           timings=timings)
+
+        print(f"\nmigration of {args.nodes} nodes in {len(progress.waves)} waves "
+              f"(maxUnavailable {args.max_unavailable}, reboot {args.reboot_seconds:g}s)")
+        print_time(progress, parent, children, bound, wall)
+        print_requests(counts, args.nodes, wall)
+        print_histories(parent, children)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"\nworker memory: it runs in this process (with the bench's own clients), "
+              f"RSS {rss_before or 0:.0f} MiB before the run, peak {peak:.0f} MiB "
+              "(getrusage ru_maxrss; the peak may date from before the run)")
+        for pid in dev_server_pids():
+            print(f"Temporal dev server (pid {pid}): peak RSS {rss_mib(pid, 'VmHWM') or 0:.0f} MiB")
     finally:
-        await env.shutdown()
-        cluster.down(state_dir)
+        cleaning_up()
+        stage("stopping the sandbox, the worker and the dev server")
+        # The sandbox first: activities still waiting on it then fail at once, so the worker
+        # can shut down.
+        if (state_dir / "state.json").exists():
+            stopped = cluster.down(state_dir)
+            print(f"sandbox stopped ({', '.join(stopped) or 'nothing was running'})",
+                  file=sys.stderr)
+        if stray := stop_children(keep=set(dev_server_pids())):
+            print(f"stopped what activities had started: {', '.join(stray)}", file=sys.stderr)
+        if worker is not None and worker_task is not None:
+            await _within(worker.shutdown(), "the worker")
+            worker_task.cancel()
+        if env is not None:
+            await _within(env.shutdown(), "the dev server")
+        if stray := stop_children(keep=set()):
+            print(f"stopped what was left: {', '.join(stray)}", file=sys.stderr)
 
 
-if __name__ == "__main__":
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--max-unavailable", type=int, default=10)
-    arguments = parser.parse_args()
-    asyncio.run(main(arguments.nodes, arguments.max_unavailable))
+    parser.add_argument("--reboot-seconds", type=float, default=1.0)
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="seconds for the whole bench (default: 900 + 3 per node)")
+    parser.add_argument("--state-dir", type=Path, default=None)
+    args = parser.parse_args()
+    deadline = args.deadline or 900.0 + 3 * args.nodes
+    state_dir = (args.state_dir or Path(tempfile.mkdtemp(prefix="bench-migration-")) / "state")
+    stage = Stage()
+    try:
+        with guard(deadline, stage):
+            asyncio.run(run(args, state_dir.resolve(), stage))
+    except (BenchStopped, asyncio.CancelledError):
+        failed(f"migration_bench stopped: {stage.stopped}")
+    except Exception:  # noqa: BLE001 - the cleanup ran; say why and leave
+        traceback.print_exc()
+        failed(f"migration_bench failed while {stage.now}")
+
+
+def failed(message: str) -> None:
+    print(message, file=sys.stderr)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(1)  # everything it started is stopped; stuck activity threads are not waited for
+
+
+if __name__ == "__main__":
+    main()

@@ -1,8 +1,10 @@
 """`sandbox up`, `status` and `down`: a local cluster whose state lives in one directory.
 
-``STATE_DIR`` holds everything: ``kubeconfig`` (admin), ``state.json`` (PIDs and ports),
-``topology.json`` (the simulated nodes), ``pki/``, ``etcd/``, ``logs/``, ``nodes/<node>/etc/cni/
-net.d`` and ``faults.yaml``; with shared-kernel nodes also ``containers/`` and ``bin/docker``.
+``STATE_DIR`` holds everything: ``kubeconfig`` (admin), ``kubeconfigs/`` (one per client:
+``worker.kubeconfig`` is the product's worker's own user), ``state.json`` (PIDs and ports),
+``topology.json`` (the simulated nodes), ``pki/``, ``etcd/``, ``logs/`` (with the API server's
+``audit.log``, see `sandbox.audit`), ``nodes/<node>/etc/cni/net.d`` and ``faults.yaml``; with
+shared-kernel nodes also ``containers/`` and ``bin/docker``.
 `down` stops the recorded processes and leaves the directory for post-mortems; `up --replace`
 reuses a directory whose sandbox is stopped.
 """
@@ -23,6 +25,7 @@ from kubernetes.client.rest import ApiException
 from pydantic import BaseModel
 
 from activities.kubeapi import Kube
+from sandbox import pki
 from sandbox.bootstrap import publish_api_server
 from sandbox.controlplane import ControlPlane, ControlPlaneError
 from sandbox.processes import is_running, start_process, stop_process
@@ -158,6 +161,11 @@ def up(state_dir: Path, nodes: int, control_planes: int = 1, zones: int = 1,
     progress(f"sandbox ready in {time.monotonic() - started:.1f}s: "
              f"export KUBECONFIG={state_dir / 'kubeconfig'}")
     return state
+
+
+def worker_kubeconfig(state_dir: Path) -> Path:
+    """The kubeconfig of the product's worker: its own user, told apart in the audit log."""
+    return state_dir / "kubeconfigs" / f"{pki.WORKER.file_stem}.kubeconfig"
 
 
 def docker_shim(state_dir: Path) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from sandbox import pki
+from sandbox import audit, pki
 from sandbox.processes import free_port, start_process
 from sandbox.toolchain import Toolchain
 from sandbox.topology import (
@@ -33,6 +33,9 @@ ADVERTISE_ADDRESS = "192.0.2.10"
 # The simulator renews node leases every minute to stay cheap with hundreds of nodes, so the
 # node lifecycle controller is told to wait longer than that before calling a node lost.
 NODE_MONITOR_GRACE_PERIOD = "300s"
+
+# The users whose requests the audit log records (see `sandbox.audit`).
+AUDITED = (pki.WORKER, pki.NODE_SIMULATOR, pki.ADMIN)
 
 
 class ControlPlaneError(RuntimeError):
@@ -137,6 +140,8 @@ class ControlPlane:
 
     def _start_apiserver(self, timeout: float) -> None:
         paths = self.pki
+        policy = audit.write_policy(self.state_dir / audit.AUDIT_POLICY,
+                                    [identity.user for identity in AUDITED])
         self.pids["kube-apiserver"] = start_process("kube-apiserver", [
             str(self.toolchain["kube-apiserver"]),
             f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
@@ -162,6 +167,10 @@ class ControlPlane:
             # The node-shell reboot strategy runs a privileged host-PID pod, as on real clusters.
             "--allow-privileged=true",
             "--profiling=false",
+            # Who asked for what, so a benchmark can count the product's own requests.
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={audit.audit_log(self.state_dir)}",
+            "--audit-log-maxsize=0",  # never rotated: a count reads the whole run
             "--v=1",
         ], self.log_dir)
         context = ssl.create_default_context(cafile=str(paths.ca_cert))

@@ -1,8 +1,9 @@
 """Certificates and keys for the sandbox control plane, made locally like kubeadm would.
 
 One CA signs the API server's serving certificate and one client certificate per identity
-(admin, controller manager, scheduler, node simulator). The identities use the users and
-groups Kubernetes' bootstrap RBAC already knows, so authorization is the real thing.
+(admin, controller manager, scheduler, node simulator, the product's worker). The identities
+use the users and groups Kubernetes' bootstrap RBAC already knows, so authorization is the real
+thing.
 """
 
 from __future__ import annotations
@@ -36,7 +37,13 @@ SCHEDULER = ClientIdentity("scheduler", "system:kube-scheduler")
 NODE_SIMULATOR = ClientIdentity("node-simulator", "cilium-migrate:node-simulator",
                                 ("system:masters",))
 
-CLIENT_IDENTITIES = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, NODE_SIMULATOR)
+# The product's worker, so the API server's audit log tells its requests from everyone else's.
+# Cluster-admin rights, as a worker run with an operator's kubeconfig has: installing Cilium
+# grants ClusterRoles, which RBAC allows only to a user holding every right granted (the reason
+# deploy/worker.yaml binds Helm's rights apart). What the sandbox needs is a name of its own.
+WORKER = ClientIdentity("worker", "cilium-migrate-worker", ("system:masters",))
+
+CLIENT_IDENTITIES = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, NODE_SIMULATOR, WORKER)
 
 
 def _now() -> datetime.datetime:

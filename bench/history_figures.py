@@ -1,0 +1,107 @@
+"""Where a migration's time went, read from its workflow histories (server timestamps).
+
+The parent's history marks each phase where the phase search attribute changes, each node's
+child where it is started and where it completes; a child's history times each activity from
+its scheduling to its completion, retries included.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import WorkflowHistory
+
+from workflows.identity import PHASE_ATTRIBUTE
+
+FIRST_PHASE = "discovering"  # the workflow starts in it, without setting the attribute
+_CLOSED = (EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
+           EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
+           EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED)
+
+
+def _time(event: HistoryEvent) -> datetime:
+    return event.event_time.ToDatetime()
+
+
+@dataclass
+class ActivitySpan:
+    name: str
+    start: datetime
+    end: datetime
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+
+@dataclass
+class ParentTimeline:
+    phases: list[tuple[str, datetime, datetime]] = field(default_factory=list)
+    children: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)  # by ID
+    activities: list[ActivitySpan] = field(default_factory=list)
+
+    def phase_seconds(self) -> dict[str, float]:
+        seconds: dict[str, float] = {}
+        for phase, start, end in self.phases:
+            seconds[phase] = seconds.get(phase, 0.0) + (end - start).total_seconds()
+        return seconds
+
+    def activities_in(self, phase: str) -> list[ActivitySpan]:
+        spans = [(s, e) for p, s, e in self.phases if p == phase]
+        return [a for a in self.activities if any(s <= a.start < e for s, e in spans)]
+
+
+def activity_spans(history: WorkflowHistory) -> list[ActivitySpan]:
+    scheduled: dict[int, tuple[str, datetime]] = {}
+    spans = []
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+            scheduled[event.event_id] = (name, _time(event))
+        elif event.event_type in _CLOSED:
+            name, start = scheduled.pop(_scheduled_id(event))
+            spans.append(ActivitySpan(name, start, _time(event)))
+    return spans
+
+
+def _scheduled_id(event: HistoryEvent) -> int:
+    """The scheduling event of the activity a closing event closes."""
+    kind = event.event_type
+    if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+        return event.activity_task_completed_event_attributes.scheduled_event_id
+    if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+        return event.activity_task_failed_event_attributes.scheduled_event_id
+    if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
+        return event.activity_task_timed_out_event_attributes.scheduled_event_id
+    return event.activity_task_canceled_event_attributes.scheduled_event_id
+
+
+def parent_timeline(history: WorkflowHistory) -> ParentTimeline:
+    timeline = ParentTimeline(activities=activity_spans(history))
+    phase, since = FIRST_PHASE, None
+    started: dict[str, datetime] = {}
+    for event in history.events:
+        when = _time(event)
+        kind = event.event_type
+        if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            since = when
+        elif kind == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            fields = (event.upsert_workflow_search_attributes_event_attributes
+                      .search_attributes.indexed_fields)
+            if PHASE_ATTRIBUTE.name in fields and since is not None:
+                timeline.phases.append((phase, since, when))
+                phase, since = json.loads(fields[PHASE_ATTRIBUTE.name].data), when
+        elif kind == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+            started[event.start_child_workflow_execution_initiated_event_attributes
+                    .workflow_id] = when
+        elif kind == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED:
+            child = event.child_workflow_execution_completed_event_attributes
+            workflow_id = child.workflow_execution.workflow_id
+            timeline.children[workflow_id] = (started[workflow_id], when)
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED and since is not None:
+            timeline.phases.append((phase, since, when))
+    return timeline
