@@ -139,52 +139,19 @@ class Kube:
                     resource_version = ""
                 time.sleep(1.0)
 
+    def follow(self, path: str, *, objects: list[Obj] | None = None,
+               resource_version: str = "", **query: Any) -> Followed:
+        """The collection at ``path`` (narrowed by ``query``), listed once and then kept
+        current by watching it. With ``objects`` and their ``resource_version`` (an object
+        just created, say) it starts from those instead of listing."""
+        return Followed(self, path, query, objects, resource_version)
+
     def wait(self, path: str, condition: Callable[[list[Obj]], T | None], timeout: float,
              on_tick: Callable[[], None] | None = None, **query: Any) -> T | None:
         """Follows the collection at ``path`` (narrowed by label or field selectors in
-        ``query``) until ``condition`` holds for its current objects.
-
-        Returns the first truthy value of ``condition(objects)``, checked after the initial
-        list and after every change, or None once ``timeout`` seconds have passed. ``on_tick``
-        runs before each watch window: that is where activities heartbeat.
-        """
-        deadline = time.monotonic() + timeout
-        objects: dict[str, Obj] = {}
-        resource_version = ""
-        while True:
-            if not resource_version:
-                listing = self.get(path, **query)
-                objects = {object_key(o): o for o in listing.get("items", [])}
-                resource_version = listing["metadata"]["resourceVersion"]
-                if result := condition(list(objects.values())):
-                    return result
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            if on_tick is not None:
-                on_tick()
-            window = max(1, math.ceil(min(remaining, WATCH_WINDOW_SECONDS)))
-            events = self._stream(path, resource_version, query, window)
-            try:
-                for kind, obj in events:
-                    if kind == "ERROR":  # our resourceVersion expired: list again
-                        resource_version = ""
-                        break
-                    resource_version = obj["metadata"]["resourceVersion"]
-                    if kind == "BOOKMARK":
-                        continue
-                    if kind == "DELETED":
-                        objects.pop(object_key(obj), None)
-                    else:
-                        objects[object_key(obj)] = obj
-                    if result := condition(list(objects.values())):
-                        return result
-            except ApiException as error:
-                if error.status != 410:
-                    raise
-                resource_version = ""
-            finally:
-                events.close()  # hands the connection back to the pool
+        ``query``) until ``condition`` holds for its current objects: `Followed.wait` on a
+        fresh `follow`."""
+        return self.follow(path, **query).wait(condition, timeout, on_tick)
 
     def _stream(self, path: str, resource_version: str, query: dict[str, Any],
                 timeout_seconds: int = 300) -> Generator[tuple[str, Obj], None, None]:
@@ -203,6 +170,73 @@ class Kube:
                 yield event["type"], event["object"]
         finally:
             response.response.release_conn()
+
+
+class Followed:
+    """One collection as the server has it, from one list and then a watch: an activity that
+    waits on the same collection several times (a drain's rounds, a reboot's stages) lists it
+    once, and each wait resumes the watch where the last one stopped. A resourceVersion that
+    expired in between makes it list again."""
+
+    def __init__(self, kube: Kube, path: str, query: dict[str, Any],
+                 objects: list[Obj] | None = None, resource_version: str = "") -> None:
+        self.kube, self.path, self.query = kube, path, query
+        self._objects: dict[str, Obj] = {}
+        self._resource_version = ""
+        if objects is not None and resource_version:
+            self._objects = {object_key(o): o for o in objects}
+            self._resource_version = resource_version
+        else:
+            self._list()
+
+    @property
+    def objects(self) -> list[Obj]:
+        """The collection's objects as last seen."""
+        return list(self._objects.values())
+
+    def _list(self) -> None:
+        listing = self.kube.get(self.path, **self.query)
+        self._objects = {object_key(o): o for o in listing.get("items", [])}
+        self._resource_version = listing["metadata"]["resourceVersion"]
+
+    def wait(self, condition: Callable[[list[Obj]], T | None], timeout: float,
+             on_tick: Callable[[], None] | None = None) -> T | None:
+        """Returns the first truthy value of ``condition(objects)``, checked on the objects as
+        they are now and after every change, or None once ``timeout`` seconds have passed.
+        ``on_tick`` runs before each watch window: that is where activities heartbeat."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self._resource_version:
+                self._list()
+            if result := condition(self.objects):
+                return result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if on_tick is not None:
+                on_tick()
+            window = max(1, math.ceil(min(remaining, WATCH_WINDOW_SECONDS)))
+            events = self.kube._stream(self.path, self._resource_version, self.query, window)
+            try:
+                for kind, obj in events:
+                    if kind == "ERROR":  # our resourceVersion expired: list again
+                        self._resource_version = ""
+                        break
+                    self._resource_version = obj["metadata"]["resourceVersion"]
+                    if kind == "BOOKMARK":
+                        continue
+                    if kind == "DELETED":
+                        self._objects.pop(object_key(obj), None)
+                    else:
+                        self._objects[object_key(obj)] = obj
+                    if result := condition(self.objects):
+                        return result
+            except ApiException as error:
+                if error.status != 410:
+                    raise
+                self._resource_version = ""
+            finally:
+                events.close()  # hands the connection back to the pool
 
 
 # ---- reading objects ----------------------------------------------------------------------------

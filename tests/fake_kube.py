@@ -133,17 +133,13 @@ class FakeKube(Kube):
             return copy.deepcopy(obj)
         raise NotImplementedError(f"{method} {path}")
 
+    def follow(self, path: str, *, objects: list[Obj] | None = None,
+               resource_version: str = "", **query: Any) -> FakeFollowed:  # type: ignore[override]
+        return FakeFollowed(self, path, query, listed=objects is None or not resource_version)
+
     def wait(self, path: str, condition: Callable[[list[Obj]], T | None], timeout: float,
              on_tick: Callable[[], None] | None = None, **query: Any) -> T | None:
-        """Checks ``condition``, lets time pass once, checks again: what the real wait sees
-        before its deadline, without the waiting."""
-        self.waits += 1
-        if result := condition(self._list(path, query)):
-            return result
-        if on_tick is not None:
-            on_tick()
-        self.pass_time()
-        return condition(self._list(path, query)) or None
+        return self.follow(path, **query).wait(condition, timeout, on_tick)
 
     def pass_time(self) -> None:
         for act in self.while_waiting:
@@ -187,6 +183,32 @@ class FakeKube(Kube):
         meta.setdefault("deletionTimestamp", DELETION_STAMP)
         meta.setdefault("deletionGracePeriodSeconds", grace)
         meta["resourceVersion"] = str(next(self._versions))
+
+
+class FakeFollowed:
+    """`Followed` over the fake's objects: it always sees them as they are now, and a wait
+    checks ``condition``, lets time pass once, checks again: what the real wait sees before
+    its deadline, without the waiting. Its one list is recorded as a GET, as the real one
+    makes it."""
+
+    def __init__(self, kube: FakeKube, path: str, query: dict[str, Any], listed: bool) -> None:
+        self.kube, self.path, self.query = kube, path, query
+        if listed:
+            kube.requests.append(("GET", path, None))
+
+    @property
+    def objects(self) -> list[Obj]:
+        return self.kube._list(self.path, self.query)
+
+    def wait(self, condition: Callable[[list[Obj]], T | None], timeout: float,
+             on_tick: Callable[[], None] | None = None) -> T | None:
+        self.kube.waits += 1
+        if result := condition(self.objects):
+            return result
+        if on_tick is not None:
+            on_tick()
+        self.kube.pass_time()
+        return condition(self.objects) or None
 
 
 def _parse(path: str) -> tuple[str, str, str | None, str | None, str | None]:
