@@ -1,9 +1,10 @@
 """Drain: move every workload pod off a node through the Eviction API, honouring
 PodDisruptionBudgets, and say exactly which pod and which budget is in the way when it cannot.
 
-Each pass lists the node's pods afresh (a controller may have re-created one, a pod may have
-been scheduled there by name), asks for an eviction of each that is still running, and then
-waits on a watch for evicted pods to disappear. A refusal (HTTP 429) means "not yet": the pod is
+The node's pods are listed once and then followed on a watch, so each pass sees them as they
+are now (a controller may have re-created one, a pod may have been scheduled there by name)
+without listing again: it asks for an eviction of each that is still running, and then waits
+for evicted pods to disappear. A refusal (HTTP 429) means "not yet": the pod is
 tried again on the next pass. At the deadline the drain either fails with the blockers or, only
 when the operator asked for it, deletes them.
 """
@@ -23,7 +24,15 @@ from activities.context import (
     step_error,
 )
 from activities.eviction import RETRY_SECONDS, budget_refusal, evict, none_of
-from activities.kubeapi import Kube, Obj, controller_of, is_terminating, object_key, pod_finished
+from activities.kubeapi import (
+    Followed,
+    Kube,
+    Obj,
+    controller_of,
+    is_terminating,
+    object_key,
+    pod_finished,
+)
 from plan.contract import DrainBlocker, DrainInput, DrainResult, StepError
 from plan.policies import DrainPolicy
 
@@ -45,13 +54,17 @@ class NodePods:
 
 def drain_node(kube: Kube, request: DrainInput) -> DrainResult:
     node, policy = request.target.node, request.policy
-    get_node(kube, node)
+    on_node = kube.follow("/api/v1/pods", fieldSelector=f"spec.nodeName={node}")
+    if not on_node.objects:
+        # Nothing at all runs there, not even a DaemonSet's pod: the node may be gone (its
+        # pods are garbage-collected with it). Only then is it worth a request to know.
+        get_node(kube, node)
     clock = _BlockedClock()
     # A retried attempt continues the list of its predecessor.
     evicted: dict[str, None] = dict.fromkeys(resumed().get("evicted", []))
     deadline = time.monotonic() + policy.timeout_seconds
     while True:
-        pods = _look(kube, node, policy)
+        pods = sort_pods(on_node.objects, policy)
         if pods.refused:
             raise _blocked(kube, node, pods.refused, "cannot be evicted as asked", clock)
         refusals: dict[str, DrainBlocker] = {}
@@ -73,10 +86,9 @@ def drain_node(kube: Kube, request: DrainInput) -> DrainResult:
         if left <= 0:
             break
         # Evicted pods leave within their grace period; refused ones are asked again soon.
-        _wait_gone(kube, node, going, min(left, RETRY_SECONDS) if refusals else left,
-                   progress)
+        _wait_gone(on_node, going, min(left, RETRY_SECONDS) if refusals else left, progress)
 
-    pods = _look(kube, node, policy)
+    pods = sort_pods(on_node.objects, policy)
     if not pods.to_evict and not pods.terminating:  # the last ones left just in time
         return _drained(kube, node, DrainResult(evicted=list(evicted), skipped=pods.skipped),
                         clock)
@@ -86,12 +98,8 @@ def drain_node(kube: Kube, request: DrainInput) -> DrainResult:
         raise _blocked(kube, node, blockers, f"still there after {policy.timeout_seconds:.0f}s",
                        clock)
     clock.refused()
-    return _drained(kube, node, _force(kube, node, policy, pods, evicted, clock), clock)
-
-
-def _look(kube: Kube, node: str, policy: DrainPolicy) -> NodePods:
-    return sort_pods(kube.get("/api/v1/pods", fieldSelector=f"spec.nodeName={node}")["items"],
-                     policy)
+    return _drained(kube, node, _force(kube, on_node, node, policy, pods, evicted, clock),
+                    clock)
 
 
 def sort_pods(pods: list[Obj], policy: DrainPolicy) -> NodePods:
@@ -142,17 +150,16 @@ def _still_terminating(pod: Obj) -> DrainBlocker:
     return DrainBlocker(pod=object_key(pod), reason=reason)
 
 
-def _wait_gone(kube: Kube, node: str, pods: list[Obj], timeout: float,
+def _wait_gone(on_node: Followed, pods: list[Obj], timeout: float,
                progress: dict[str, Any]) -> bool:
     """Waits for ``pods`` to leave the node, heartbeating ``progress`` (what a retry resumes
     from) with the pods waited for."""
     details = {**progress, "waiting_for": sorted(object_key(p) for p in pods)}
-    return bool(kube.wait("/api/v1/pods", none_of({p["metadata"]["uid"] for p in pods}),
-                          timeout, on_tick=lambda: heartbeat(**details),
-                          fieldSelector=f"spec.nodeName={node}"))
+    return bool(on_node.wait(none_of({p["metadata"]["uid"] for p in pods}), timeout,
+                             on_tick=lambda: heartbeat(**details)))
 
 
-def _force(kube: Kube, node: str, policy: DrainPolicy, pods: NodePods,
+def _force(kube: Kube, on_node: Followed, node: str, policy: DrainPolicy, pods: NodePods,
            evicted: dict[str, None], clock: _BlockedClock) -> DrainResult:
     """The operator chose deletion over waiting: delete what the budgets protect."""
     forced = []
@@ -165,9 +172,9 @@ def _force(kube: Kube, node: str, policy: DrainPolicy, pods: NodePods,
     going = pods.to_evict + pods.terminating
     graces = [policy.grace_period_seconds if policy.grace_period_seconds is not None
               else p["spec"].get("terminationGracePeriodSeconds", 30) for p in going]
-    if not _wait_gone(kube, node, going, max(graces, default=0) + FORCE_MARGIN_SECONDS,
+    if not _wait_gone(on_node, going, max(graces, default=0) + FORCE_MARGIN_SECONDS,
                       {"evicted": list(evicted), "forced": forced}):
-        left = _look(kube, node, policy)
+        left = sort_pods(on_node.objects, policy)
         raise _blocked(kube, node,
                        [_still_terminating(p) for p in left.to_evict + left.terminating],
                        "still there after being deleted", clock)
@@ -198,13 +205,14 @@ class _BlockedClock:
 
 
 def _drained(kube: Kube, node: str, result: DrainResult, clock: _BlockedClock) -> DrainResult:
+    """A drain that went through leaves no event of its own (its result is in the node's
+    progress); one that had to delete pods says so, as an operator must know of it."""
     clock.record("forced" if result.forced else "cleared")
-    message = f"drained: {len(result.evicted)} pod(s) evicted"
     if result.forced:
-        message += f", {len(result.forced)} deleted after the timeout ({', '.join(result.forced)})"
-    if result.skipped:
-        message += f", {len(result.skipped)} DaemonSet/mirror pod(s) left in place"
-    record_node_event(kube, node, "CiliumMigrateDrained", message)
+        record_node_event(kube, node, "CiliumMigrateDrainForced",
+                          f"drained: {len(result.evicted)} pod(s) evicted, "
+                          f"{len(result.forced)} deleted after the timeout "
+                          f"({', '.join(result.forced)})", type="Warning")
     return result
 
 

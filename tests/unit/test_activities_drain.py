@@ -90,7 +90,7 @@ def test_a_daemonset_pod_is_left_even_when_it_would_otherwise_be_refused() -> No
 
 # ---- the step ------------------------------------------------------------------------------
 
-def test_drain_evicts_with_the_grace_period_and_records_it_on_the_node() -> None:
+def test_drain_evicts_with_the_grace_period_listing_the_node_once() -> None:
     kube = cluster(pod("web"), pod("db"), pod("agent", owner="DaemonSet"),
                    pod("elsewhere", node_name="node-2"))
     result = drain(kube, grace_period_seconds=5)
@@ -100,8 +100,18 @@ def test_drain_evicts_with_the_grace_period_and_records_it_on_the_node() -> None
     evictions = kube.asked("POST", "/eviction")
     assert len(evictions) == 2
     assert all(body["deleteOptions"] == {"gracePeriodSeconds": 5} for _, body in evictions)
-    [(reason, message)] = kube.events()
-    assert reason == "CiliumMigrateDrained" and "2 pod(s) evicted" in message
+    # One list of the node's pods; the wait for the evicted ones follows it on a watch.
+    assert kube.asked("GET", "/api/v1/pods") == [("/api/v1/pods", None)]
+    assert kube.waits == 1
+    assert kube.asked("GET", "/nodes/node-1") == []  # pods are there: the node is too
+    assert kube.events() == []  # a drain that went through is in the node's progress
+
+
+def test_drain_of_a_node_that_is_gone_says_so() -> None:
+    kube = FakeKube()  # no node-1, and so no pods on it either
+    with pytest.raises(ApplicationError) as raised:
+        drain(kube)
+    assert raised.value.type == StepError.NODE_GONE
 
 
 def test_drain_waits_for_terminating_pods_without_evicting_them_again() -> None:
@@ -148,4 +158,5 @@ def test_drain_deletes_what_a_budget_protects_only_when_told_to() -> None:
     assert result.forced == ["apps/db"] and result.evicted == []
     assert kube.asked("DELETE", "/pods/db") == [(f"{PODS}/db", {"gracePeriodSeconds": 3})]
     assert kube.pods() == []
-    assert "1 deleted after the timeout" in kube.events()[-1][1]
+    [(reason, message)] = kube.events()
+    assert reason == "CiliumMigrateDrainForced" and "1 deleted after the timeout" in message
