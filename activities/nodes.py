@@ -4,8 +4,9 @@ The snapshot also reads the node's boot witness the way its reboot strategy will
 step later knows, even after a crash, whether its reboot already happened.
 
 Cordoning records its owner in an annotation, so a run only ever uncordons what it cordoned:
-a node an operator cordoned before the migration stays cordoned after it. Every write carries
-the resourceVersion it was decided on, so a concurrent change makes it decide again.
+a node an operator cordoned before the migration stays cordoned after it. Every write decided on
+what the node was carries that resourceVersion, so a concurrent change makes it decide again;
+the label needs no decision (the patch is the same whatever the node holds) and no read.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TypeVar
 
 from kubernetes.client.rest import ApiException
 
-from activities.context import get_node, record_node_event
+from activities.context import get_node, record_node_event, step_error
 from activities.kubeapi import Kube, Obj, boot_id, condition_true, unschedulable
 from activities.reboot.strategies import RebootStrategy
 from plan.contract import (
@@ -25,6 +26,7 @@ from plan.contract import (
     NodeRef,
     NodeSnapshot,
     SnapshotInput,
+    StepError,
     SwitchedNodes,
 )
 from plan.facts import MIGRATION_LABEL
@@ -79,18 +81,16 @@ def uncordon_node(kube: Kube, target: NodeRef) -> bool:
 
 
 def label_node(kube: Kube, request: LabelInput) -> None:
-    """Ensures the label has the value (None: ensures it is absent)."""
+    """Ensures the label has the value (None: ensures it is absent).
 
-    def decide(node: Obj) -> tuple[Obj | None, None]:
-        labels = node["metadata"].get("labels") or {}
-        if labels.get(request.key) == request.value and (
-                request.value is not None or request.key not in labels):
-            return None, None
-        return {"metadata": {"labels": {request.key: request.value}}}, None
-
-    _update(kube, request.target.node, decide, event=(
-        "CiliumMigrateLabelled", f"label {request.key}={request.value} set"
-        if request.value is not None else f"label {request.key} removed"))
+    One patch, without reading the node first: setting a label to the value it has, or
+    removing one that is absent, changes nothing, so there is no decision to guard with a
+    resourceVersion. No event either: the label is on the node for all to see, and the
+    events around it (cordoned, verified, uncordoned) tell the story."""
+    name = request.target.node
+    if kube.patch(f"/api/v1/nodes/{name}",
+                  {"metadata": {"labels": {request.key: request.value}}}) is None:
+        raise step_error(StepError.NODE_GONE, f"node {name} no longer exists")
 
 
 def list_switched_nodes(kube: Kube) -> SwitchedNodes:
