@@ -36,11 +36,6 @@ def agent_query(node: str) -> dict[str, str]:
     return {"labelSelector": AGENT_SELECTOR, "fieldSelector": f"spec.nodeName={node}"}
 
 
-def agent_pods(kube: Kube, namespace: str, node: str) -> list[Obj]:
-    pods: list[Obj] = kube.get(agent_pods_path(namespace), **agent_query(node))["items"]
-    return pods
-
-
 def wait_for_cilium(kube: Kube, request: CiliumWaitInput) -> CiliumStatus:
     deadline = time.monotonic() + request.timeout_seconds
     ns = request.namespace
@@ -64,12 +59,18 @@ def wait_for_cilium(kube: Kube, request: CiliumWaitInput) -> CiliumStatus:
 
 def restart_agent(kube: Kube, request: RestartAgentInput) -> AgentStatus:
     """Re-creates the node's agent so it reads the node's overrides, unless an agent that
-    started at or after ``not_before`` (this step, earlier attempt) is already there."""
+    started at or after ``not_before`` (this step, earlier attempt) is already there.
+
+    The node's agent pods are listed once and followed on a watch until the new one is Ready.
+    A restart that went through records no event (the reboot that follows does); one that
+    fails records a Warning."""
     node = request.target.node
-    get_node(kube, node)
     pods = agent_pods_path(request.namespace)
     not_before = _whole_seconds(request.not_before)
-    live = [p for p in agent_pods(kube, request.namespace, node) if not is_terminating(p)]
+    agents = kube.follow(pods, **agent_query(node))
+    if not agents.objects:
+        get_node(kube, node)  # no agent at all: is the node still there?
+    live = [p for p in agents.objects if not is_terminating(p)]
     replaced: set[str] = set()
     if not any(created_at(p) >= not_before for p in live):
         for pod in live:
@@ -84,19 +85,17 @@ def restart_agent(kube: Kube, request: RestartAgentInput) -> AgentStatus:
         return next((p for p in found if pod_ready(p) and p["metadata"]["uid"] not in replaced
                      and (any_other or created_at(p) >= not_before)), None)
 
-    agent = kube.wait(pods, new_and_ready, request.timeout_seconds,
-                      on_tick=lambda: heartbeat(replaced=sorted(replaced)), **agent_query(node))
+    agent = agents.wait(new_and_ready, request.timeout_seconds,
+                        on_tick=lambda: heartbeat(replaced=sorted(replaced)))
     if agent is None:
-        current = [p for p in agent_pods(kube, request.namespace, node)
-                   if not is_terminating(p)]
+        get_node(kube, node)  # a node that went away is told apart from a slow agent
+        current = [p for p in agents.objects if not is_terminating(p)]
         state = (", ".join(f"{p['metadata']['name']} {p['status'].get('phase', 'Pending')}, "
                            "not Ready" for p in current) or "no agent pod scheduled")
-        raise step_error(StepError.AGENT_NOT_READY,
-                         f"the Cilium agent on {node} is not Ready after "
-                         f"{request.timeout_seconds:.0f}s: {state}")
-    record_node_event(kube, node, "CiliumMigrateAgentRestarted",
-                      f"Cilium agent {agent['metadata']['name']} is Ready with the node's "
-                      f"configuration ({len(replaced)} old agent pod(s) replaced)")
+        message = (f"the Cilium agent on {node} is not Ready after "
+                   f"{request.timeout_seconds:.0f}s: {state}")
+        record_node_event(kube, node, "CiliumMigrateAgentNotReady", message, type="Warning")
+        raise step_error(StepError.AGENT_NOT_READY, message)
     return AgentStatus(pod=agent["metadata"]["name"], ready=True)
 
 

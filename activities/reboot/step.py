@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from activities.agent import agent_pods, agent_pods_path, agent_query
-from activities.context import get_node, heartbeat, record_node_event, resumed, step_error
-from activities.kubeapi import Kube, Obj, boot_id, condition_true, pod_ready
+from activities.agent import agent_pods_path, agent_query
+from activities.context import heartbeat, record_node_event, resumed, step_error
+from activities.kubeapi import Followed, Kube, Obj, boot_id, condition_true, pod_ready
 from activities.reboot.strategies import RebootStrategy
 from plan.contract import RebootInput, RebootResult, StepError
 
@@ -33,7 +33,11 @@ def reboot_node(kube: Kube, request: RebootInput,
     policy = request.policy
     strategy = known[policy.strategy]
     before = request.before.boot_witness
-    node = get_node(kube, name)
+    # The node and its agent pods, each listed once here and then followed on a watch
+    # through every stage of the wait.
+    nodes = kube.follow("/api/v1/nodes", fieldSelector=f"metadata.name={name}")
+    agents = kube.follow(agent_pods_path(request.cilium_namespace), **agent_query(name))
+    node = _the_node(nodes.objects, name)
     earlier = resumed()
     if earlier.get("boot_witness_before") != before:
         earlier = {}
@@ -45,8 +49,7 @@ def reboot_node(kube: Kube, request: RebootInput,
         # The agent's containers before the reboot: the Ready status they still show right
         # after it is stale, so done means a Ready agent in other containers.
         "agent_containers": earlier.get("agent_containers") or (
-            [c for p in agent_pods(kube, request.cilium_namespace, name) for c in _containers(p)]
-            if still_up else []),
+            [c for p in agents.objects for c in _containers(p)] if still_up else []),
     }
     triggered = False
     if still_up and not progress["triggered"]:
@@ -63,16 +66,14 @@ def reboot_node(kube: Kube, request: RebootInput,
         heartbeat(**progress)
 
     stale = set(progress["agent_containers"])
-    rebooted = _await_new_witness(kube, strategy, request, deadline, tick)
-    agent = rebooted and kube.wait(
-        agent_pods_path(request.cilium_namespace),
+    rebooted = _await_new_witness(nodes, strategy, request, deadline, tick)
+    agent = rebooted and agents.wait(
         lambda pods: any(pod_ready(p) and not stale & set(_containers(p)) for p in pods),
-        deadline - time.monotonic(), on_tick=tick, **agent_query(name))
-    ready = agent and kube.wait("/api/v1/nodes", lambda nodes: _ready(nodes, name),
-                                deadline - time.monotonic(), on_tick=tick,
-                                fieldSelector=f"metadata.name={name}")
+        deadline - time.monotonic(), on_tick=tick)
+    ready = agent and nodes.wait(lambda found: _ready(found, name),
+                                 deadline - time.monotonic(), on_tick=tick)
     note = strategy.settle(kube, request, rebooted=bool(ready))
-    after = get_node(kube, name)
+    after = _the_node(nodes.objects, name)  # as the watch last saw it
     if not ready:
         if not rebooted:
             state = f"its {strategy.witness_name} has not changed"
@@ -80,43 +81,44 @@ def reboot_node(kube: Kube, request: RebootInput,
             state = "it rebooted but is not Ready"
         else:
             state = "its Cilium agent is not Ready"
-        raise step_error(StepError.REBOOT_NOT_COMPLETING,
-                         f"node {name} did not come back within {policy.timeout_seconds:.0f}s:"
-                         f" {state}" + (f"; {note}" if note else ""))
-    witness_after = strategy.boot_witness(kube, after)
-    record_node_event(kube, name, "CiliumMigrateRebooted",
-                      f"rebooted: {strategy.witness_name} {witness_after} (was {before}), "
-                      f"bootID {boot_id(after)}, node Ready with a new Cilium agent",
-                      uid=after["metadata"].get("uid"))
-    return RebootResult(boot_id_after=boot_id(after), boot_witness_after=witness_after,
+        message = (f"node {name} did not come back within {policy.timeout_seconds:.0f}s:"
+                   f" {state}" + (f"; {note}" if note else ""))
+        record_node_event(kube, name, "CiliumMigrateRebootNotCompleting", message,
+                          type="Warning", uid=after["metadata"].get("uid"))
+        raise step_error(StepError.REBOOT_NOT_COMPLETING, message)
+    # A reboot that came back records no event of its own: the verification that follows does.
+    return RebootResult(boot_id_after=boot_id(after),
+                        boot_witness_after=strategy.boot_witness(kube, after),
                         triggered=triggered)
 
 
-def _await_new_witness(kube: Kube, strategy: RebootStrategy, request: RebootInput,
+def _await_new_witness(nodes: Followed, strategy: RebootStrategy, request: RebootInput,
                        deadline: float, tick: Callable[[], None]) -> bool:
     """Waits until the strategy reads another witness than the snapshot's; False at the
-    deadline. Each round lists the node afresh, so a witness read outside the cluster is read
-    again at least every WITNESS_POLL_SECONDS."""
-    name = request.target.node
+    deadline. A witness on the node object is seen as soon as the watch delivers it; one read
+    outside the cluster (a container's start time) is read again at least every
+    WITNESS_POLL_SECONDS, each round resuming the same watch."""
 
-    def changed(nodes: list[Obj]) -> bool:
-        if not nodes:
-            raise step_error(StepError.NODE_GONE, f"node {name} was deleted")
-        return strategy.boot_witness(kube, nodes[0]) != request.before.boot_witness
+    def changed(found: list[Obj]) -> bool:
+        node = _the_node(found, request.target.node)
+        return strategy.boot_witness(nodes.kube, node) != request.before.boot_witness
 
     while True:
         remaining = deadline - time.monotonic()
-        if kube.wait("/api/v1/nodes", changed, min(remaining, WITNESS_POLL_SECONDS),
-                     on_tick=tick, fieldSelector=f"metadata.name={name}"):
+        if nodes.wait(changed, min(remaining, WITNESS_POLL_SECONDS), on_tick=tick):
             return True
         if remaining <= WITNESS_POLL_SECONDS:
             return False
 
 
+def _the_node(found: list[Obj], name: str) -> Obj:
+    if not found:
+        raise step_error(StepError.NODE_GONE, f"node {name} no longer exists")
+    return found[0]
+
+
 def _ready(nodes: list[Obj], name: str) -> bool:
-    if not nodes:
-        raise step_error(StepError.NODE_GONE, f"node {name} was deleted")
-    return condition_true(nodes[0], "Ready")
+    return condition_true(_the_node(nodes, name), "Ready")
 
 
 def _containers(pod: Obj) -> list[str]:

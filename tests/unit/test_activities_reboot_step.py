@@ -92,9 +92,12 @@ def test_a_container_nodes_reboot_is_seen_in_its_witness_while_its_boot_id_stays
     assert (result.triggered, result.boot_witness_after, result.boot_id_after) == (
         True, "started-2", "boot-1")
     assert strategy.triggers == 1
-    assert kube.events()[-1] == ("CiliumMigrateRebooted", "rebooted: container start time "
-                                 "started-2 (was started-1), bootID boot-1, node Ready with a "
-                                 "new Cilium agent")
+    # The request is the one event: what came back is the verification's to say.
+    assert kube.events() == [("CiliumMigrateRebootRequested", "reboot requested (docker); "
+                              "container start time before: started-1")]
+    # The node and its agent pods are listed once each, however long the wait.
+    assert sorted(path for path, _ in kube.asked("GET")) == [
+        "/api/v1/namespaces/kube-system/pods", "/api/v1/nodes"]
 
 
 def test_the_old_agent_is_heartbeated_before_the_reboot_is_asked_for() -> None:
@@ -116,6 +119,7 @@ def test_the_stale_status_of_a_restarted_node_is_not_taken_for_its_return() -> N
         run(kube, strategy, request(timeout=0.2))
     assert failed.value.type == StepError.REBOOT_NOT_COMPLETING
     assert failed.value.message.endswith("its Cilium agent is not Ready")
+    assert kube.events()[-1] == ("CiliumMigrateRebootNotCompleting", failed.value.message)
 
     # The same after a crash: the retry reads the old agent from the last heartbeat.
     retried = ActivityEnvironment()
