@@ -161,21 +161,31 @@ def judge(probe: Probe, checks: Sequence[str]) -> list[CheckResult]:
 
 def verify_node(kube: Kube, request: VerifyInput) -> VerifyResult:
     node, timeout = request.target.node, request.policy.timeout_seconds
-    get_node(kube, node)
-    peers = choose_peers(kube, request)
+    running = kube.get("/api/v1/pods", fieldSelector="status.phase=Running")["items"]
+    if not any(p["spec"].get("nodeName") == node for p in running):
+        get_node(kube, node)  # not even a DaemonSet's pod runs there: is the node still there?
+    peers = peers_among(running, request)
     pods = f"/api/v1/namespaces/{request.namespace}/pods"
     name = pod_name("probe", node)
-    # An earlier attempt's probe may have probed other peers: always start afresh.
-    kube.delete(f"{pods}/{name}", {"gracePeriodSeconds": 0})
-    if not kube.wait(pods, lambda found: not found, timeout,
-                     fieldSelector=f"metadata.name={name}"):
-        raise RuntimeError(f"the previous probe {request.namespace}/{name} is still there")
-    kube.create(pods, probe_pod(name, node, request.policy.image, peers))
-    try:
-        finished = kube.wait(pods, lambda found: next((p for p in found if pod_finished(p)), None),
-                             timeout, on_tick=lambda: heartbeat(probe=name),
+    wanted = probe_pod(name, node, request.policy.image, peers)
+    created = kube.create(pods, wanted)
+    if created is None:
+        # An earlier attempt's probe, which may have probed other peers: start afresh.
+        kube.delete(f"{pods}/{name}", {"gracePeriodSeconds": 0})
+        if not kube.wait(pods, lambda found: not found, timeout,
+                         fieldSelector=f"metadata.name={name}"):
+            raise RuntimeError(f"the previous probe {request.namespace}/{name} is still there")
+        created = kube.create(pods, wanted)
+        if created is None:
+            raise RuntimeError(f"another probe {request.namespace}/{name} was just created")
+    # Followed from the created object: the watch needs no list to start.
+    probe_pods = kube.follow(pods, objects=[created],
+                             resource_version=created["metadata"]["resourceVersion"],
                              fieldSelector=f"metadata.name={name}")
-        last = finished or kube.get_or_none(f"{pods}/{name}")
+    try:
+        finished = probe_pods.wait(lambda found: next((p for p in found if pod_finished(p)), None),
+                                   timeout, on_tick=lambda: heartbeat(probe=name))
+        last = finished or next(iter(probe_pods.objects), None)  # as the watch last saw it
     finally:
         kube.delete(f"{pods}/{name}", {"gracePeriodSeconds": 0})
     probe = read_report(request, peers, finished, last)
@@ -185,11 +195,13 @@ def verify_node(kube: Kube, request: VerifyInput) -> VerifyResult:
     not_checked = "".join(f"; not checked: {c.name} ({c.detail})" for c in checks
                           if c.outcome == "not-checked")
     if not result.passed:
+        get_node(kube, node)  # a node that went away is told apart from a failed check
         failed = "; ".join(f"{c.name}: {c.detail}" for c in checks if c.failed)
         record_node_event(kube, node, "CiliumMigrateVerifyFailed",
                           f"verification failed: {failed}{not_checked}", type="Warning")
         raise step_error(StepError.VERIFICATION_FAILED,
                          f"verification of {node} failed: {failed}", result.model_dump(mode="json"))
+    # The event that says the node is done: on Cilium, or back on flannel after a rollback.
     record_node_event(kube, node, "CiliumMigrateVerified",
                       f"verified ({request.expect}): pod IP {probe.pod_ip}; checks passed: "
                       f"{', '.join(c.name for c in checks if c.passed)}{not_checked}")
@@ -197,13 +209,18 @@ def verify_node(kube: Kube, request: VerifyInput) -> VerifyResult:
 
 
 def choose_peers(kube: Kube, request: VerifyInput) -> dict[str, Peer | None]:
+    """One Ready pod per overlay, on another node (`peers_among` the running pods)."""
+    return peers_among(kube.get("/api/v1/pods", fieldSelector="status.phase=Running")["items"],
+                       request)
+
+
+def peers_among(running: list[Obj], request: VerifyInput) -> dict[str, Peer | None]:
     """One Ready pod per overlay, on another node, the same one each time the cluster is alike
     (sorted by node, namespace and name)."""
     ranges = _ranges(request.overlays)
     candidates = sorted(
         (Peer(ip=p["status"]["podIP"], pod=object_key(p), node=p["spec"]["nodeName"])
-         for p in kube.get("/api/v1/pods", fieldSelector="status.phase=Running")["items"]
-         if _usable_peer(p, request.target.node)),
+         for p in running if _usable_peer(p, request.target.node)),
         key=lambda peer: (peer.node, peer.pod))
     return {overlay: next((peer for peer in candidates
                            if range_of(peer.ip, ranges.get(overlay, [])) is not None), None)

@@ -313,3 +313,27 @@ def test_the_canary_without_cilium_peers_passes_and_says_what_was_not_checked() 
     assert message == (
         "verified (cilium): pod IP 10.245.0.5; checks passed: pod-ip-in-pool, api-server, "
         "peer-flannel; not checked: peer-cilium (no Ready pod on cilium nodes to probe yet)")
+
+
+def test_the_step_starts_its_watch_from_the_probe_it_created() -> None:
+    """No list of the probe's pod: the watch resumes from the creation's resourceVersion."""
+    kube = cluster(reach={FLANNEL_PEER.ip, CILIUM_PEER.ip})
+    kube.add("/api/v1/namespaces/kube-system/pods",
+             pod("agent", "node-1", ip="192.0.2.1", owner="DaemonSet", host_network=True))
+    ActivityEnvironment().run(verify_node, kube, request())
+    probe = f"/api/v1/namespaces/{request().namespace}/pods"
+    assert [(method, path) for method, path, _ in kube.requests if "/events" not in path] == [
+        ("GET", "/api/v1/pods"), ("POST", probe),
+        ("DELETE", f"{probe}/cilium-migrate-probe-node-1")]
+
+
+def test_an_earlier_attempts_probe_is_replaced_by_a_new_one() -> None:
+    kube = cluster(reach={FLANNEL_PEER.ip, CILIUM_PEER.ip})
+    probes = f"/api/v1/namespaces/{request().namespace}/pods"
+    kube.add(probes, pod("cilium-migrate-probe-node-1", "node-1", ip=None, phase="Pending",
+                         labels={"left": "by-an-earlier-attempt"}))
+    result: VerifyResult = ActivityEnvironment().run(verify_node, kube, request())
+    assert result.passed
+    assert [method for method, path, _ in kube.requests
+            if path.startswith(probes) and "/events" not in path] == [
+        "POST", "DELETE", "GET", "POST", "DELETE"]  # refused, removed, gone, created, cleaned
