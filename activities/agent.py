@@ -67,7 +67,7 @@ def restart_agent(kube: Kube, request: RestartAgentInput) -> AgentStatus:
     node = request.target.node
     pods = agent_pods_path(request.namespace)
     not_before = _whole_seconds(request.not_before)
-    agents = kube.follow(pods, **agent_query(node))
+    agents = kube.follow(pods, agent_query(node))
     if not agents.objects:
         get_node(kube, node)  # no agent at all: is the node still there?
     live = [p for p in agents.objects if not is_terminating(p)]

@@ -54,7 +54,7 @@ class NodePods:
 
 def drain_node(kube: Kube, request: DrainInput) -> DrainResult:
     node, policy = request.target.node, request.policy
-    on_node = kube.follow("/api/v1/pods", fieldSelector=f"spec.nodeName={node}")
+    on_node = kube.follow("/api/v1/pods", {"fieldSelector": f"spec.nodeName={node}"})
     if not on_node.objects:
         # Nothing at all runs there, not even a DaemonSet's pod: the node may be gone (its
         # pods are garbage-collected with it). Only then is it worth a request to know.

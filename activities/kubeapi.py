@@ -139,19 +139,20 @@ class Kube:
                     resource_version = ""
                 time.sleep(1.0)
 
-    def follow(self, path: str, *, objects: list[Obj] | None = None,
-               resource_version: str = "", **query: Any) -> Followed:
-        """The collection at ``path`` (narrowed by ``query``), listed once and then kept
+    def follow(self, path: str, query: dict[str, Any] | None = None, *,
+               objects: list[Obj] | None = None, resource_version: str = "") -> Followed:
+        """The collection at ``path`` (narrowed by ``query``: label and field selectors), listed
+        once and then kept
         current by watching it. With ``objects`` and their ``resource_version`` (an object
         just created, say) it starts from those instead of listing."""
-        return Followed(self, path, query, objects, resource_version)
+        return Followed(self, path, query or {}, objects, resource_version)
 
     def wait(self, path: str, condition: Callable[[list[Obj]], T | None], timeout: float,
              on_tick: Callable[[], None] | None = None, **query: Any) -> T | None:
         """Follows the collection at ``path`` (narrowed by label or field selectors in
         ``query``) until ``condition`` holds for its current objects: `Followed.wait` on a
         fresh `follow`."""
-        return self.follow(path, **query).wait(condition, timeout, on_tick)
+        return self.follow(path, query).wait(condition, timeout, on_tick)
 
     def _stream(self, path: str, resource_version: str, query: dict[str, Any],
                 timeout_seconds: int = 300) -> Generator[tuple[str, Obj], None, None]:

@@ -179,9 +179,9 @@ def verify_node(kube: Kube, request: VerifyInput) -> VerifyResult:
         if created is None:
             raise RuntimeError(f"another probe {request.namespace}/{name} was just created")
     # Followed from the created object: the watch needs no list to start.
-    probe_pods = kube.follow(pods, objects=[created],
-                             resource_version=created["metadata"]["resourceVersion"],
-                             fieldSelector=f"metadata.name={name}")
+    probe_pods = kube.follow(pods, {"fieldSelector": f"metadata.name={name}"},
+                             objects=[created],
+                             resource_version=created["metadata"]["resourceVersion"])
     try:
         finished = probe_pods.wait(lambda found: next((p for p in found if pod_finished(p)), None),
                                    timeout, on_tick=lambda: heartbeat(probe=name))

@@ -133,13 +133,14 @@ class FakeKube(Kube):
             return copy.deepcopy(obj)
         raise NotImplementedError(f"{method} {path}")
 
-    def follow(self, path: str, *, objects: list[Obj] | None = None,
-               resource_version: str = "", **query: Any) -> FakeFollowed:  # type: ignore[override]
-        return FakeFollowed(self, path, query, listed=objects is None or not resource_version)
+    def follow(self, path: str, query: dict[str, Any] | None = None, *,  # type: ignore[override]
+               objects: list[Obj] | None = None, resource_version: str = "") -> FakeFollowed:
+        return FakeFollowed(self, path, query or {},
+                            listed=objects is None or not resource_version)
 
     def wait(self, path: str, condition: Callable[[list[Obj]], T | None], timeout: float,
              on_tick: Callable[[], None] | None = None, **query: Any) -> T | None:
-        return self.follow(path, **query).wait(condition, timeout, on_tick)
+        return self.follow(path, query).wait(condition, timeout, on_tick)
 
     def pass_time(self) -> None:
         for act in self.while_waiting:

@@ -35,8 +35,8 @@ def reboot_node(kube: Kube, request: RebootInput,
     before = request.before.boot_witness
     # The node and its agent pods, each listed once here and then followed on a watch
     # through every stage of the wait.
-    nodes = kube.follow("/api/v1/nodes", fieldSelector=f"metadata.name={name}")
-    agents = kube.follow(agent_pods_path(request.cilium_namespace), **agent_query(name))
+    nodes = kube.follow("/api/v1/nodes", {"fieldSelector": f"metadata.name={name}"})
+    agents = kube.follow(agent_pods_path(request.cilium_namespace), agent_query(name))
     node = _the_node(nodes.objects, name)
     earlier = resumed()
     if earlier.get("boot_witness_before") != before:
