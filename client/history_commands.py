@@ -4,8 +4,10 @@ before it breaks a running migration).
 
 An export is `{"workflow_id": ..., "history": {...}}`, the layout of tests/histories (so an
 exported run can become a replay test as it is): replay must use the real workflow ID, since the
-node workflows' IDs derive from it. `replay` also reads the bare history JSON of the Temporal CLI
-and UI (`temporal workflow show -o json`), taking the ID from the history's first event.
+node workflows' IDs derive from it. A long migration continues as new between waves; its export
+holds every run of the chain (client/history_runs.py) and replay replays each. `replay` also
+reads the bare history JSON of the Temporal CLI and UI (`temporal workflow show -o json`),
+taking the ID from the history's first event.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from temporalio.workflow import NondeterminismError
 
 from client import exit_codes, migrations
 from client.errors import CommandError
+from client.history_runs import exported_histories, fetch_runs, to_export
 from client.temporal_flags import add_temporal_flags, open_client, run
 from worker.build import WORKFLOWS
 
@@ -38,7 +41,8 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     export.add_argument("cluster")
     export.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
                         help="where to write it ('-' for stdout)")
-    export.add_argument("--run-id", help="a run other than the latest")
+    export.add_argument("--run-id", help="a run other than the latest (with every run of "
+                        "its chain)")
     add_temporal_flags(export)
     export.set_defaults(run=lambda args: run(args, _export(args)))
 
@@ -55,11 +59,9 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 async def _export(args: argparse.Namespace) -> int:
     client = await open_client(args)
     migration = await migrations.find(client, args.cluster)
-    handle = client.get_workflow_handle(migration.handle.id, run_id=args.run_id)
-    print(f"fetching the history of {handle.id}...", file=sys.stderr, flush=True)
-    history = await handle.fetch_history()
-    text = json.dumps({"workflow_id": history.workflow_id,
-                       "history": history.to_json_dict()}, indent=1)
+    print(f"fetching the history of {migration.handle.id}...", file=sys.stderr, flush=True)
+    runs = await fetch_runs(client, migration.handle.id, args.run_id)
+    text = json.dumps(to_export(runs), indent=1)
     if str(args.output) == "-":
         sys.stdout.write(text + "\n")
     else:
@@ -67,25 +69,32 @@ async def _export(args: argparse.Namespace) -> int:
             args.output.write_text(text + "\n", encoding="utf-8")
         except OSError as error:
             raise CommandError(f"cannot write {args.output}: {error.strerror}") from None
-        print(f"wrote {len(history.events)} events of {history.workflow_id} (run "
-              f"{history.run_id}) to {args.output}")
+        events = sum(len(run.events) for run in runs)
+        which = (f"run {runs[0].run_id}" if len(runs) == 1
+                 else f"{len(runs)} runs, continued as new, last {runs[-1].run_id}")
+        print(f"wrote {events} events of {runs[0].workflow_id} ({which}) to {args.output}")
     return exit_codes.OK
 
 
 async def _replay(args: argparse.Namespace) -> int:
-    history = load_history(args.file, args.workflow_id)
-    print(f"replaying {len(history.events)} events of {history.workflow_id}...",
-          file=sys.stderr, flush=True)
-    failure = await replay(history, quiet=not args.verbose)
-    if failure is not None:
-        kind = "nondeterminism" if isinstance(failure, NondeterminismError) else "failure"
-        raise CommandError(f"replay of {args.file} failed ({kind}): {failure_reason(failure)}",
-                           exit_codes.BLOCKED)
-    print(f"{args.file}: replays cleanly ({history.workflow_id})")
+    runs = load_histories(args.file, args.workflow_id)
+    for number, history in enumerate(runs, start=1):
+        which = f" (run {number} of {len(runs)})" if len(runs) > 1 else ""
+        print(f"replaying {len(history.events)} events of {history.workflow_id}{which}...",
+              file=sys.stderr, flush=True)
+        failure = await replay(history, quiet=not args.verbose)
+        if failure is not None:
+            kind = "nondeterminism" if isinstance(failure, NondeterminismError) else "failure"
+            raise CommandError(f"replay of {args.file}{which} failed ({kind}): "
+                               f"{failure_reason(failure)}", exit_codes.BLOCKED)
+    runs_note = f", {len(runs)} runs" if len(runs) > 1 else ""
+    print(f"{args.file}: replays cleanly ({runs[0].workflow_id}{runs_note})")
     return exit_codes.OK
 
 
-def load_history(path: Path, workflow_id: str | None = None) -> WorkflowHistory:
+def load_histories(path: Path, workflow_id: str | None = None) -> list[WorkflowHistory]:
+    """Every run in an export (one for a bare history or a migration that never continued as
+    new), first run first."""
     try:
         data: Any = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
@@ -93,15 +102,19 @@ def load_history(path: Path, workflow_id: str | None = None) -> WorkflowHistory:
     except ValueError as error:
         raise CommandError(f"{path} is not JSON: {error}") from None
     recorded: str | None = None
-    if isinstance(data, dict) and "history" in data:  # our export
-        recorded, data = data.get("workflow_id"), data["history"]
-    if not isinstance(data, dict) or not data.get("events"):
+    histories = [data]
+    if isinstance(data, dict) and ("history" in data or "runs" in data):  # our export
+        try:
+            recorded, histories = data.get("workflow_id"), exported_histories(data)
+        except (KeyError, TypeError):
+            raise CommandError(f"{path} is not a Temporal history (no events)") from None
+    if not all(isinstance(h, dict) and h.get("events") for h in histories):
         raise CommandError(f"{path} is not a Temporal history (no events)")
-    recorded = recorded or _recorded_workflow_id(data)
+    recorded = recorded or _recorded_workflow_id(histories[0])
     if workflow_id is None and recorded is None:
         raise CommandError(f"{path} does not record its workflow ID; pass --workflow-id")
     try:
-        return WorkflowHistory.from_json(workflow_id or str(recorded), data)
+        return [WorkflowHistory.from_json(workflow_id or str(recorded), h) for h in histories]
     except Exception as error:  # noqa: BLE001 - protobuf's parse errors have many types
         raise CommandError(f"{path} is not a Temporal history: {_first_line(error)}") from None
 

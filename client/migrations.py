@@ -6,6 +6,7 @@ with the exit code a script can branch on; the command modules only parse and pr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
@@ -38,13 +39,17 @@ from workflows.identity import (
     PROGRESS_QUERY,
     cluster_of,
     cluster_workflow_id,
+    node_workflow_id,
 )
 from workflows.messages import MigrationInput
-from workflows.progress import NodeState, Phase, Progress
+from workflows.progress import NodeProgress, NodeState, Phase, Progress
 
 # How long a query or an update may wait for a worker before we say that none is answering
 # (a worker must replay the workflow to answer either).
 ANSWER_TIMEOUT = float(os.environ.get("CILIUM_MIGRATE_ANSWER_TIMEOUT", "30"))
+# A node child's own record is asked only for nodes running now (one wave's, or a few at finalize).
+NODE_ANSWER_TIMEOUT = timedelta(seconds=5)
+MAX_NODES_ASKED = 200
 
 Handle = WorkflowHandle[ClusterMigrationWorkflow, Progress]
 
@@ -140,14 +145,49 @@ async def progress(client: Client, migration: Migration) -> Progress:
     if migration.description.status is WorkflowExecutionStatus.COMPLETED:
         return await migration.handle.result()
     try:
-        return await migration.handle.query(ClusterMigrationWorkflow.get_progress,
-                                            rpc_timeout=timedelta(seconds=ANSWER_TIMEOUT))
+        current = await migration.handle.query(ClusterMigrationWorkflow.get_progress,
+                                               rpc_timeout=timedelta(seconds=ANSWER_TIMEOUT))
     except RPCError as error:
         # No worker: the server says so at once when none polled lately, else the call times out.
         if error.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED,
                             RPCStatusCode.FAILED_PRECONDITION):
             raise NoAnswer("progress query", migration.description.task_queue) from None
         raise
+    if migration.running:
+        await with_running_steps(client, migration.handle.id, current)
+    return current
+
+
+async def with_running_steps(client: Client, migration_id: str, progress: Progress) -> None:
+    """Fills in each running node's step (and rolling-back) from its own workflow: the parent
+    does not hear of every step, to keep its history short. A node that does not answer keeps
+    the parent's summary."""
+    running = [n for n in progress.nodes.values() if n.state is NodeState.RUNNING]
+    records = await node_records(client, migration_id, [n.name for n in running])
+    for node in running:
+        record = records.get(node.name)
+        if record is not None:
+            node.step = record.step
+            if record.state is NodeState.ROLLING_BACK:
+                node.state = record.state
+
+
+async def node_records(client: Client, migration_id: str,
+                       nodes: list[str]) -> dict[str, NodeProgress]:
+    """The record each node's NodeMigration workflow keeps of itself (its `progress` query),
+    for at most MAX_NODES_ASKED nodes; nodes that do not answer in time are left out."""
+    async def ask(node: str) -> NodeProgress | None:
+        handle = client.get_workflow_handle(node_workflow_id(migration_id, node))
+        try:
+            record: NodeProgress | None = await handle.query(
+                PROGRESS_QUERY, result_type=NodeProgress, rpc_timeout=NODE_ANSWER_TIMEOUT)
+        except RPCError:
+            return None
+        return record
+
+    asked = nodes[:MAX_NODES_ASKED]
+    answers = await asyncio.gather(*(ask(node) for node in asked))
+    return {node: record for node, record in zip(asked, answers, strict=True) if record}
 
 
 async def update(migration: Migration, name: str, request: Any, update_id: str) -> str:
@@ -184,20 +224,28 @@ async def uncordoned_by_abort(client: Client, migration: Migration, final: Progr
     """The nodes an abort uncordoned, and those it may not have (their compensation failed).
 
     A node's workflow ends as cancelled only once its compensation uncordoned what it had
-    cordoned; the parent waits for that before it ends itself."""
+    cordoned; the parent waits for that before it ends itself. Whether it had cordoned the node
+    is in the node workflow's own record (the parent hears of a node mid-flight only when it is
+    blocked)."""
     done: list[str] = []
     unsure: list[str] = []
-    for node in final.nodes.values():
-        if not (node.cordoned_by_us and node.state is NodeState.CANCELLED):
+    cancelled = [n for n in final.nodes.values() if n.state is NodeState.CANCELLED]
+    records = await node_records(client, migration.handle.id, [n.name for n in cancelled])
+    for node in cancelled:
+        record = records.get(node.name)
+        if record is not None and not record.cordoned_by_us:
             continue
-        child = client.get_workflow_handle(f"{migration.handle.id}/node/{node.name}")
+        child = client.get_workflow_handle(node_workflow_id(migration.handle.id, node.name))
         try:
             status = (await child.describe()).status
         except RPCError as error:
             if error.status is not RPCStatusCode.NOT_FOUND:
                 raise
             status = None
-        (done if status is WorkflowExecutionStatus.CANCELED else unsure).append(node.name)
+        if status is not WorkflowExecutionStatus.CANCELED:
+            unsure.append(node.name)
+        elif record is not None:  # it had cordoned the node and its compensation ran
+            done.append(node.name)
     return done, unsure
 
 
@@ -223,7 +271,8 @@ def _listed(execution: WorkflowExecution) -> Listed:
 
 
 async def list_migrations(client: Client, running_only: bool = False) -> AsyncIterator[Listed]:
-    query = f"WorkflowType='{CLUSTER_WORKFLOW}'"
+    # A run that continued as new is part of the migration its latest run shows.
+    query = f"WorkflowType='{CLUSTER_WORKFLOW}' AND ExecutionStatus!='ContinuedAsNew'"
     if running_only:
         query += " AND ExecutionStatus='Running'"
     async for execution in client.list_workflows(query):

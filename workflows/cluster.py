@@ -4,7 +4,8 @@
 Cilium beside flannel, apply the per-node override, migrate the nodes wave by wave (one
 NodeMigration child per node), finalize, remove flannel. The operator steers it with Updates
 (approve, pause, resume, decide) and watches it with the `progress` query; aborting is
-cancelling the workflow, which uncordons every node this run cordoned.
+cancelling the workflow, which uncordons every node this run cordoned. Between waves a long run
+continues as new (workflows/continuation.py) and the next run goes on from the next wave.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from temporalio.exceptions import (
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    import workflows.gates as gate_names
     from plan.chart_check import ChartVerdict, chart_ref, render_input
     from plan.contract import (
         Activity,
@@ -39,14 +41,14 @@ with workflow.unsafe.imports_passed_through():
         RolloutRestartInput,
         SwitchedNodes,
     )
-    from plan.facts import ClusterFacts
+    from plan.facts import ClusterFacts, FlannelFacts
     from plan.findings import Finding, blocking, unacknowledged
     from plan.node_config import node_config
     from plan.planner import MigrationPlan, make_plan
     from plan.policies import ClusterRef, NodePolicies, cluster_ref, node_policies
     from plan.spec import MigrationSpec
     from plan.waves import Wave
-    from workflows import gates as gate_names
+    from workflows.continuation import Continuation
     from workflows.gates import GateError, Gates, planned_gates
     from workflows.identity import (
         APPROVE_UPDATE,
@@ -84,6 +86,8 @@ with workflow.unsafe.imports_passed_through():
 INSTALL_TIMEOUT = 900.0
 # Runs recorded before the render step existed replay without it.
 RENDER_CHART_PATCH = "render-chart-before-preflight"
+# Runs recorded before a long run continued as new between waves went on in the same run.
+CONTINUE_AS_NEW_PATCH = "continue-as-new-between-waves"
 CATCH_UP_WAVE = 0  # the wave number of nodes migrated after the planned waves
 # Our own metrics, served with the SDK's by the worker's Prometheus endpoint. The workflow's
 # meter records nothing during replay and adds no history events.
@@ -96,8 +100,11 @@ class ClusterMigrationWorkflow:
     @workflow.init
     def __init__(self, input: MigrationInput) -> None:
         self.spec: MigrationSpec = input.spec
-        self.progress = Progress(cluster=input.spec.cluster.name)
-        self.gates = Gates(input.spec.approvals)
+        carried = input.continued
+        self.progress = (carried.progress.model_copy(deep=True) if carried
+                         else Progress(cluster=input.spec.cluster.name))
+        self.gates = Gates(input.spec.approvals, carried.gates if carried else None)
+        self.continue_as_new_at = input.continue_as_new_at
         self.cluster: ClusterRef = cluster_ref(input.spec.cluster)
         self.children: dict[str, workflow.ChildWorkflowHandle[NodeMigrationWorkflow,
                                                               NodeProgress]] = {}
@@ -107,23 +114,29 @@ class ClusterMigrationWorkflow:
 
     @workflow.run
     async def run(self, input: MigrationInput) -> Progress:
-        self.progress.started_at = workflow.now()
         try:
-            facts = await self._discover()
-            chart = await self._render_chart(facts)
-            plan = self._preflight_and_plan(facts, chart)
-            await self._gate(gate_names.PREFLIGHT_GATE)
-            await self._gate(gate_names.INSTALL_GATE)
-            await self._install_cilium(plan)
-            await self._apply_node_config()
-            policies = node_policies(self.spec, facts)
-            await self._migrate_nodes(plan.waves, policies, facts)
+            if input.continued is None:  # the migration's first run
+                self.progress.started_at = workflow.now()
+                facts = await self._discover()
+                chart = await self._render_chart(facts)
+                plan = self._preflight_and_plan(facts, chart)
+                await self._gate(gate_names.PREFLIGHT_GATE)
+                await self._gate(gate_names.INSTALL_GATE)
+                await self._install_cilium(plan)
+                await self._apply_node_config()
+                policies, flannel = node_policies(self.spec, facts), facts.flannel
+                first_wave = 0
+            else:  # a previous run got this far and continued as new
+                carried = input.continued
+                plan, policies, flannel = carried.plan, carried.policies, carried.flannel
+                first_wave = carried.next_wave
+            await self._migrate_nodes(plan, first_wave, policies, flannel)
             await self._every_node_migrated(policies)
             await self._gate(gate_names.FINALIZE_GATE)
             await self._every_node_migrated(policies)  # nodes may have joined meanwhile
             await self._finalize(plan)
             await self._gate(gate_names.REMOVE_FLANNEL_GATE)
-            await self._remove_flannel(facts)
+            await self._remove_flannel(flannel)
         except (asyncio.CancelledError, ActivityError, ChildWorkflowError,
                 ApplicationError) as error:
             # An abort while one of this workflow's own steps runs arrives as that step's
@@ -183,19 +196,26 @@ class ClusterMigrationWorkflow:
         self._set_phase(Phase.CONFIGURING)
         await run_step(Activity.APPLY_NODE_CONFIG, node_config(self.spec), type(None))
 
-    async def _migrate_nodes(self, waves: list[Wave], policies: NodePolicies,
-                             facts: ClusterFacts) -> None:
+    async def _migrate_nodes(self, plan: MigrationPlan, first_wave: int,
+                             policies: NodePolicies, flannel: FlannelFacts | None) -> None:
         self._set_phase(Phase.MIGRATING)
-        for index, wave in enumerate(waves):
+        for index in range(first_wave, len(plan.waves)):
+            wave = plan.waves[index]
             await self._wait_until_clear()
-            if index == 0:
-                await self._gate(gate_names.ROLLOUT_GATE)
-            await self._gate(gate_names.wave_gate(wave))
+            gates = self._wave_gates(index, wave)
+            for gate in gates:
+                self._open_gate(gate)
+            # The safe point: every node of the last wave has finished, none has started. A run
+            # migrates at least one wave before it continues as new again.
+            if index > first_wave:
+                await self._continue_as_new_if_long(plan, index, policies, flannel)
+            for gate in gates:
+                await self._gate(gate)
             progress = self.progress.waves[index]
             progress.state = "running"
             await asyncio.gather(*(self._migrate_node(node, wave.index, policies)
                                    for node in wave.nodes))
-            health = await run_step(Activity.CHECK_HEALTH, self._health_input(facts),
+            health = await run_step(Activity.CHECK_HEALTH, self._health_input(flannel),
                                     HealthReport)
             if health.problems and not self.progress.halted:
                 self.progress.halted = (f"health check after wave {wave.index}: "
@@ -285,13 +305,13 @@ class ClusterMigrationWorkflow:
             type(None), timeout=timedelta(seconds=INSTALL_TIMEOUT), long=True)
         await run_step(Activity.DELETE_NODE_CONFIG, node_config(self.spec), type(None))
 
-    async def _remove_flannel(self, facts: ClusterFacts) -> None:
-        if not self.spec.finalize.remove_flannel or facts.flannel is None:
+    async def _remove_flannel(self, flannel: FlannelFacts | None) -> None:
+        if not self.spec.finalize.remove_flannel or flannel is None:
             return
         self._set_phase(Phase.REMOVING_FLANNEL)
         await run_step(Activity.REMOVE_FLANNEL, RemoveFlannelInput(
-            cluster=self.cluster, namespace=facts.flannel.namespace,
-            daemonset=facts.flannel.daemonset), RemoveFlannelResult,
+            cluster=self.cluster, namespace=flannel.namespace,
+            daemonset=flannel.daemonset), RemoveFlannelResult,
             timeout=timedelta(minutes=5))
 
     # ---- operator messages ----------------------------------------------------------------
@@ -385,9 +405,20 @@ class ClusterMigrationWorkflow:
 
     # ---- helpers ---------------------------------------------------------------------------
 
+    def _wave_gates(self, index: int, wave: Wave) -> list[str]:
+        """The gates before ``wave``, the ``index``-th of the plan."""
+        gates = [gate_names.ROLLOUT_GATE] if index == 0 else []
+        return [*gates, gate_names.wave_gate(wave)]
+
+    def _open_gate(self, gate: str) -> bool:
+        """Marks ``gate`` pending; False when it needs no wait (unplanned or approved)."""
+        if not self.gates.open(gate):
+            return False
+        self.progress.pending_gates = list(self.gates.pending)
+        return True
+
     async def _gate(self, gate: str) -> None:
-        if self.gates.open(gate):
-            self.progress.pending_gates = list(self.gates.pending)
+        if self._open_gate(gate):
             opened = workflow.now()
             await workflow.wait_condition(lambda: gate in self.gates.approved)
             _record_gate_wait(gate, (workflow.now() - opened).total_seconds())
@@ -411,12 +442,31 @@ class ClusterMigrationWorkflow:
     def _finished(self) -> bool:
         return self.progress.phase.ended
 
-    def _health_input(self, facts: ClusterFacts) -> HealthInput:
+    def _health_input(self, flannel: FlannelFacts | None) -> HealthInput:
         return HealthInput(
             cluster=self.cluster, cilium_namespace=self.spec.cilium.namespace,
             cilium_pools=[str(c) for c in self.spec.network.pod_cidrs],
-            flannel_namespace=facts.flannel.namespace if facts.flannel else None,
-            flannel_daemonset=facts.flannel.daemonset if facts.flannel else None)
+            flannel_namespace=flannel.namespace if flannel else None,
+            flannel_daemonset=flannel.daemonset if flannel else None)
+
+    async def _continue_as_new_if_long(self, plan: MigrationPlan, next_wave: int,
+                                       policies: NodePolicies,
+                                       flannel: FlannelFacts | None) -> None:
+        """Continues as new when this run's history is long, carrying everything the next run
+        needs to go on from ``next_wave``. Only between waves: no child is running, so none is
+        left without its parent, and no node waits for a decision."""
+        info = workflow.info()
+        long = (info.is_continue_as_new_suggested()
+                or info.get_current_history_length() >= self.continue_as_new_at)
+        if not long or not workflow.patched(CONTINUE_AS_NEW_PATCH):
+            return
+        # An Update accepted by this run finishes here, so what it did is in the state carried.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(MigrationInput(
+            spec=self.spec, continue_as_new_at=self.continue_as_new_at,
+            continued=Continuation(plan=plan, next_wave=next_wave, policies=policies,
+                                   flannel=flannel, progress=self.progress,
+                                   gates=self.gates.book())))
 
 
 def _count_node_finished(state: NodeState) -> None:

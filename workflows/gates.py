@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pydantic import BaseModel, Field
+
 from plan.spec import ApprovalSpec
 from plan.waves import Wave
 from workflows.progress import Approval
@@ -46,12 +48,25 @@ class GateError(ValueError):
     pass
 
 
+class GateBook(BaseModel):
+    """The gates' state, as a run carries it into the next when it continues as new."""
+
+    planned: list[str] = Field(default_factory=list)
+    pending: list[str] = Field(default_factory=list)
+    approved: dict[str, Approval] = Field(default_factory=dict)
+
+
 class Gates:
-    def __init__(self, spec: ApprovalSpec) -> None:
+    def __init__(self, spec: ApprovalSpec, book: GateBook | None = None) -> None:
         self.spec = spec
-        self.planned: list[str] = []
-        self.pending: list[str] = []
-        self.approved: dict[str, Approval] = {}
+        book = book or GateBook()
+        self.planned: list[str] = list(book.planned)
+        self.pending: list[str] = list(book.pending)
+        self.approved: dict[str, Approval] = dict(book.approved)
+
+    def book(self) -> GateBook:
+        return GateBook(planned=list(self.planned), pending=list(self.pending),
+                        approved=dict(self.approved))
 
     def plan(self, gates: list[str]) -> None:
         self.planned = gates

@@ -20,7 +20,7 @@ APPROVE_UPDATE = "approve"
 PAUSE_UPDATE = "pause"
 RESUME_UPDATE = "resume"
 DECIDE_UPDATE = "decide"
-# Child -> parent: the node's progress changed in a way the operator sees.
+# Child -> parent: the node is blocked and waits for a decision (its record says why).
 NODE_REPORT_SIGNAL = "node_report"
 # Parent -> child: the operator's decision for a blocked node.
 DECIDE_SIGNAL = "decide"

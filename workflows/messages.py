@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from plan.policies import ClusterRef, NodePolicies
 from plan.spec import MigrationSpec
+from workflows.continuation import DEFAULT_CONTINUE_AS_NEW_AT, Continuation
 
 
 class Message(BaseModel):
@@ -40,6 +41,10 @@ class DecideRequest(Message):
 
 class MigrationInput(Message):
     spec: MigrationSpec
+    # Past this many events in its history the run continues as new, between two waves.
+    continue_as_new_at: int = Field(default=DEFAULT_CONTINUE_AS_NEW_AT, ge=1)
+    # Set by the run this one continues: where it got to.
+    continued: Continuation | None = None
 
 
 class NodeMigrationInput(Message):

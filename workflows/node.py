@@ -5,6 +5,10 @@ The run method reads like the procedure. When a step fails in a way only a human
 stays as it is, the parent hears why, and this workflow waits for the operator's decision:
 retry the step, roll the node back to flannel, or skip it. Aborting (cancellation) uncordons the
 node if, and only if, this run cordoned it.
+
+The parent hears from the node only when it is blocked (and at the end, from its result): each
+signal costs the parent's history several events, and thousands of nodes share that history.
+The node's current step is this workflow's `progress` query, which `status` asks.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ with workflow.unsafe.imports_passed_through():
 
 T = TypeVar("T")
 AGENT_RESTART_TIMEOUT = 300.0
+# Runs recorded before the node stopped reporting each step, and its end, to the parent.
+REPORT_ONLY_BLOCKED_PATCH = "report-only-when-blocked"
 HOST_COMMAND_TIMEOUT = 180.0
 
 
@@ -91,7 +97,8 @@ class NodeMigrationWorkflow:
             raise asyncio.CancelledError() from error
         node.blocker, node.step = None, NodeStep.DONE
         node.finished_at = workflow.now()
-        await self._report()
+        if not workflow.patched(REPORT_ONLY_BLOCKED_PATCH):
+            await self._report()  # the parent reads the result
         return node
 
     async def _migrate_or_as_decided(self, input: NodeMigrationInput,
@@ -215,7 +222,8 @@ class NodeMigrationWorkflow:
         while True:
             if node.step != step:
                 node.step = step
-                await self._report()
+                if not workflow.patched(REPORT_ONLY_BLOCKED_PATCH):
+                    await self._report()  # the `progress` query shows the step
             try:
                 return await run_step(activity, argument, result_type,
                                       timeout=timedelta(seconds=timeout), long=long)
@@ -255,7 +263,7 @@ class NodeMigrationWorkflow:
         return decision
 
     async def _report(self) -> None:
-        """Sends the parent this node's progress, the one record of it."""
+        """Sends the parent this node's progress: it waits for a decision."""
         input, node = self._input, self._node
         assert input is not None and node is not None
         await workflow.get_external_workflow_handle(input.migration_id).signal(

@@ -53,8 +53,9 @@ class Approval(BaseModel):
 
 
 class NodeProgress(BaseModel):
-    """One node's migration, owned by its NodeMigration child; the parent shows the copy the
-    child last reported."""
+    """One node's migration, owned by its NodeMigration child. The parent keeps the child's
+    result, or while the node waits for a decision the record it reported; while the node runs
+    its step is the child's own (`progress` query on the child), which `status` asks for."""
 
     name: str
     wave: int

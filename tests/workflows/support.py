@@ -4,14 +4,21 @@ for a state, approve gates as they open."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from temporalio.client import WorkflowHandle
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
 
+from client.history_runs import fetch_runs, to_export
 from plan.spec import MigrationSpec
 from tests.fakes import FakeCluster
 from workflows.cluster import ClusterMigrationWorkflow
-from workflows.identity import cluster_workflow_id
+from workflows.identity import cluster_workflow_id, node_workflow_id
 from workflows.messages import ApproveRequest, MigrationInput
 from workflows.progress import Progress
 
@@ -56,3 +63,63 @@ async def approve_all(handle: WorkflowHandle[Any, Progress], approver: str = "al
             await handle.execute_update(ClusterMigrationWorkflow.approve, ApproveRequest(
                 gate=gate, approver=approver, reason=f"checked {gate}"))
         await asyncio.sleep(0.05)
+
+
+async def start_with(env: Any, migration: MigrationSpec, task_queue: str, **input: Any
+                     ) -> WorkflowHandle[Any, Progress]:
+    """Starts a migration with more of its input set than the spec (e.g. continue_as_new_at)."""
+    return await env.client.start_workflow(
+        ClusterMigrationWorkflow.run, MigrationInput(spec=migration, **input),
+        id=cluster_workflow_id(migration.cluster.name), task_queue=task_queue)
+
+
+@dataclass
+class HistorySizes:
+    """Events in each run of a migration's history and in each node workflow's."""
+
+    runs: list[int]
+    nodes: dict[str, int]
+    # The parent's events from the first node's start to the last node's end, over every run:
+    # what migrating the nodes cost it, without the fixed steps (discover, install, finalize).
+    migrating: int
+
+    @property
+    def parent_events_per_node(self) -> float:
+        return self.migrating / len(self.nodes)
+
+    @property
+    def all_parent_events_per_node(self) -> float:
+        return sum(self.runs) / len(self.nodes)
+
+    @property
+    def longest(self) -> int:
+        return max([*self.runs, *self.nodes.values()])
+
+
+async def history_sizes(client: Client, migration_id: str, nodes: list[str]) -> HistorySizes:
+    runs = await fetch_runs(client, migration_id)
+    children = await asyncio.gather(*(
+        client.get_workflow_handle(node_workflow_id(migration_id, node)).fetch_history()
+        for node in nodes))
+    kinds = [event.event_type for run in runs for event in run.events]
+    first = kinds.index(EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED)
+    last = len(kinds) - kinds[::-1].index(EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED)
+    return HistorySizes(runs=[len(run.events) for run in runs],
+                        nodes={node: len(h.events) for node, h in zip(nodes, children,
+                                                                      strict=True)},
+                        migrating=last - first)
+
+
+HISTORIES = Path(__file__).resolve().parent.parent / "histories"
+RECORD_ENV = "CILIUM_MIGRATE_RECORD_HISTORIES"
+
+
+async def record_histories(client: Client, migration_id: str, *nodes: str) -> None:
+    """Saves every run of a migration's history (and the named nodes') for the replay tests,
+    in `history export`'s layout, when CILIUM_MIGRATE_RECORD_HISTORIES is set."""
+    if not os.environ.get(RECORD_ENV):
+        return
+    for workflow_id in (migration_id, *(node_workflow_id(migration_id, n) for n in nodes)):
+        runs = await fetch_runs(client, workflow_id)
+        name = re.sub(r"[^A-Za-z0-9_.-]", "__", workflow_id)
+        (HISTORIES / f"{name}.json").write_text(json.dumps(to_export(runs)))

@@ -1,0 +1,103 @@
+"""History sizes of a large migration on fake activities: events per node in the parent and
+in each node workflow, the longest single history, the carried state's size, wall time.
+
+    .venv/bin/python bench/history_bench.py [--nodes 5000] [--max-unavailable 50]
+
+Figures, not assertions (tests/workflows/test_history_budget.py asserts the budget for 60
+nodes). A Temporal dev server and one worker run in this process; the activities are
+tests/fakes.py's, so the time is Temporal's and the workflows', not a cluster's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' helpers
+
+from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from client.history_runs import fetch_runs  # noqa: E402
+from plan.facts import ClusterFacts, FlannelFacts, NodeFacts  # noqa: E402
+from tests.conftest import temporal_cli  # noqa: E402
+from tests.fakes import FakeCluster  # noqa: E402
+from tests.workflows.support import HistorySizes, history_sizes, spec, start_with  # noqa: E402
+from worker.build import build_worker  # noqa: E402
+from workflows.continuation import DEFAULT_CONTINUE_AS_NEW_AT  # noqa: E402
+from workflows.identity import SEARCH_ATTRIBUTES  # noqa: E402
+from workflows.progress import Phase  # noqa: E402
+
+HARD_LIMIT = 51_200
+
+
+class LargeFakeCluster(FakeCluster):
+    """The fake cluster with addresses that stay valid past 250 nodes."""
+
+    def facts(self) -> ClusterFacts:
+        pods = ipaddress.ip_network("10.64.0.0/10").subnets(new_prefix=24)
+        hosts = ipaddress.ip_network("127.16.0.0/12").hosts()
+        return ClusterFacts(
+            nodes=[NodeFacts(name=n, control_plane=n.startswith("cp"), zone="zone-a",
+                             boot_id=f"{n}-boot-0", pod_cidrs=[next(pods)],
+                             internal_ip=next(hosts)) for n in self.nodes],
+            flannel=FlannelFacts(namespace="kube-flannel", daemonset="kube-flannel-ds",
+                                 network="10.64.0.0/10"),
+            service_cidrs=["10.96.0.0/12"])
+
+
+async def main(nodes: int, max_unavailable: int, continue_as_new_at: int) -> None:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(), data_converter=pydantic_data_converter,
+        ui=False, search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_extra_args=["--log-level", "error"])
+    try:
+        fake = LargeFakeCluster(workers=nodes - 1)
+        task_queue = f"bench-{uuid.uuid4().hex[:6]}"
+        migration = spec(f"bench-{task_queue}", approvals={"policy": "none"},
+                         rollout={"maxUnavailable": max_unavailable},
+                         network={"podCIDRs": ["10.128.0.0/10"]})
+        async with build_worker(env.client, fake.activities(), task_queue=task_queue,
+                                max_concurrent_activities=64):
+            started = time.monotonic()
+            handle = await start_with(env, migration, task_queue,
+                                      continue_as_new_at=continue_as_new_at)
+            report = await handle.result()
+            wall = time.monotonic() - started
+        assert report.phase is Phase.COMPLETED, report.phase
+        sizes = await history_sizes(env.client, handle.id, fake.nodes)
+        runs = await fetch_runs(env.client, handle.id)
+        carried = max(sum(len(p.data) for p in run.events[0]
+                          .workflow_execution_started_event_attributes.input.payloads)
+                      for run in runs)
+        show(nodes, max_unavailable, continue_as_new_at, sizes, carried, wall)
+    finally:
+        await env.shutdown()
+
+
+def show(nodes: int, max_unavailable: int, continue_as_new_at: int, sizes: HistorySizes,
+         carried: int, wall: float) -> None:
+    child = sorted(sizes.nodes.values())
+    print(f"{nodes} nodes, maxUnavailable {max_unavailable}, continue as new at "
+          f"{continue_as_new_at} events: {wall:.0f}s wall ({nodes / wall:.1f} nodes/s)")
+    print(f"parent: {len(sizes.runs)} runs, events per run {sizes.runs}")
+    print(f"parent events per node: {sizes.parent_events_per_node:.2f} while migrating nodes, "
+          f"{sizes.all_parent_events_per_node:.2f} with discover/install/finalize")
+    print(f"node workflow events: min {child[0]}, median {child[len(child) // 2]}, "
+          f"max {child[-1]}")
+    print(f"longest single history: {sizes.longest} events (hard limit {HARD_LIMIT})")
+    print(f"largest run input (the carried state): {carried / 1024:.0f} KiB")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=5000)
+    parser.add_argument("--max-unavailable", type=int, default=50)
+    parser.add_argument("--continue-as-new-at", type=int, default=DEFAULT_CONTINUE_AS_NEW_AT)
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.nodes, arguments.max_unavailable, arguments.continue_as_new_at))

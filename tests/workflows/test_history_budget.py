@@ -1,0 +1,115 @@
+"""Bounded histories: a migration's parent records a few events per node (the node workflows
+report only when blocked) and continues as new between waves, so no history nears Temporal's
+51,200-event limit however many nodes there are. Budget: at most 5 parent events per node, 60
+per node workflow (bench/history_bench.py shows the figures for 5,000 nodes)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+
+from client.history_runs import fetch_runs
+from tests.fakes import FakeCluster
+from tests.workflows.support import (
+    approve_all,
+    history_sizes,
+    record_histories,
+    spec,
+    start_with,
+    until,
+)
+from worker.build import build_worker
+from workflows.cluster import ClusterMigrationWorkflow
+from workflows.messages import ApproveRequest, DecideRequest, Decision
+from workflows.progress import NodeState, Phase
+
+PARENT_EVENTS_PER_NODE = 5
+NODE_EVENTS = 60
+# Each node costs its parent these three, and nothing else of its own unless it is blocked.
+CHILD_EVENTS = {EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED,
+                EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED,
+                EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED}
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"hist-{uuid.uuid4().hex[:8]}"
+
+
+async def test_sixty_nodes_stay_within_the_event_budget_over_several_runs(
+        temporal_env: Any, task_queue: str) -> None:
+    fake = FakeCluster(workers=59)
+    migration = spec(f"budget-{task_queue}", approvals={"policy": "none"},
+                     rollout={"maxUnavailable": 20})
+    async with build_worker(temporal_env.client, fake.activities(), task_queue=task_queue):
+        # Low enough that the run continues as new after every wave.
+        handle = await start_with(temporal_env, migration, task_queue, continue_as_new_at=60)
+        report = await handle.result()
+        sizes = await history_sizes(temporal_env.client, handle.id, fake.nodes)
+        runs = await fetch_runs(temporal_env.client, handle.id)
+
+    assert report.phase is Phase.COMPLETED
+    assert {n: s.state for n, s in report.nodes.items()} == dict.fromkeys(fake.nodes,
+                                                                          NodeState.MIGRATED)
+    assert fake.boot == dict.fromkeys(fake.nodes, 1)  # no node migrated twice across the runs
+    assert len(sizes.runs) >= 3, sizes.runs
+    kinds = [event.event_type for run in runs for event in run.events]
+    assert sum(kind in CHILD_EVENTS for kind in kinds) == 3 * len(fake.nodes)
+    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED not in kinds
+    assert sizes.parent_events_per_node <= PARENT_EVENTS_PER_NODE, sizes
+    assert max(sizes.nodes.values()) <= NODE_EVENTS, sizes.nodes
+
+
+async def test_continuing_as_new_loses_no_approval_gate_or_decision(
+        temporal_env: Any, task_queue: str) -> None:
+    """Every wave boundary is a switch here. A blocked node holds its wave, so the run does not
+    switch while it waits; an approval racing the switch lands once, in one run or the other;
+    the gate pending at a switch is pending in the next run."""
+    fake = FakeCluster(workers=4)  # waves: worker-1 (canary), worker-2+3, worker-4, cp-1
+    fake.drain_blocked.add("worker-1")
+    migration = spec(f"carry-{task_queue}", rollout={"maxUnavailable": 2}, approvals={
+        "policy": "per-wave", "approvers": ["alice"], "allowPreApproval": True})
+    async with build_worker(temporal_env.client, fake.activities(), task_queue=task_queue):
+        handle = await start_with(temporal_env, migration, task_queue, continue_as_new_at=1)
+        first_run = (await handle.describe()).run_id
+        for gate in ("install", "wave-1"):
+            await until(handle, lambda p, gate=gate: p.pending_gates == [gate], gate)
+            await approve(handle, gate)
+        await until(handle, lambda p: p.nodes["worker-1"].state is NodeState.BLOCKED,
+                    "the canary's blocked drain")
+        assert (await handle.describe()).run_id == first_run  # no switch mid-wave
+
+        fake.drain_blocked.clear()
+        # The retry ends the wave and so starts the switch; wave-2's approval races it.
+        await asyncio.gather(
+            handle.execute_update(ClusterMigrationWorkflow.decide, DecideRequest(
+                node="worker-1", decision=Decision.RETRY)),
+            approve(handle, "wave-2"))
+        waiting = await until(handle, lambda p: p.pending_gates == ["wave-3"],
+                              "wave-3's gate, two switches later")
+        assert (await handle.describe()).run_id != first_run
+        assert [a.gate for a in waiting.approvals] == ["install", "wave-1", "wave-2"]
+        assert {n: waiting.nodes[n].state for n in ("worker-1", "worker-2", "worker-3")} == (
+            dict.fromkeys(("worker-1", "worker-2", "worker-3"), NodeState.MIGRATED))
+        assert waiting.nodes["worker-4"].state is NodeState.PENDING
+        assert fake.calls[("drain", "worker-4")] == 0  # its gate holds it
+
+        report = await approve_all(handle)
+        runs = await fetch_runs(temporal_env.client, handle.id)
+        await record_histories(temporal_env.client, handle.id, "worker-1")
+
+    assert report.phase is Phase.COMPLETED
+    assert [a.gate for a in report.approvals] == [
+        "install", "wave-1", "wave-2", "wave-3", "wave-4", "finalize", "remove-flannel"]
+    assert fake.boot == dict.fromkeys(fake.nodes, 1)
+    assert fake.calls[("drain", "worker-1")] == 2  # the blocked one and the retry
+    assert len(runs) >= 3
+
+
+async def approve(handle: Any, gate: str) -> None:
+    await handle.execute_update(ClusterMigrationWorkflow.approve,
+                                ApproveRequest(gate=gate, approver="alice"))
