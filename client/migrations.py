@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -154,15 +154,16 @@ async def progress(client: Client, migration: Migration) -> Progress:
             raise NoAnswer("progress query", migration.description.task_queue) from None
         raise
     if migration.running:
-        await with_running_steps(client, migration.handle.id, current)
+        await with_running_steps(client, migration.handle.id, current.nodes.values())
     return current
 
 
-async def with_running_steps(client: Client, migration_id: str, progress: Progress) -> None:
+async def with_running_steps(client: Client, migration_id: str,
+                             nodes: Iterable[NodeProgress]) -> None:
     """Fills in each running node's step (and rolling-back) from its own workflow: the parent
     does not hear of every step, to keep its history short. A node that does not answer keeps
     the parent's summary."""
-    running = [n for n in progress.nodes.values() if n.state is NodeState.RUNNING]
+    running = [n for n in nodes if n.state is NodeState.RUNNING]
     records = await node_records(client, migration_id, [n.name for n in running])
     for node in running:
         record = records.get(node.name)

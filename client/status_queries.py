@@ -36,6 +36,7 @@ UNKNOWN_QUERY = "expected but not found"
 class Reading:
     """One look at a run: its summary, and where further node pages come from."""
 
+    client: Client
     migration: migrations.Migration
     summary: ProgressSummary
     full: Progress | None = None  # set when the run's whole progress was read instead
@@ -44,7 +45,11 @@ class Reading:
     async def page(self, request: NodesPageRequest) -> NodesPage:
         if self.full is not None:
             return nodes_page(self.full, request)
-        return await _query(self.migration, NODES_PAGE_QUERY, NodesPage, request)
+        page: NodesPage = await _query(self.migration, NODES_PAGE_QUERY, NodesPage, request)
+        if self.migration.running:  # the parent's records lack running nodes' current step
+            await migrations.with_running_steps(self.client, self.migration.handle.id,
+                                                page.nodes)
+        return page
 
     async def nodes(self, request: NodesPageRequest, count: int | None = None) -> NodesPage:
         """``count`` records (all when None) from ``request.offset``, a page per query."""
@@ -64,16 +69,16 @@ class Reading:
 async def read_summary(client: Client, migration: migrations.Migration) -> Reading:
     if migration.description.status is WorkflowExecutionStatus.COMPLETED:
         final = await migrations.progress(client, migration)
-        return Reading(migration, summarize(final), full=final)
+        return Reading(client, migration, summarize(final), full=final)
     try:
         summary = await _query(migration, PROGRESS_SUMMARY_QUERY, ProgressSummary)
     except OldWorker:
         full = await migrations.progress(client, migration)
-        return Reading(migration, summarize(full), full=full, note=(
+        return Reading(client, migration, summarize(full), full=full, note=(
             f"this run's worker predates the {PROGRESS_SUMMARY_QUERY} query, so status read "
             "the run's full progress (slow, and too large past a few thousand nodes); run a "
             "current `cilium-migrate worker` for this task queue"))
-    return Reading(migration, summary)
+    return Reading(client, migration, summary)
 
 
 class OldWorker(Exception):

@@ -8,6 +8,7 @@ import json
 import yaml
 
 from tests.cli.conftest import UNREACHABLE_ADDRESS, Cli, Migrations
+from tests.fakes import FakeCluster
 from workflows.progress import NodeState, Phase
 from workflows.progress_summary import ProgressSummary, summarize
 
@@ -119,3 +120,19 @@ async def test_without_a_worker_status_and_requests_say_so(cli: Cli,
         assert result.code == 3, result
         assert result.err == (f"error: no worker answered {what} within 2s; is `cilium-migrate "
                               f"worker` running on task queue {queue}?\n")
+
+
+async def test_status_shows_a_running_nodes_step_read_from_its_own_workflow(
+        cli: Cli, migrations: Migrations, fake: FakeCluster) -> None:
+    # The parent hears from a node only when it ends or is blocked: the live step comes from
+    # the node's workflow, and both the default view and the node pages must show it.
+    fake.hold_drain = asyncio.Event()
+    name = migrations.name()
+    await cli("start", "-f", str(migrations.spec(name, approvals={"policy": "none"})))
+    await asyncio.wait_for(fake.hold_drain.wait(), timeout=60)
+
+    for args in (("status", name), ("status", name, "--nodes", "running")):
+        result = await cli(*args)
+        assert result.code == 0, result
+        rows = [line.split() for line in result.out.splitlines()]
+        assert ["worker-1", "1", "running", "drain"] in [row[:4] for row in rows], result.out
