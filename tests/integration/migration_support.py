@@ -20,6 +20,7 @@ from temporalio.client import Client, WorkflowHandle
 from activities.context import ActivityContext
 from activities.kubeapi import Kube
 from activities.registry import activities
+from client.migrations import with_running_steps
 from plan.spec import MigrationSpec
 from sandbox import cluster
 from sandbox.toolchain import Toolchain
@@ -105,7 +106,15 @@ async def start_migration(client: Client, spec: MigrationSpec, task_queue: str
 
 
 async def progress_of(handle: WorkflowHandle[Any, Progress]) -> Progress:
-    return await handle.query(ClusterMigrationWorkflow.get_progress)
+    """What `status` shows: the parent's account, with each running node's current step read
+    from that node's own workflow (the parent hears only of a node's end or block)."""
+    current = await handle.query(ClusterMigrationWorkflow.get_progress)
+    if current.phase.ended:
+        return current
+    # The SDK gives a handle no public accessor for its client; the node workflows need it.
+    client: Client = handle._client  # noqa: SLF001
+    await with_running_steps(client, handle.id, current.nodes.values())
+    return current
 
 
 async def wait_progress(handle: WorkflowHandle[Any, Progress], check: Any, what: str,
