@@ -13,6 +13,7 @@ kept. No container runs: the CRDs are the manifests of the fetched release of th
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass, field
@@ -155,8 +156,7 @@ class CiliumOperator:
     def _register_crds(sim: Simulator, release: CiliumRelease) -> None:
         """`CreateUpdateCRD` for every CRD of the release: created when missing; one that
         exists is left as it is (see FIDELITY.md for the schema-version update not played)."""
-        for path in release.crd_files():
-            crd: dict[str, Any] = yaml.safe_load(path.read_text())
+        for crd in crd_manifests(release):
             name = crd["metadata"]["name"]
             if sim.kube.get_or_none(f"{CRD_PATH}/{name}") is None:
                 sim.kube.create(CRD_PATH, crd)  # AlreadyExists: another writer won the race
@@ -252,6 +252,16 @@ class CiliumOperator:
         log.error("operator: CiliumNode %s: %s", name, error)
         sim.kube.patch(f"{CILIUM_NODES}/{name}/status", {"status": {"ipam": {
             "operator-status": {"error": error}}}}, content_type=MERGE)
+
+
+@functools.cache
+def crd_manifests(release: CiliumRelease) -> tuple[dict[str, Any], ...]:
+    """The release's CRDs, parsed once per simulator: upstream compiles them into the operator
+    binary, so registering them costs no parsing (the pure-Python parser took 1 to 3 s for
+    them, during which the whole simulator stood still). Callers must not modify them."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return tuple(yaml.load(path.read_text(), Loader=loader)  # noqa: S506 - a safe loader
+                 for path in release.crd_files())
 
 
 def pod_cidrs(obj: Obj) -> list[str]:
