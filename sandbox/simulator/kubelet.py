@@ -3,7 +3,9 @@
 It registers the nodes of the topology, keeps their leases fresh, runs the pods the scheduler
 binds to them (Running/Ready with an IP from the node's active CNI), deletes terminating pods
 after they stop, and plays reboots. All decisions happen on one dispatcher thread fed by watch
-threads and timers, so the state needs no locks and an idle sandbox costs almost nothing.
+threads and timers, so the state needs no locks and an idle sandbox costs almost nothing. Its
+writes go out on the node's lane (`sandbox.simulator.lanes`): in order for one node, beside
+other nodes' writes, as independent kubelets send them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from sandbox.simulator.apiserver import Endpoint, dialled_endpoint, why_unreacha
 from sandbox.simulator.faults import Fault, FaultBook, FaultFileError
 from sandbox.simulator.hostfs import CNI_DIR, HostFs
 from sandbox.simulator.ipam import ExhaustedError, HostLocal
+from sandbox.simulator.lanes import Lanes
 from sandbox.simulator.operator import CILIUM_OPERATOR, OperatorState
 from sandbox.simulator.personalities import CILIUM_AGENT, OPERATOR_POD, personality_of
 from sandbox.simulator.selectors import InvalidSelector, selects
@@ -81,10 +84,11 @@ class Simulator:
         self.cilium_nodes: dict[str, Obj] = {}  # CiliumNodes as the watch last showed them
         self.operator = OperatorState()
         self._watching_cilium_nodes = False
-        self._events: queue.Queue[tuple[str, str, Obj]] = queue.Queue()
+        self._events: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
         self._timers: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._sequence = itertools.count()
         self._stop = threading.Event()
+        self.lanes = Lanes()
 
     # ---- running ---------------------------------------------------------------------------
 
@@ -116,6 +120,16 @@ class Simulator:
             path, lambda event, obj: self._events.put((kind, event, obj)),
             self._stop.is_set), kwargs=query).start()
 
+    def write(self, lane: str, action: Callable[..., Any], *args: Any) -> None:
+        """Sends a write on ``lane`` (a node's name, or a controller's): after the lane's
+        earlier writes, without holding the dispatcher up."""
+        self.lanes.submit(lane, action, *args)
+
+    def soon(self, action: Callable[..., None], *args: Any) -> None:
+        """Runs ``action(*args)`` on the dispatcher; callable from any thread (a lane's
+        result coming back)."""
+        self._events.put(("call", action, args))
+
     def later(self, delay: float, action: Callable[..., None], *args: Any) -> None:
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._sequence), action, args))
 
@@ -124,7 +138,7 @@ class Simulator:
         if self._timers:
             timeout = min(timeout, max(0.0, self._timers[0][0] - time.monotonic()))
         try:
-            item: tuple[str, str, Obj] | None = self._events.get(timeout=timeout)
+            item: tuple[str, Any, Any] | None = self._events.get(timeout=timeout)
         except queue.Empty:
             item = None
         # Faults are reread before acting, so a fault written before an API call applies to it.
@@ -137,7 +151,9 @@ class Simulator:
             for name in containers.take_restart_requests(self.state_dir):
                 if name in self.nodes:
                     self.reboot(self.nodes[name])
-        if item is not None:
+        if item is not None and item[0] == "call":
+            self._guard(item[1], *item[2])
+        elif item is not None:
             kind, event, obj = item
             handler = {"node": self._on_node, "pod": self._on_pod, "crd": self._on_crd,
                        "ciliumnode": self._on_cilium_node}[kind]
@@ -226,11 +242,16 @@ class Simulator:
 
     def _renew_lease(self, node: NodeState) -> None:
         if node.up:  # a rebooting node's kubelet is not there to renew
-            path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node.name}"
-            if self.kube.patch(path, {"spec": {"renewTime": now_micro()}}, MERGE) is None:
-                self.kube.create("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
-                                 self._lease_object(node))
+            self.write(node.name, self._patch_or_create_lease, node.name,
+                       self._lease_object(node))
         self.later(self.settings.lease_renew_seconds, self._renew_lease, node)
+
+    def _patch_or_create_lease(self, name: str, lease: Obj) -> None:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}"
+        if self.kube.patch(path, {"spec": {"renewTime": lease["spec"]["renewTime"]}},
+                           MERGE) is None:
+            self.kube.create("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                             lease)
 
     def _remember_node(self, node: NodeState, obj: Obj) -> bool:
         """Records what the API knows of the node; True when its podCIDR just arrived."""
@@ -297,7 +318,7 @@ class Simulator:
 
     def _report_ready(self, node: NodeState, ready: bool, message: str = "") -> None:
         node.reported_ready = ready
-        self.kube.patch(f"/api/v1/nodes/{node.name}/status", {"status": {
+        self.write(node.name, self.kube.patch, f"/api/v1/nodes/{node.name}/status", {"status": {
             "conditions": [self._ready_condition(ready, message)],
             "nodeInfo": self._node_info(node.boot_id)}})
 
@@ -462,7 +483,7 @@ class Simulator:
         ready = personality.ready_at_start(self, node, pod)
         status = self._running_status(pod, node, ready)
         pod.container_statuses = status["containerStatuses"]
-        self.kube.patch(pod.path + "/status", {"status": status})
+        self.write(node.name, self.kube.patch, pod.path + "/status", {"status": status})
         personality.on_started(self, node, pod)
 
     def _running_status(self, pod: PodState, node: NodeState, ready: bool) -> Obj:
@@ -504,7 +525,7 @@ class Simulator:
         pod.container_statuses = statuses
         if ready:
             pod.crashes = 0
-        self.kube.patch(pod.path + "/status", {"status": {
+        self.write(pod.node, self.kube.patch, pod.path + "/status", {"status": {
             "conditions": self._pod_conditions(ready), "containerStatuses": statuses}})
 
     def crash_containers(self, pod: PodState, message: str) -> float:
@@ -523,7 +544,7 @@ class Simulator:
                 "startedAt": (c.get("state") or {}).get("running", {}).get("startedAt", now)}},
         } for c in pod.container_statuses]
         pod.container_statuses = statuses
-        self.kube.patch(pod.path + "/status", {"status": {
+        self.write(pod.node, self.kube.patch, pod.path + "/status", {"status": {
             "conditions": self._pod_conditions(False), "containerStatuses": statuses}})
         return min(self.settings.crash_back_off * 2 ** (pod.crashes - 1), CRASH_BACK_OFF_CAP)
 
@@ -536,7 +557,8 @@ class Simulator:
             "containerID": f"containerd://{pod.uid[:8]}{index}{pod.restarts}{node.boot_id[:8]}",
         } for index, c in enumerate(pod.container_statuses)]
         pod.container_statuses = statuses
-        self.kube.patch(pod.path + "/status", {"status": {"containerStatuses": statuses}})
+        self.write(pod.node, self.kube.patch, pod.path + "/status",
+                   {"status": {"containerStatuses": statuses}})
 
     def complete_pod(self, pod: PodState, exit_code: int, message: str) -> None:
         """A run-to-completion pod ends; ``message`` becomes its termination message."""
@@ -545,7 +567,7 @@ class Simulator:
         terminated = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
                       "message": message[:4096], "startedAt": pod.start_time or now,
                       "finishedAt": now}
-        self.kube.patch(pod.path + "/status", {"status": {
+        self.write(node.name, self.kube.patch, pod.path + "/status", {"status": {
             "phase": "Succeeded" if exit_code == 0 else "Failed",
             "conditions": self._pod_conditions(False),
             "containerStatuses": [{
@@ -638,8 +660,8 @@ class Simulator:
         self._delete_now(pod)
 
     def _delete_now(self, pod: PodState) -> None:
-        self.kube.delete(pod.path, {"gracePeriodSeconds": 0,
-                                    "preconditions": {"uid": pod.uid}})
+        self.write(pod.node, self.kube.delete, pod.path, {"gracePeriodSeconds": 0,
+                                                          "preconditions": {"uid": pod.uid}})
 
     def _forget(self, uid: str) -> None:
         pod = self.pods.pop(uid, None)

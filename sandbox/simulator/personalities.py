@@ -82,12 +82,14 @@ class FlannelDaemon(Personality):
         node.flannel_backend = backend
         node.flannel_running = True
         # flanneld publishes its VTEP on the node, as discovery tools (and humans) expect.
-        sim.kube.patch(f"/api/v1/nodes/{node.name}", {"metadata": {"annotations": {
+        annotations = {
             "flannel.alpha.coreos.com/backend-type": str(backend.get("Type", "vxlan")),
             "flannel.alpha.coreos.com/backend-data": json.dumps({"VNI": backend.get("VNI", 1)}),
             "flannel.alpha.coreos.com/kube-subnet-manager": "true",
             "flannel.alpha.coreos.com/public-ip": node.spec.internal_ip,
-        }}})
+        }
+        sim.write(node.name, sim.kube.patch, f"/api/v1/nodes/{node.name}",
+                  {"metadata": {"annotations": annotations}})
         sim.network_changed(node)
 
     def on_stopped(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
