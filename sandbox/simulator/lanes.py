@@ -10,6 +10,12 @@ writes stay in order while other nodes' go on beside them.
 
 A write is built (its body) on the dispatcher thread and only sent here: lane actions touch no
 simulator state.
+
+A write the API server turns away for now (429 from API Priority and Fairness, a 5xx, a broken
+connection) is sent again after a back-off, ahead of the lane's later writes: a kubelet's status
+manager keeps syncing a pod's status until the server has it (`pkg/kubelet/status/
+status_manager.go`, `syncBatch` on every change and every 10 s), so a busy API server delays a
+status, it never loses it. Other errors (the object is gone, a conflict) end that write.
 """
 
 from __future__ import annotations
@@ -17,15 +23,30 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
 
 log = logging.getLogger("sandbox.simulator")
 
 # The Kubernetes client's connection pool keeps cpu_count * 5 connections (10 on two cores); the
 # dispatcher and the simulator's four watches hold five of them.
 LANE_THREADS = 4
+# Back-off for writes the API server turned away for now; the status manager's own period is 10 s.
+RETRY_FIRST_SECONDS = 0.2
+RETRY_MAX_SECONDS = 10.0
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def transient(error: Exception) -> bool:
+    """Whether the same write may succeed later: throttled, server trouble, a lost connection."""
+    if isinstance(error, ApiException):
+        return error.status in TRANSIENT_STATUSES
+    return isinstance(error, HTTPError | ConnectionError | TimeoutError)
 
 
 class Lanes:
@@ -56,7 +77,20 @@ class Lanes:
                         del self._pending[lane]
                         break
                     action, args = pending.popleft()
-                try:
-                    action(*args)
-                except Exception:  # noqa: BLE001 - one failed write must not stop the lane
-                    log.exception("lane %s: %s failed", lane, getattr(action, "__name__", action))
+                self._send(lane, action, args)
+
+    @staticmethod
+    def _send(lane: str, action: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        wait = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                action(*args)
+                return
+            except Exception as error:  # noqa: BLE001 - one failed write must not stop the lane
+                name = getattr(action, "__name__", action)
+                if not transient(error):
+                    log.exception("lane %s: %s failed", lane, name)
+                    return
+                log.info("lane %s: %s turned away (%s); again in %.1fs", lane, name, error, wait)
+                time.sleep(wait)
+                wait = min(wait * 2, RETRY_MAX_SECONDS)
