@@ -19,10 +19,10 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from activities.chart_source import chart_origin, fetch_chart
+from activities.chart_source import fetch_chart
 from activities.context import step_error
 from activities.helm_cli import run_helm
-from plan.contract import ChartRender, ChartRenderInput, InstalledChart, StepError
+from plan.contract import ChartRender, ChartRenderInput, StepError
 
 TEMPLATE_TIMEOUT_SECONDS = 120.0
 # How helm_cli words a helm that ran and exited non-zero; anything else (helm missing, a
@@ -48,8 +48,7 @@ def render_chart(helm: str, request: ChartRenderInput) -> ChartRender:
             refused[phase] = _refusal(helm, request, chart.location, values,
                                       Path(scratch) / f"{phase}-values.json")
     return ChartRender(
-        chart=InstalledChart(name=chart.name, version=chart.version, digest=chart.digest,
-                             source=chart_origin(request.chart)),
+        chart=chart.installed_from(request.chart),
         install_refused=refused["install"], final_refused=refused["final"])
 
 

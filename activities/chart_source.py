@@ -26,7 +26,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.context import step_error
 from activities.helm_cli import run_helm
-from plan.contract import ChartRef, StepError
+from plan.contract import ChartRef, InstalledChart, StepError
 
 PULL_TIMEOUT_SECONDS = 300.0
 
@@ -40,15 +40,18 @@ class LocalChart:
     version: str
     digest: str  # "sha256:<hex>" for an archive, "sha256-tree:<hex>" for a directory
 
+    def installed_from(self, chart: ChartRef) -> InstalledChart:
+        """What the steps record of this chart: its identity and where it came from."""
+        return InstalledChart(name=self.name, version=self.version, digest=self.digest,
+                              source=chart_origin(chart))
+
 
 def chart_reference(chart: ChartRef) -> list[str]:
     """helm's chart argument and source flags for a repository or OCI chart (no version)."""
-    if chart.path:
-        return [chart.path]
-    repo = (chart.repo or "").rstrip("/")
-    if repo.startswith("oci://"):
-        return [f"{repo}/{chart.name}"]
-    return [chart.name, "--repo", repo]
+    origin = chart_origin(chart)
+    if chart.path or origin.startswith("oci://"):
+        return [origin]
+    return [chart.name, "--repo", origin]
 
 
 def chart_origin(chart: ChartRef) -> str:

@@ -10,9 +10,9 @@ import json
 import tempfile
 from pathlib import Path
 
-from activities.chart_source import chart_origin, fetch_chart
+from activities.chart_source import fetch_chart
 from activities.helm_cli import run_helm
-from plan.contract import HelmInput, HelmResult, InstalledChart
+from plan.contract import HelmInput, HelmResult
 
 
 def helm_upgrade(helm: str, kubeconfig: str | None, request: HelmInput) -> HelmResult:
@@ -32,6 +32,4 @@ def helm_upgrade(helm: str, kubeconfig: str | None, request: HelmInput) -> HelmR
                   "--wait", "--timeout", f"{int(request.timeout_seconds)}s"],
                  request.timeout_seconds + 60)
     status = json.loads(run_helm([helm, "status", request.release, *flags, "-o", "json"], 60))
-    return HelmResult(revision=int(status["version"]), chart=InstalledChart(
-        name=chart.name, version=chart.version, digest=chart.digest,
-        source=chart_origin(request.chart)))
+    return HelmResult(revision=int(status["version"]), chart=chart.installed_from(request.chart))
