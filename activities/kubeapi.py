@@ -142,9 +142,9 @@ class Kube:
     def follow(self, path: str, query: dict[str, Any] | None = None, *,
                objects: list[Obj] | None = None, resource_version: str = "") -> Followed:
         """The collection at ``path`` (narrowed by ``query``: label and field selectors), listed
-        once and then kept
-        current by watching it. With ``objects`` and their ``resource_version`` (an object
-        just created, say) it starts from those instead of listing."""
+        once and then kept current by watching it. With ``objects`` and their
+        ``resource_version`` (an object just created, say) it starts from those instead of
+        listing."""
         return Followed(self, path, query or {}, objects, resource_version)
 
     def wait(self, path: str, condition: Callable[[list[Obj]], T | None], timeout: float,
@@ -250,7 +250,7 @@ def object_key(obj: Obj) -> str:
 
 def condition_true(obj: Obj, kind: str) -> bool:
     return any(c.get("type") == kind and c.get("status") == "True"
-               for c in obj.get("status", {}).get("conditions") or [])
+               for c in (obj.get("status") or {}).get("conditions") or [])
 
 
 def is_terminating(obj: Obj) -> bool:

@@ -42,7 +42,8 @@ def apply_node_config(kube: Kube, request: NodeConfigInput,
 
 
 def wait_for_crd(kube: Kube, api_version: str, timeout: float) -> None:
-    """Returns once the CRD is Established and serves `api_version`'s version."""
+    """Returns once the CRD is Established and serves `api_version`'s version. Polled rather
+    than watched: the worker's RBAC grants `get` on this one CRD only, not list/watch of all."""
     version = api_version.rsplit("/", 1)[-1]
     deadline = time.monotonic() + timeout
     while True:

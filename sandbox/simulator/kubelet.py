@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from activities.kubeapi import MERGE, Kube, Obj
+from activities.kubeapi import MERGE, Kube, Obj, condition_true
 from sandbox.simulator import containers
 from sandbox.simulator.apiserver import Endpoint, dialled_endpoint, why_unreachable
 from sandbox.simulator.faults import Fault, FaultBook, FaultFileError
@@ -276,9 +276,7 @@ class Simulator:
 
     def _on_crd(self, event: str, obj: Obj) -> None:
         name = obj["metadata"]["name"]
-        established = any(c.get("type") == "Established" and c.get("status") == "True"
-                          for c in (obj.get("status") or {}).get("conditions") or [])
-        if event == "DELETED" or not established:
+        if event == "DELETED" or not condition_true(obj, "Established"):
             self.crds.discard(name)
             return
         if name in self.crds:
@@ -432,13 +430,14 @@ class Simulator:
             ready = any(c.get("type") == "Ready" and c.get("status") == "True"
                         for c in status.get("conditions") or [])
             if personality_of(pod).name == "cilium-agent":
-                node.agent_uid = pod.uid
-                node.agent_config = self.cilium_agent_config(pod.namespace, node)
                 node.agent_ready = ready
-                block = self.cilium_blocks.get(node.name)
-                if ready and block:
-                    node.cilium_ipam = HostLocal(block)
-                if not ready:  # it was still starting: it goes on
+                if ready:
+                    node.agent_uid = pod.uid
+                    node.agent_config = self.cilium_agent_config(pod.namespace, node)
+                    block = self.cilium_blocks.get(node.name)
+                    if block:
+                        node.cilium_ipam = HostLocal(block)
+                else:  # it was still starting: it goes on
                     CILIUM_AGENT.resume(self, node, pod)
             if personality_of(pod) is OPERATOR_POD:
                 OPERATOR_POD.on_started(self, node, pod)  # reads its config, joins the election

@@ -115,15 +115,14 @@ class CiliumAgent(Personality):
         return False  # readiness comes after the agent has set up the node, below
 
     def on_started(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
-        # Overrides are read once, at pod start: a new CiliumNodeConfig needs a new agent pod.
-        node.agent_uid = pod.uid
         node.agent_ready = False
         node.agent_stage = None
-        node.agent_config = sim.cilium_agent_config(pod.namespace, node)
-        sim.later(sim.settings.agent_ready_delay, self._connect, sim, node, pod.uid)
+        self.resume(sim, node, pod)
 
     def resume(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
-        """A restarted simulator finds the agent running but not Ready: it goes on starting."""
+        """Starts the agent's start-up; also what a restarted simulator does with an agent it
+        finds running but not Ready. Overrides are read once, at pod start: a new
+        CiliumNodeConfig needs a new agent pod."""
         node.agent_uid = pod.uid
         node.agent_config = sim.cilium_agent_config(pod.namespace, node)
         sim.later(sim.settings.agent_ready_delay, self._connect, sim, node, pod.uid)
