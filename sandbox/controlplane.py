@@ -80,8 +80,10 @@ def _wait_healthy(url: str, what: str, log: Path, timeout: float,
 class ControlPlane:
     """Starts the four control-plane processes for one state directory and records their PIDs."""
 
-    def __init__(self, state_dir: Path, toolchain: Toolchain, cluster_name: str) -> None:
+    def __init__(self, state_dir: Path, toolchain: Toolchain, cluster_name: str,
+                 advertise_address: str = ADVERTISE_ADDRESS) -> None:
         self.state_dir = state_dir
+        self.advertise_address = advertise_address
         self.toolchain = toolchain
         self.cluster_name = cluster_name
         self.log_dir = state_dir / "logs"
@@ -97,7 +99,7 @@ class ControlPlane:
     @property
     def node_address(self) -> ApiServerAddress:
         """Where the nodes reach the API server."""
-        return ApiServerAddress(host=ADVERTISE_ADDRESS, port=self.ports["apiserver"])
+        return ApiServerAddress(host=self.advertise_address, port=self.ports["apiserver"])
 
     def kubeconfig(self, identity: pki.ClientIdentity) -> Path:
         if identity is pki.ADMIN:
@@ -147,7 +149,7 @@ class ControlPlane:
             f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
             "--bind-address=127.0.0.1",
             f"--secure-port={self.ports['apiserver']}",
-            f"--advertise-address={ADVERTISE_ADDRESS}",
+            f"--advertise-address={self.advertise_address}",
             "--endpoint-reconciler-type=none",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--client-ca-file={paths.ca_cert}",

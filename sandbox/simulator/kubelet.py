@@ -11,7 +11,6 @@ other nodes' writes, as independent kubelets send them.
 from __future__ import annotations
 
 import heapq
-import ipaddress
 import itertools
 import json
 import logging
@@ -29,15 +28,15 @@ from typing import Any
 from activities.kubeapi import MERGE, Kube, Obj, condition_true
 from sandbox.simulator import containers
 from sandbox.simulator.apiserver import Endpoint, dialled_endpoint, why_unreachable
+from sandbox.simulator.datapath import Datapath, SimulatedDatapath
 from sandbox.simulator.faults import Fault, FaultBook, FaultFileError
 from sandbox.simulator.hostfs import CNI_DIR, HostFs
-from sandbox.simulator.ipam import ExhaustedError, HostLocal
 from sandbox.simulator.lanes import Lanes
 from sandbox.simulator.operator import CILIUM_OPERATOR, OperatorState
 from sandbox.simulator.personalities import CILIUM_AGENT, OPERATOR_POD, personality_of
 from sandbox.simulator.selectors import InvalidSelector, selects
 from sandbox.simulator.state import NodeState, PodState, new_boot_id, now_micro, now_rfc3339
-from sandbox.topology import CLUSTER_CIDR, NodeSpec, Topology
+from sandbox.topology import NodeSpec, Topology
 
 log = logging.getLogger("sandbox.simulator")
 
@@ -67,7 +66,8 @@ class Settings:
 
 class Simulator:
     def __init__(self, kube: Kube, topology: Topology, state_dir: Path,
-                 settings: Settings | None = None) -> None:
+                 settings: Settings | None = None,
+                 datapath: Callable[[Simulator], Datapath] = SimulatedDatapath) -> None:
         self.kube = kube
         self.settings = settings or Settings()
         self.api_server = topology.api_server
@@ -89,6 +89,7 @@ class Simulator:
         self._sequence = itertools.count()
         self._stop = threading.Event()
         self.lanes = Lanes()
+        self.datapath = datapath(self)
 
     # ---- running ---------------------------------------------------------------------------
 
@@ -96,6 +97,13 @@ class Simulator:
         self._stop.set()
 
     def run(self) -> None:
+        self.datapath.start()
+        try:
+            self._run()
+        finally:
+            self.datapath.close()
+
+    def _run(self) -> None:
         self._register_nodes()
         if self.settings.shared_kernel:
             for node in self.nodes.values():  # a restarted simulator keeps the containers' starts
@@ -260,8 +268,7 @@ class Simulator:
         pod_cidr = obj.get("spec", {}).get("podCIDR")
         if pod_cidr and pod_cidr != node.pod_cidr:
             node.pod_cidr = pod_cidr
-            node.flannel_ipam = HostLocal(pod_cidr)
-            self.reserve_existing_ips(node)
+            self.datapath.pod_cidr_assigned(node)
             return True
         return False
 
@@ -295,6 +302,7 @@ class Simulator:
         else:
             self.cilium_nodes[name] = obj
         CILIUM_OPERATOR.on_cilium_node(self, event, obj)
+        self.datapath.cilium_nodes_changed()
         if event != "DELETED" and name in self.nodes:
             CILIUM_AGENT.advance(self, self.nodes[name])
 
@@ -332,9 +340,10 @@ class Simulator:
         node.up = False
         if not self.settings.shared_kernel:
             self._report_ready(node, False, "node is rebooting")
-        for pod in self._pods_on(node):
+        for pod in self.pods_on(node):
             if pod.started:
                 self._stop_containers(pod)
+        self.datapath.node_going_down(node)
         if self.settings.shared_kernel:
             started = containers.record_start(self.state_dir, node.name)
             log.info("node %s: container started at %s", node.name, started.startedAt)
@@ -357,9 +366,10 @@ class Simulator:
             node.boot_id = new_boot_id()
         node.up = True
         log.info("node %s: kubelet up (bootID %s)", node.name, node.boot_id)
+        self.datapath.node_booted(node)
         self._report_ready(node, node.network_ready())
         # Host-network pods (the CNI agents among them) come first: the others need a network.
-        for pod in sorted(self._pods_on(node), key=lambda p: not p.host_network):
+        for pod in sorted(self.pods_on(node), key=lambda p: not p.host_network):
             if pod.terminating:
                 self._finish_termination(pod.uid)
             elif not pod.started and not pod.completed and self._phase(pod) not in (
@@ -373,14 +383,14 @@ class Simulator:
         DaemonSet's numberReady is one short, and it catches up only after its controller
         has seen the pod Ready again."""
         self.set_pod_ready(pod, False)
-        self.later(self.settings.container_restart_seconds, self._start_if_still_down, pod.uid)
+        self.later(self.settings.container_restart_seconds, self.start_if_still_down, pod.uid)
 
-    def _start_if_still_down(self, uid: str) -> None:
+    def start_if_still_down(self, uid: str) -> None:
         pod = self.pods.get(uid)
         if pod is not None and not pod.started and not pod.terminating:
             self._start_pod(pod)
 
-    def _pods_on(self, node: NodeState) -> list[PodState]:
+    def pods_on(self, node: NodeState) -> list[PodState]:
         return [p for p in self.pods.values() if p.node == node.name]
 
     # ---- pods ------------------------------------------------------------------------------
@@ -424,7 +434,7 @@ class Simulator:
             pod.start_time = status.get("startTime")
             pod.container_statuses = status.get("containerStatuses") or []
             pod.restarts = max([c.get("restartCount", 0) for c in pod.container_statuses] or [0])
-            self.reserve_existing_ips(node)
+            self.datapath.pod_adopted(node, pod)
             if personality_of(pod).name == "flanneld":
                 node.flannel_running = True
             ready = any(c.get("type") == "Ready" and c.get("status") == "True"
@@ -436,35 +446,18 @@ class Simulator:
                     node.agent_config = self.cilium_agent_config(pod.namespace, node)
                     block = self.cilium_blocks.get(node.name)
                     if block:
-                        node.cilium_ipam = HostLocal(block)
+                        self.datapath.cilium_set_up(node, block)
                 else:  # it was still starting: it goes on
                     CILIUM_AGENT.resume(self, node, pod)
             if personality_of(pod) is OPERATOR_POD:
                 OPERATOR_POD.on_started(self, node, pod)  # reads its config, joins the election
 
-    def reserve_existing_ips(self, node: NodeState) -> None:
-        for pod in self._pods_on(node):
-            for ipam in (node.flannel_ipam, node.cilium_ipam):
-                if pod.ip and ipam is not None and ipam.contains(pod.ip):
-                    ipam.reserve(pod.ip)
-
     def _allocate_ip(self, pod: PodState, node: NodeState) -> str | None:
-        """An IP from the node's active CNI, or None while that CNI cannot serve yet."""
+        """The node's InternalIP for host-network pods, else an IP from the node's active CNI
+        (None while that CNI cannot serve yet)."""
         if pod.host_network:
             return node.spec.internal_ip
-        active = node.host.active_cni()
-        ipam: HostLocal | None = None
-        if active and "cilium" in active and node.agent_ready:
-            ipam = node.cilium_ipam
-        elif active and "flannel" in active and node.flannel_running:
-            ipam = node.flannel_ipam
-        if ipam is None:
-            return None
-        try:
-            return ipam.allocate()
-        except ExhaustedError as error:
-            log.error("node %s: %s", node.name, error)
-            return None
+        return self.datapath.pod_address(node, pod)
 
     def _start_pod(self, pod: PodState) -> None:
         node = self.nodes[pod.node]
@@ -630,10 +623,8 @@ class Simulator:
         personality_of(pod).on_stopped(self, node, pod)
 
     def _release_ip(self, pod: PodState, node: NodeState) -> None:
-        if pod.ip and not pod.host_network:
-            for ipam in (node.flannel_ipam, node.cilium_ipam):
-                if ipam is not None and ipam.contains(pod.ip):
-                    ipam.release(pod.ip)
+        if not pod.host_network:
+            self.datapath.pod_stopped(node, pod)
         pod.ip = None
 
     def _begin_termination(self, pod: PodState, node: NodeState) -> None:
@@ -706,16 +697,16 @@ class Simulator:
         if isinstance(endpoint, str):
             return endpoint
         reason = why_unreachable(endpoint, self.api_server, self._kube_proxy_ready(node),
-                                 self._api_service_endpoints())
+                                 self.api_service_endpoints())
         return None if reason is None else f"cannot reach the API server at {endpoint}: {reason}"
 
     def _kube_proxy_ready(self, node: NodeState) -> bool:
         key, value = KUBE_PROXY_LABEL
         return any(p.labels.get(key) == value and p.started and not p.terminating
                    and p.container_statuses and all(c.get("ready") for c in p.container_statuses)
-                   for p in self._pods_on(node))
+                   for p in self.pods_on(node))
 
-    def _api_service_endpoints(self) -> set[Endpoint]:
+    def api_service_endpoints(self) -> set[Endpoint]:
         """Ready addresses and ports of the `kubernetes` Service, as kube-proxy reads them."""
         listing = self.kube.get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
                                 labelSelector="kubernetes.io/service-name=kubernetes")
@@ -744,36 +735,6 @@ class Simulator:
                         log.error("%s/%s: net-conf.json is not JSON", pod.namespace, name)
         return {}
 
-    def reachable(self, source: NodeState, source_ip: str, target_ip: str) -> bool:
-        """Whether the simulated datapath carries traffic from a pod to ``target_ip``.
-
-        Both ends must be up. Whenever Cilium carries one end, its VXLAN device must not share
-        flannel's UDP port (the two devices cannot bind together), and traffic between the two
-        overlays needs Cilium's host legacy routing, which hands packets to the Linux stack.
-        """
-        target_pod = next((p for p in self.pods.values() if p.ip == target_ip and p.started), None)
-        if target_pod is None:
-            return False
-        target = self.nodes[target_pod.node]
-        if not (source.up and target.up):
-            return False
-        overlays = {self._overlay(source, source_ip), self._overlay(target, target_ip)}
-        if "cilium" not in overlays:
-            return True
-        cilium_node = source if self._overlay(source, source_ip) == "cilium" else target
-        config = cilium_node.agent_config
-        flannel_backend = next((n.flannel_backend for n in self.nodes.values()
-                                if n.flannel_backend), {})
-        flannel_port = str(flannel_backend.get("Port", 8472))
-        if (config.get("tunnel-protocol", "vxlan") == "vxlan"
-                and config.get("routing-mode", "tunnel") == "tunnel"
-                and config.get("tunnel-port", "8472") == flannel_port
-                and any(n.flannel_running for n in self.nodes.values())):
-            return False
-        if "flannel" in overlays:
-            return config.get("enable-host-legacy-routing") == "true"
-        return True
-
     def healthz_answer(self) -> tuple[int | None, tuple[str, ...]]:
         """The API server's own answer to an anonymous GET /healthz, certificate unchecked, as
         a probe's wget asks it: (status, nothing) or (None, what wget would say instead)."""
@@ -791,13 +752,3 @@ class Simulator:
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             return None, (f"wget: can't connect to remote host: {reason}",)
-
-    def _overlay(self, node: NodeState, ip: str) -> str:
-        if ip == node.spec.internal_ip:
-            return "host"
-        block = self.cilium_blocks.get(node.name)
-        if block and ipaddress.ip_address(ip) in ipaddress.ip_network(block):
-            return "cilium"
-        if ipaddress.ip_address(ip) in ipaddress.ip_network(CLUSTER_CIDR):
-            return "flannel"
-        return "unknown"

@@ -34,10 +34,8 @@ from typing import TYPE_CHECKING
 from kubernetes.client.rest import ApiException
 
 from activities.kubeapi import Obj
-from sandbox.simulator import busybox
 from sandbox.simulator.faults import Fault
 from sandbox.simulator.hostfs import CILIUM_CONFLIST, CNI_DIR, run_host_command
-from sandbox.simulator.ipam import HostLocal
 from sandbox.simulator.operator import CILIUM_OPERATOR, operator_container, pod_cidrs
 from sandbox.simulator.state import NodeState, PodState
 
@@ -77,23 +75,23 @@ class FlannelDaemon(Personality):
         return any("flanneld" in " ".join(c.get("command") or []) for c in pod.containers())
 
     def on_started(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
-        net_conf = sim.flannel_net_conf(pod)
-        backend = net_conf.get("Backend") or {}
-        node.flannel_backend = backend
-        node.flannel_running = True
-        # flanneld publishes its VTEP on the node, as discovery tools (and humans) expect.
-        annotations = {
-            "flannel.alpha.coreos.com/backend-type": str(backend.get("Type", "vxlan")),
-            "flannel.alpha.coreos.com/backend-data": json.dumps({"VNI": backend.get("VNI", 1)}),
-            "flannel.alpha.coreos.com/kube-subnet-manager": "true",
-            "flannel.alpha.coreos.com/public-ip": node.spec.internal_ip,
-        }
-        sim.write(node.name, sim.kube.patch, f"/api/v1/nodes/{node.name}",
-                  {"metadata": {"annotations": annotations}})
-        sim.network_changed(node)
+        sim.datapath.flannel_started(node, pod)
 
     def on_stopped(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
-        node.flannel_running = False
+        sim.datapath.flannel_stopped(node, pod)
+
+
+class KubeProxy(Personality):
+    """kubeadm's kube-proxy DaemonSet pod: it programs the node's Services (the datapath says
+    how; the API server endpoint judgement reads its readiness)."""
+
+    name = "kube-proxy"
+
+    def matches(self, pod: PodState) -> bool:
+        return pod.labels.get("k8s-app") == "kube-proxy"
+
+    def on_started(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
+        sim.datapath.service_proxy_started(node)
 
 
 class CiliumAgent(Personality):
@@ -227,9 +225,10 @@ class CiliumAgent(Personality):
     def _set_up(self, sim: Simulator, node: NodeState, pod: PodState, block: str | None) -> None:
         if block is not None:
             sim.cilium_blocks[node.name] = block
-            if node.cilium_ipam is None or str(node.cilium_ipam.network) != block:
-                node.cilium_ipam = HostLocal(block)
-            sim.reserve_existing_ips(node)
+        problem = sim.datapath.cilium_set_up(node, block)
+        if problem is not None:  # e.g. its tunnel device cannot bind the port: the agent exits
+            self._crash(sim, node, pod, problem)
+            return
         self._write_cni_config(node)
         node.agent_ready = True
         sim.set_pod_ready(pod, True)
@@ -381,9 +380,7 @@ class HostShell(Personality):
 
 
 class Probe(Personality):
-    """Plays the probe script. Nothing is dialled: peers are judged by the simulated datapath
-    (their pod IPs are data), and the API server's answer is the real server's answer to an
-    anonymous GET /healthz, unless the network or the image's wget would not get that far."""
+    """The product's verify probe; the datapath runs it (see `sandbox.simulator.datapath`)."""
 
     name = "probe"
 
@@ -391,30 +388,15 @@ class Probe(Personality):
         return pod.labels.get(PROBE_LABEL) == "true"
 
     def on_started(self, sim: Simulator, node: NodeState, pod: PodState) -> None:
-        peers = [p.strip() for p in (pod.env("PROBE_PEERS") or "").split(",") if p.strip()]
-        broken = sim.faults.has(node.name, Fault.PROBE_FAILS)
-        reached = {peer: not broken and sim.reachable(node, pod.ip or "", peer) for peer in peers}
-        image = pod.containers()[0].get("image", "")
-        status: int | None = None
-        if broken:
-            said: tuple[str, ...] = busybox.NO_REPLY
-        elif busybox.tls_handshake_fails(image):
-            said = busybox.TLS_FAILURE
-        else:
-            status, said = sim.healthz_answer()
-        report = {"podIP": pod.ip or "", "node": node.name,
-                  "apiServer": {"status": status,
-                                "error": "" if status is not None else busybox.as_reported(said)},
-                  "peers": reached}
-        passed = status is not None and all(reached.values())
-        sim.complete_pod(pod, 0 if passed else 1, json.dumps(report, separators=(",", ":")))
+        sim.datapath.probe(node, pod)
 
 
 CILIUM_AGENT = CiliumAgent()
 OPERATOR_POD = OperatorPod()
 # Order matters: the first match wins, the plain workload last.
 PERSONALITIES: tuple[Personality, ...] = (
-    HostShell(), Probe(), CILIUM_AGENT, OPERATOR_POD, FlannelDaemon(), Personality(),
+    HostShell(), Probe(), CILIUM_AGENT, OPERATOR_POD, FlannelDaemon(), KubeProxy(),
+    Personality(),
 )
 
 

@@ -15,6 +15,7 @@ from activities.verify import judge, read_report
 from plan.contract import ProbeReport
 from plan.spec import DEFAULT_IMAGE
 from sandbox.simulator import busybox
+from sandbox.simulator.datapath import SimulatedDatapath
 from sandbox.simulator.faults import Fault
 from sandbox.simulator.hostfs import HostFs
 from sandbox.simulator.personalities import Probe, personality_of
@@ -47,11 +48,19 @@ class Sim:
         self.dialled += 1
         return self.healthz
 
-    def reachable(self, source: NodeState, source_ip: str, target_ip: str) -> bool:
-        return target_ip in self.reachable_ips
+    @property
+    def datapath(self) -> SimulatedDatapath:
+        return RulesOfThisTest(self)  # type: ignore[arg-type]
 
     def complete_pod(self, pod: PodState, exit_code: int, message: str) -> None:
         self.ended.append((exit_code, message))
+
+
+class RulesOfThisTest(SimulatedDatapath):
+    """The simulated datapath, with reachability as the test sets it."""
+
+    def reachable(self, source: NodeState, source_ip: str, target_ip: str) -> bool:
+        return target_ip in self.sim.reachable_ips  # type: ignore[attr-defined]
 
 
 def run_probe(sim: Sim, tmp_path: Path, image: str = DEFAULT_IMAGE) -> tuple[int, ProbeReport]:

@@ -1,0 +1,219 @@
+"""What carries pod traffic on the simulated nodes: the one interface the kubelet and the
+personalities call, with two strategies behind it.
+
+- `SimulatedDatapath` (the default, and the only one for large clusters): pod IPs are data.
+  Addresses come from in-memory IPAM and a probe's answer is derived from rules about the two
+  overlays; nothing is ever sent to a pod IP.
+- `sandbox.simulator.real_datapath.RealDatapath` (``sandbox up --network real``): nodes and
+  pods are network namespaces, flanneld and the CNI plugins are the real programs, and probes
+  send real packets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from sandbox.simulator import busybox
+from sandbox.simulator.faults import Fault
+from sandbox.simulator.ipam import ExhaustedError, HostLocal
+from sandbox.simulator.state import NodeState, PodState
+from sandbox.topology import CLUSTER_CIDR
+
+if TYPE_CHECKING:
+    from sandbox.simulator.kubelet import Simulator
+
+log = logging.getLogger("sandbox.simulator")
+
+
+class Datapath:
+    """The hooks; each strategy plays them its way. Called on the simulator's dispatcher."""
+
+    name = "none"
+
+    def start(self) -> None:
+        """Before the first node registers."""
+
+    def close(self) -> None:
+        """The simulator stops."""
+
+    def describe(self) -> dict[str, str]:
+        """What `sandbox status` says about the network."""
+        return {"network": self.name}
+
+    def node_booted(self, node: NodeState) -> None:
+        """The node's kernel is up (first start or after a reboot), before its pods start."""
+
+    def node_going_down(self, node: NodeState) -> None:
+        """The node reboots: its kernel state is about to be lost."""
+
+    def pod_cidr_assigned(self, node: NodeState) -> None:
+        """The node's ``spec.podCIDR`` arrived (flannel's subnet for it)."""
+
+    def pod_address(self, node: NodeState, pod: PodState) -> str | None:
+        """Sets up the pod's network and returns its IP; None while its CNI cannot serve."""
+        raise NotImplementedError
+
+    def pod_stopped(self, node: NodeState, pod: PodState) -> None:
+        """The pod's containers stopped for good or until the next boot: free its address."""
+
+    def pod_adopted(self, node: NodeState, pod: PodState) -> None:
+        """A restarted simulator found the pod running with ``pod.ip``."""
+
+    def flannel_started(self, node: NodeState, pod: PodState) -> None:
+        """flanneld's container started on the node."""
+
+    def flannel_stopped(self, node: NodeState, pod: PodState) -> None:
+        node.flannel_running = False
+
+    def cilium_set_up(self, node: NodeState, block: str | None) -> str | None:
+        """A starting agent sets up the node's datapath for its block; returns why it cannot
+        (the agent then exits with that message), or None."""
+        return None
+
+    def cilium_nodes_changed(self) -> None:
+        """A CiliumNode appeared, changed or went away."""
+
+    def service_proxy_started(self, node: NodeState) -> None:
+        """kube-proxy runs on the node."""
+
+    def probe(self, node: NodeState, pod: PodState) -> None:
+        """Runs the product's probe pod; ends it with `Simulator.complete_pod`."""
+        raise NotImplementedError
+
+
+class SimulatedDatapath(Datapath):
+    """Pod IPs are data: host-local IPAM in memory, and reachability derived from rules."""
+
+    name = "simulated"
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    def describe(self) -> dict[str, str]:
+        return {"network": "simulated", "cilium_datapath": "none: connectivity is derived"}
+
+    def pod_cidr_assigned(self, node: NodeState) -> None:
+        assert node.pod_cidr is not None
+        node.flannel_ipam = HostLocal(node.pod_cidr)
+        self._reserve_existing_ips(node)
+
+    def _reserve_existing_ips(self, node: NodeState) -> None:
+        for pod in self.sim.pods_on(node):
+            for ipam in (node.flannel_ipam, node.cilium_ipam):
+                if pod.ip and ipam is not None and ipam.contains(pod.ip):
+                    ipam.reserve(pod.ip)
+
+    def pod_adopted(self, node: NodeState, pod: PodState) -> None:
+        self._reserve_existing_ips(node)
+
+    def pod_address(self, node: NodeState, pod: PodState) -> str | None:
+        active = node.host.active_cni()
+        ipam: HostLocal | None = None
+        if active and "cilium" in active and node.agent_ready:
+            ipam = node.cilium_ipam
+        elif active and "flannel" in active and node.flannel_running:
+            ipam = node.flannel_ipam
+        if ipam is None:
+            return None
+        try:
+            return ipam.allocate()
+        except ExhaustedError as error:
+            log.error("node %s: %s", node.name, error)
+            return None
+
+    def pod_stopped(self, node: NodeState, pod: PodState) -> None:
+        if pod.ip:
+            for ipam in (node.flannel_ipam, node.cilium_ipam):
+                if ipam is not None and ipam.contains(pod.ip):
+                    ipam.release(pod.ip)
+
+    def flannel_started(self, node: NodeState, pod: PodState) -> None:
+        net_conf = self.sim.flannel_net_conf(pod)
+        backend = net_conf.get("Backend") or {}
+        node.flannel_backend = backend
+        node.flannel_running = True
+        # flanneld publishes its VTEP on the node, as discovery tools (and humans) expect.
+        annotations = {
+            "flannel.alpha.coreos.com/backend-type": str(backend.get("Type", "vxlan")),
+            "flannel.alpha.coreos.com/backend-data": json.dumps({"VNI": backend.get("VNI", 1)}),
+            "flannel.alpha.coreos.com/kube-subnet-manager": "true",
+            "flannel.alpha.coreos.com/public-ip": node.spec.internal_ip,
+        }
+        self.sim.write(node.name, self.sim.kube.patch, f"/api/v1/nodes/{node.name}",
+                       {"metadata": {"annotations": annotations}})
+        self.sim.network_changed(node)
+
+    def cilium_set_up(self, node: NodeState, block: str | None) -> str | None:
+        if block is not None:
+            if node.cilium_ipam is None or str(node.cilium_ipam.network) != block:
+                node.cilium_ipam = HostLocal(block)
+            self._reserve_existing_ips(node)
+        return None
+
+    def probe(self, node: NodeState, pod: PodState) -> None:
+        """Nothing is dialled: peers are judged by `reachable` (their pod IPs are data), and
+        the API server's answer is the real server's answer to an anonymous GET /healthz,
+        unless the network or the image's wget would not get that far."""
+        sim = self.sim
+        peers = [p.strip() for p in (pod.env("PROBE_PEERS") or "").split(",") if p.strip()]
+        broken = sim.faults.has(node.name, Fault.PROBE_FAILS)
+        reached = {peer: not broken and self.reachable(node, pod.ip or "", peer)
+                   for peer in peers}
+        image = pod.containers()[0].get("image", "")
+        status: int | None = None
+        if broken:
+            said: tuple[str, ...] = busybox.NO_REPLY
+        elif busybox.tls_handshake_fails(image):
+            said = busybox.TLS_FAILURE
+        else:
+            status, said = sim.healthz_answer()
+        report = {"podIP": pod.ip or "", "node": node.name,
+                  "apiServer": {"status": status,
+                                "error": "" if status is not None else busybox.as_reported(said)},
+                  "peers": reached}
+        passed = status is not None and all(reached.values())
+        sim.complete_pod(pod, 0 if passed else 1, json.dumps(report, separators=(",", ":")))
+
+    def reachable(self, source: NodeState, source_ip: str, target_ip: str) -> bool:
+        """Whether the simulated datapath carries traffic from a pod to ``target_ip``.
+
+        Both ends must be up. Whenever Cilium carries one end, its VXLAN device must not share
+        flannel's UDP port (the two devices cannot bind together), and traffic between the two
+        overlays needs Cilium's host legacy routing, which hands packets to the Linux stack.
+        """
+        sim = self.sim
+        target_pod = next((p for p in sim.pods.values() if p.ip == target_ip and p.started), None)
+        if target_pod is None:
+            return False
+        target = sim.nodes[target_pod.node]
+        if not (source.up and target.up):
+            return False
+        overlays = {self._overlay(source, source_ip), self._overlay(target, target_ip)}
+        if "cilium" not in overlays:
+            return True
+        cilium_node = source if self._overlay(source, source_ip) == "cilium" else target
+        config = cilium_node.agent_config
+        flannel_backend = next((n.flannel_backend for n in sim.nodes.values()
+                                if n.flannel_backend), {})
+        flannel_port = str(flannel_backend.get("Port", 8472))
+        if (config.get("tunnel-protocol", "vxlan") == "vxlan"
+                and config.get("routing-mode", "tunnel") == "tunnel"
+                and config.get("tunnel-port", "8472") == flannel_port
+                and any(n.flannel_running for n in sim.nodes.values())):
+            return False
+        if "flannel" in overlays:
+            return config.get("enable-host-legacy-routing") == "true"
+        return True
+
+    def _overlay(self, node: NodeState, ip: str) -> str:
+        if ip == node.spec.internal_ip:
+            return "host"
+        block = self.sim.cilium_blocks.get(node.name)
+        if block and ipaddress.ip_address(ip) in ipaddress.ip_network(block):
+            return "cilium"
+        if ipaddress.ip_address(ip) in ipaddress.ip_network(CLUSTER_CIDR):
+            return "flannel"
+        return "unknown"
