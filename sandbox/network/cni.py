@@ -25,6 +25,8 @@ What it plays, and after which upstream source:
 - Plugins get `CNI_COMMAND`, `CNI_CONTAINERID`, `CNI_NETNS`, `CNI_IFNAME`, `CNI_ARGS`
   (`K=V;...`) and `CNI_PATH` on top of the runtime's environment, and are run again on "text
   file busy". CNI SPEC.md "Parameters"; libcni `Args.AsEnv`, `RawExec.ExecPlugin`.
+- Given CNI_ARGS (the pod's `K8S_POD_*` labels) come with `IgnoreUnknown=1`, without which the
+  plugins refuse keys they do not know. containerd CRI `toCNILabels`.
 
 Nodes share one machine, so each node's plugin state is moved under its root at execution time
 (never in the files on disk): the flannel plugin's `subnetFile` and `dataDir`, host-local's
@@ -173,6 +175,8 @@ class CniRuntime:
         network = config.network
         _validate(container_id, config.name, ifname)
         args = list((cni_args or {}).items())
+        if args and "IgnoreUnknown" not in dict(args):
+            args.insert(0, ("IgnoreUnknown", "1"))
         caps = dict(capability_args or {})
         result: dict[str, Any] | None = None
         try:
