@@ -197,7 +197,7 @@ class CniRuntime:
         """DEL with the config cached at ADD; nothing cached means nothing to undo. A gone
         ``netns`` is passed as empty, which plugins take as "only release what is held"."""
         for cache_file, cached in self._cached(container_id, ifname):
-            network = json.loads(base64.b64decode(cached["config"]))
+            network = _cached_network(cache_file, cached)
             prev = cached.get("result") if _at_least(network, (0, 4, 0)) else None
             path = str(netns) if netns is not None and netns.exists() else ""
             self._delete_list(network, container_id, path, ifname,
@@ -210,8 +210,8 @@ class CniRuntime:
         entries = self._cached(container_id, ifname)
         if not entries:
             raise CniError(f"no network cached for container {container_id} {ifname}")
-        for _, cached in entries:
-            network = json.loads(base64.b64decode(cached["config"]))
+        for cache_file, cached in entries:
+            network = _cached_network(cache_file, cached)
             if not _at_least(network, (0, 4, 0)):
                 raise CniError(f"configuration version {network.get('cniVersion')!r} does not "
                                "support the CHECK command")
@@ -345,6 +345,16 @@ class CniRuntime:
                     and cached.get("ifName") == ifname):
                 found.append((path, cached))
         return found
+
+
+def _cached_network(cache_file: Path, cached: dict[str, Any]) -> dict[str, Any]:
+    try:
+        network = json.loads(base64.b64decode(cached["config"], validate=True))
+        if not isinstance(network, dict) or not isinstance(network.get("plugins"), list):
+            raise ValueError("no plugin list")
+    except (KeyError, TypeError, ValueError) as error:
+        raise CniError(f"cached config {cache_file} is unusable: {error}") from error
+    return network
 
 
 def _plugin_error(what: str, kind: str, proc: subprocess.CompletedProcess[str]) -> CniError:
