@@ -16,6 +16,10 @@ Left out: every other Service (the node's KUBE-SERVICES holds this one only), No
 hairpin and off-cluster sources), the ``filter`` table (REJECT for Services without endpoints,
 ``KUBE-FORWARD``, the firewall chains), session affinity, traffic policies, UDP/SCTP, IPv6, and
 conntrack clean-up of connections to removed endpoints.
+
+What the node must bring, as a real one does: a route covering the ClusterIP (a host process's
+connect looks up a route before OUTPUT's DNAT, and fails with "Network is unreachable" without
+one), and a way back from the endpoint to pod addresses, since nothing here masquerades.
 """
 
 from __future__ import annotations
