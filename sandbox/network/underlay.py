@@ -170,7 +170,7 @@ def _delete_rule(rule: dict[str, object]) -> None:
 
 
 def _link_exists(name: str) -> bool:
-    return name in netns.links(name)
+    return bool(ip("-o", "link", "show", "dev", name, check=False).strip())
 
 
 def _write_sysctl(path: Path, value: str) -> None:

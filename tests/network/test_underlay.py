@@ -76,8 +76,11 @@ def test_node_namespace_looks_like_a_booted_machine(make_plan: PlanFactory) -> N
     assert [(r["gateway"], r["dev"]) for r in routes] == [(plan.gateway, "eth0")]
     forwarding = netns.run_in(namespace, ["cat", "/proc/sys/net/ipv4/ip_forward"])
     assert forwarding.stdout.strip() == "1"
-    bridge = json.loads(ip("-j", "link", "show", plan.node_veth("n1")))[0]
-    assert bridge["master"] == plan.bridge
+    port = json.loads(ip("-j", "link", "show", plan.node_veth("n1")))[0]
+    assert port["master"] == plan.bridge
+    # Kept though the port's MAC is lower: the gateway's MAC doesn't move under ARP caches.
+    assert port["address"] < plan.bridge_mac()
+    assert json.loads(ip("-j", "link", "show", plan.bridge))[0]["address"] == plan.bridge_mac()
 
 
 def test_reboot_wipes_what_the_last_boot_made(make_plan: PlanFactory) -> None:
