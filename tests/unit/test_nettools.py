@@ -24,8 +24,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from activities.verify import PROBE_SCRIPT
+from client import sandbox_commands
+from client.cli import main
 from plan.contract import ProbeReport
 from sandbox import nettools
+from sandbox.cilium_release import CiliumRelease
 from sandbox.nettools import (
     APPLETS,
     CNI_PLUGINS,
@@ -34,7 +37,7 @@ from sandbox.nettools import (
     real_network_unsupported,
 )
 from sandbox.pki import CertificateAuthority
-from sandbox.toolchain import ToolchainError
+from sandbox.toolchain import Toolchain, ToolchainError
 
 
 @pytest.fixture
@@ -116,6 +119,22 @@ def test_without_root_apt_is_not_run_and_the_reason_is_said(
     said: list[str] = []
     nettools._install_host_packages(said.append)
     assert said == ["not installing iptables: not root"]
+
+
+def test_sandbox_build_skips_the_network_tools_in_one_line(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sandbox_commands, "ensure_toolchain",
+                        lambda progress: Toolchain({"helm": Path("/helm")}))
+    monkeypatch.setattr(sandbox_commands, "ensure_default_release",
+                        lambda helm, progress: CiliumRelease("1.18.4", Path("/c")))
+    monkeypatch.setattr(sandbox_commands, "real_network_unsupported", lambda: "not root")
+
+    def must_not_build(progress: object) -> None:
+        raise AssertionError("built the network tools")
+
+    monkeypatch.setattr(sandbox_commands, "ensure_network_tools", must_not_build)
+    assert main(["sandbox", "build"]) == 0
+    assert capsys.readouterr().err.strip() == "skipping the real-network tools: not root"
 
 
 # ---- the built binaries -----------------------------------------------------------------------
