@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Builds etcd, the Kubernetes control plane, kubectl and helm once; later runs reuse the cache.
+# Builds etcd, the Kubernetes control plane, kubectl and helm once, and (as root on Linux) the
+# real-network tools: flanneld, CNI plugins, agnhost, busybox. Later runs reuse the cache.
 toolchain: $(STAMP)
 	$(BIN)/cilium-migrate sandbox build
 

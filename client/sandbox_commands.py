@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from sandbox import cluster
 from sandbox.cilium_release import ensure_default_release
+from sandbox.nettools import ensure_network_tools, real_network_unsupported
 from sandbox.simulator.faults import Fault, FaultFileError, read_faults, write_faults
 from sandbox.toolchain import ToolchainError, ensure_toolchain, print_progress
 
@@ -17,7 +19,7 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     sandbox = groups.add_parser("sandbox", help="a local Kubernetes cluster for tests and demos")
     commands = sandbox.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    build = commands.add_parser("build", help="build or reuse the control-plane binaries")
+    build = commands.add_parser("build", help="build or reuse the sandbox's binaries")
     build.set_defaults(run=_build)
 
     def with_state_dir(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -63,6 +65,12 @@ def _build(args: argparse.Namespace) -> int:
     release = ensure_default_release(toolchain["helm"], print_progress)
     print(f"{'cilium chart':<24} {release.chart_dir}")
     print(f"{'cilium CRDs':<24} {release.crds_dir}")
+    unsupported = real_network_unsupported()
+    if unsupported:
+        print_progress(f"skipping the real-network tools: {unsupported}")
+        return 0
+    for name, path in dataclasses.asdict(ensure_network_tools(print_progress)).items():
+        print(f"{name:<24} {path}")
     return 0
 
 

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,24 +126,29 @@ def go_binary() -> str:
     return go
 
 
-def _build(binary: Binary, go: str) -> None:
-    target = binary_path(binary)
+def go_build(go: str, package: str, target: Path, *, cwd: Path, ldflags: Sequence[str] = (),
+             what: str) -> None:
+    """Builds one static Go binary into ``target``; ``what`` names it in the error."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(binary.name + ".partial")
+    partial = target.with_name(target.name + ".partial")
     env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false"}
     command = [
         go, "build", "-trimpath",
-        "-ldflags", " ".join(("-s", "-w", *binary.ldflags)),
-        "-o", str(partial), binary.package,
+        "-ldflags", " ".join(("-s", "-w", *ldflags)),
+        "-o", str(partial), package,
     ]
     result = subprocess.run(
-        command, cwd=MODULES_DIR / binary.module_dir, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     if result.returncode != 0:
         tail = "\n".join(result.stdout.strip().splitlines()[-15:])
-        raise ToolchainError(f"building {binary.name} {binary.version} failed:\n{tail}")
+        raise ToolchainError(f"building {what} failed:\n{tail}")
     partial.replace(target)  # atomic: a half-written binary is never taken for a built one
+
+
+def _build(binary: Binary, go: str) -> None:
+    go_build(go, binary.package, binary_path(binary), cwd=MODULES_DIR / binary.module_dir,
+             ldflags=binary.ldflags, what=f"{binary.name} {binary.version}")
 
 
 def ensure_toolchain(progress: Callable[[str], None] | None = None) -> Toolchain:

@@ -1,4 +1,4 @@
-// Wrapper module: builds the Kubernetes control-plane binaries at one release.
+// Wrapper module: builds the Kubernetes control-plane binaries and agnhost (e2e test server) at one release.
 // The staging replaces mirror k8s.io/kubernetes@v1.35.4's own go.mod (staging/src/* -> v0.35.4).
 module cilium-migrate.local/toolchain/kubernetes
 
@@ -62,6 +62,7 @@ require (
 	github.com/grpc-ecosystem/go-grpc-prometheus v1.2.0 // indirect
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.26.3 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/ishidawataru/sctp v0.0.0-20250521072954-ae8eb7fa7995 // indirect
 	github.com/jonboulle/clockwork v0.5.0 // indirect
 	github.com/josharian/intern v1.0.0 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
@@ -185,6 +186,7 @@ tool (
 	k8s.io/kubernetes/cmd/kube-controller-manager
 	k8s.io/kubernetes/cmd/kube-scheduler
 	k8s.io/kubernetes/cmd/kubectl
+	k8s.io/kubernetes/test/images/agnhost
 )
 
 replace (
