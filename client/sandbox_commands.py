@@ -39,6 +39,9 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     up.add_argument("--shared-kernel", action="store_true",
                     help="nodes are containers sharing this machine's kernel, as with kind: a "
                     "reboot keeps the bootID; STATE_DIR/bin/docker restarts and inspects them")
+    up.add_argument("--network", choices=("simulated", "real"), default="simulated",
+                    help="real: nodes and pods are network namespaces with real flanneld, CNI "
+                         "plugins and packets (Linux, root)")
     up.add_argument("--flannel-manifest", type=Path,
                     help="install flannel from this manifest instead of the bundled v0.28.9")
     up.set_defaults(run=_up)
@@ -81,7 +84,7 @@ def _up(args: argparse.Namespace) -> int:
     cluster.up(args.state_dir, args.nodes, args.control_planes, args.zones,
                cluster_name=args.cluster_name, replace=args.replace,
                simulator_args=simulator_args, flannel_manifest=args.flannel_manifest,
-               shared_kernel=args.shared_kernel, progress=print_progress)
+               shared_kernel=args.shared_kernel, network=args.network, progress=print_progress)
     print(args.state_dir.resolve() / "kubeconfig")
     return 0
 

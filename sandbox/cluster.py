@@ -28,9 +28,13 @@ from activities.kubeapi import Kube
 from sandbox import pki
 from sandbox.bootstrap import publish_api_server
 from sandbox.controlplane import ControlPlane, ControlPlaneError
+from sandbox.nettools import find_network_tools, real_network_unsupported
+from sandbox.network import underlay
+from sandbox.network.netns import NetworkError
+from sandbox.network.plan import choose_plan
 from sandbox.processes import is_running, start_process, stop_process
 from sandbox.toolchain import Toolchain, ToolchainError, find_toolchain
-from sandbox.topology import Topology
+from sandbox.topology import CLUSTER_CIDR, Topology
 
 MANIFESTS = Path(__file__).parent / "manifests"
 SIMULATOR_MODULE = "sandbox.simulator"
@@ -55,6 +59,7 @@ class SandboxState(BaseModel):
     programs: dict[str, str] = {}  # what each PID must still be running to be ours
     ports: dict[str, int] = {}
     shared_kernel: bool = False  # nodes are containers on this machine's kernel, as with kind
+    network: str = "simulated"  # or "real": nodes and pods are network namespaces
 
     @classmethod
     def load(cls, state_dir: Path) -> SandboxState:
@@ -82,6 +87,7 @@ def _check_state_dir(state_dir: Path, replace: bool) -> None:
         if not replace:
             raise SandboxError(f"state dir {state_dir} holds a stopped sandbox; pass --replace "
                                "to start afresh there, or choose another --state-dir")
+        _clean_up_network(state_dir)  # a crashed real-network sandbox may have left namespaces
         shutil.rmtree(state_dir)
     elif state_dir.exists() and any(state_dir.iterdir()):
         raise SandboxError(f"state dir {state_dir} is not empty and holds no sandbox; "
@@ -92,12 +98,15 @@ def up(state_dir: Path, nodes: int, control_planes: int = 1, zones: int = 1,
        cluster_name: str = "sandbox", replace: bool = False,
        simulator_args: tuple[str, ...] = (), timeout: float | None = None,
        flannel_manifest: Path | None = None, shared_kernel: bool = False,
+       network: str = "simulated",
        progress: Callable[[str], None] = lambda message: None) -> SandboxState:
     """Starts a sandbox and returns once every node is Ready and flannel runs everywhere.
 
     ``flannel_manifest`` replaces the bundled upstream manifest, e.g. with an older layout.
     ``shared_kernel`` makes the nodes play kind's node containers: a reboot keeps the bootID and
     restarts the node's container, which ``STATE_DIR/bin/docker`` restarts and inspects.
+    ``network="real"`` makes nodes and pods network namespaces with real flanneld, CNI plugins
+    and packets (Linux, root; see `sandbox.simulator.real_datapath`).
     """
     if nodes < 1:
         raise SandboxError(f"--nodes must be at least 1 (got {nodes})")
@@ -109,6 +118,16 @@ def up(state_dir: Path, nodes: int, control_planes: int = 1, zones: int = 1,
         raise SandboxError(f"--control-planes ({control_planes}) cannot exceed --nodes ({nodes})")
     if flannel_manifest is not None and not flannel_manifest.is_file():
         raise SandboxError(f"--flannel-manifest {flannel_manifest}: no such file")
+    if network not in ("simulated", "real"):
+        raise SandboxError(f"--network must be simulated or real (got {network})")
+    if network == "real":
+        problem = real_network_unsupported()
+        if problem is not None:
+            raise SandboxError(f"--network real cannot run here: {problem}")
+        try:
+            find_network_tools()
+        except ToolchainError as error:
+            raise SandboxError(str(error)) from error
     try:
         toolchain = find_toolchain()
     except ToolchainError as error:
@@ -120,9 +139,18 @@ def up(state_dir: Path, nodes: int, control_planes: int = 1, zones: int = 1,
     started = time.monotonic()
     topology = Topology.generate(workers=nodes - control_planes, control_planes=control_planes,
                                  zones=zones)
+    if network == "real":
+        try:
+            plan = choose_plan(state_dir, [n.name for n in topology.nodes], [CLUSTER_CIDR])
+        except NetworkError as error:
+            raise SandboxError(str(error)) from error
+        topology = topology.on_underlay(plan)
     topology.save(state_dir / "topology.json")
-    control_plane = ControlPlane(state_dir, toolchain, cluster_name)
-    state = SandboxState(cluster_name=cluster_name, server="", shared_kernel=shared_kernel)
+    control_plane = ControlPlane(state_dir, toolchain, cluster_name,
+                                 **({"advertise_address": topology.network.gateway}
+                                    if topology.network else {}))
+    state = SandboxState(cluster_name=cluster_name, server="", shared_kernel=shared_kernel,
+                         network=network)
     if shared_kernel:
         simulator_args = (*simulator_args, "--shared-kernel")
         write_docker_shim(state_dir)
@@ -239,6 +267,7 @@ def status(state_dir: Path) -> dict[str, Any]:
     }
     if state.shared_kernel:
         report["docker"] = str(docker_shim(state_dir.resolve()))
+    report["network"] = _network_report(state_dir.resolve(), state)
     if report["processes"].get("kube-apiserver", {}).get("running"):
         try:
             report["cluster"] = _summary(Kube(report["kubeconfig"]))
@@ -254,7 +283,33 @@ def down(state_dir: Path) -> list[str]:
     for name in _STOP_ORDER:
         if name in state.pids and stop_process(state.pids[name], state.programs[name]):
             stopped.append(name)
+    _clean_up_network(state_dir.resolve())
     return stopped
+
+
+def _topology(state_dir: Path) -> Topology | None:
+    try:
+        return Topology.load(state_dir / "topology.json")
+    except (OSError, ValueError):
+        return None
+
+
+def _clean_up_network(state_dir: Path) -> None:
+    """Removes what a real-network sandbox made on this machine (namespaces, links, routes);
+    the simulator does it when it stops, this covers a simulator that crashed."""
+    topology = _topology(state_dir)
+    if topology is not None and topology.network is not None:
+        underlay.clean_up_prefix(topology.network.prefix)
+
+
+def _network_report(state_dir: Path, state: SandboxState) -> dict[str, str]:
+    topology = _topology(state_dir)
+    if state.network != "real" or topology is None or topology.network is None:
+        return {"mode": "simulated", "cilium_datapath": "none: connectivity is derived"}
+    return {"mode": "real", "underlay": topology.network.underlay,
+            "api_server_for_nodes": f"{topology.network.gateway}",
+            "cilium_datapath": "kernel stand-in (cilium_vxlan, routes, ptp), "
+                               "not Cilium's eBPF agent"}
 
 
 def describe(report: dict[str, Any]) -> str:
@@ -262,6 +317,12 @@ def describe(report: dict[str, Any]) -> str:
              f"server      {report['server']}"]
     if "docker" in report:
         lines.append(f"docker      {report['docker']} (nodes are containers: shared kernel)")
+    network = report.get("network") or {}
+    if network.get("mode") == "real":
+        lines.append(f"network     real: underlay {network['underlay']}, Cilium datapath: "
+                     f"{network['cilium_datapath']}")
+    elif network:
+        lines.append("network     simulated (pod IPs are data; connectivity is derived)")
     for name, process in report["processes"].items():
         lines.append(f"{name:<24} pid {process['pid']:<8} "
                      f"{'running' if process['running'] else 'stopped'}")

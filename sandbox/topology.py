@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from sandbox.network.plan import NetworkPlan
+
 # The ranges a kubeadm cluster with flannel uses; the migration's new Cilium range lies outside.
 CLUSTER_CIDR = "10.244.0.0/16"
 NODE_CIDR_MASK = 24
@@ -65,6 +67,8 @@ class Topology(BaseModel):
     nodes: list[NodeSpec] = Field(default_factory=list)
     # Known once the control plane runs (`up` writes it before starting the simulator).
     api_server: ApiServerAddress | None = None
+    # With `--network real`: the underlay and the namespaces' names; None: simulated network.
+    network: NetworkPlan | None = None
 
     @classmethod
     def generate(cls, workers: int, control_planes: int = 1, zones: int = 1,
@@ -87,6 +91,12 @@ class Topology(BaseModel):
                 control_plane=is_cp,
             ))
         return cls(nodes=nodes)
+
+    def on_underlay(self, plan: NetworkPlan) -> Topology:
+        """The same nodes with their InternalIPs on ``plan``'s underlay."""
+        nodes = [n.model_copy(update={"internal_ip": plan.node_addresses[n.name]})
+                 for n in self.nodes]
+        return self.model_copy(update={"nodes": nodes, "network": plan})
 
     def save(self, path: Path) -> None:
         path.write_text(self.model_dump_json(indent=2))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from activities.kubeapi import Kube
+from sandbox.simulator.datapath import Datapath, SimulatedDatapath
 from sandbox.simulator.kubelet import Settings, Simulator
 from sandbox.topology import Topology
 
@@ -27,12 +30,20 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kubeconfig = args.kubeconfig or args.state_dir / "kubeconfigs" / "node-simulator.kubeconfig"
+    topology = Topology.load(args.state_dir / "topology.json")
+    datapath: Callable[[Simulator], Datapath] = SimulatedDatapath
+    if topology.network is not None:
+        # Imported only here: the real datapath needs the network tools and Linux.
+        from sandbox.nettools import find_network_tools
+        from sandbox.simulator.real_datapath import RealDatapath
+        datapath = functools.partial(RealDatapath, plan=topology.network,
+                                     tools=find_network_tools())
     simulator = Simulator(
-        Kube(str(kubeconfig)), Topology.load(args.state_dir / "topology.json"), args.state_dir,
+        Kube(str(kubeconfig)), topology, args.state_dir,
         Settings(exit_delay=args.exit_delay, agent_ready_delay=args.agent_ready_delay,
                  reboot_seconds=args.reboot_seconds,
                  lease_renew_seconds=args.lease_renew_seconds,
-                 shared_kernel=args.shared_kernel))
+                 shared_kernel=args.shared_kernel), datapath=datapath)
     signal.signal(signal.SIGTERM, lambda *_: simulator.stop())
     signal.signal(signal.SIGINT, lambda *_: simulator.stop())
     simulator.run()

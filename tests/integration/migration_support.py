@@ -51,9 +51,10 @@ def migration_spec(name: str, **sections: Any) -> MigrationSpec:
 
 @contextmanager
 def fresh_sandbox(state_dir: Path, workers: int, zones: int,
-                  shared_kernel: bool = False) -> Iterator[Kube]:
+                  shared_kernel: bool = False, network: str = "simulated") -> Iterator[Kube]:
     cluster.up(state_dir, nodes=workers + 1, control_planes=1, zones=zones,
-               simulator_args=("--reboot-seconds", "1"), shared_kernel=shared_kernel)
+               simulator_args=("--reboot-seconds", "1"), shared_kernel=shared_kernel,
+               network=network)
     try:
         yield Kube(str(state_dir / "kubeconfig"))
     finally:

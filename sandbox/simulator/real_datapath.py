@@ -1,0 +1,417 @@
+"""The real-network datapath (``sandbox up --network real``): the simulator acts as each node's
+container runtime and kube-proxy over Linux network namespaces, and real programs move packets.
+
+- Each node is a network namespace on the sandbox's underlay bridge (`sandbox.network.underlay`);
+  a reboot deletes it and makes a fresh one, as a machine loses its kernel's network state.
+- A pod is a network namespace set up by the node's active CNI configuration with the real
+  plugins (`sandbox.network.cni`), run inside the node's namespace as containerd runs them.
+- flanneld is the real program, one per node, started for the flannel DaemonSet's pod with the
+  pod's own arguments; it annotates its Node, programs `flannel.1` and writes the node's
+  ``subnet.env``. Until that file exists the flannel CNI plugin fails and pods wait.
+- Cilium's datapath is a kernel stand-in (`sandbox.network.cilium_tunnel`), not its eBPF
+  programs: a Ready agent sets up `cilium_vxlan` on its tunnel port with routes to the other
+  nodes' CiliumNode blocks, and pods on Cilium's CNI config are wired by `ptp` and host-local
+  over the node's block.
+- kube-proxy programs the `kubernetes` Service on its node (`sandbox.network.service_proxy`)
+  from the Service's EndpointSlice, so pods and flanneld reach the API server at its ClusterIP.
+- Containers whose image is agnhost run the real agnhost in the pod's namespace; the product's
+  probe runs its script with busybox's applets; other containers run no process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from sandbox.nettools import NetworkTools
+from sandbox.network import cilium_tunnel, netns, service_proxy, underlay
+from sandbox.network.cni import CniConfig, CniError, CniRuntime, active_config
+from sandbox.network.forwarder import ApiForwarder
+from sandbox.network.netns import NetworkError
+from sandbox.network.plan import NetworkPlan
+from sandbox.simulator.datapath import Datapath
+from sandbox.simulator.faults import Fault
+from sandbox.simulator.state import NodeState, PodState
+from sandbox.topology import API_SERVICE_IP, API_SERVICE_PORT
+
+if TYPE_CHECKING:
+    from sandbox.simulator.kubelet import Simulator
+
+log = logging.getLogger("sandbox.simulator")
+
+CILIUM_CNI_TYPE = "cilium-cni"
+DEFAULT_TUNNEL_PORT = 8472  # Cilium's default for vxlan (`tunnel-port` unset)
+SANDBOX_RETRY_SECONDS = 2.0  # the kubelet retries a failed pod sandbox; its back-off is longer
+PROBE_TIMEOUT_SECONDS = 60.0
+SERVICE_ACCOUNT_TOKEN_SECONDS = 3600
+
+
+@dataclass
+class PodRuntime:
+    """What the runtime made for one pod: its namespace and its processes."""
+
+    netns: str
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+
+class RealDatapath(Datapath):
+    name = "real"
+
+    def __init__(self, sim: Simulator, plan: NetworkPlan, tools: NetworkTools) -> None:
+        self.sim = sim
+        self.plan = plan
+        self.tools = tools
+        self.pods: dict[str, PodRuntime] = {}
+        self.flanneld: dict[str, subprocess.Popen[bytes]] = {}
+        self.tunnels: set[str] = set()  # nodes whose agent set up cilium_vxlan since boot
+        api = sim.api_server
+        if api is None:
+            raise NetworkError("the topology has no API server address for the nodes")
+        local_port = int(sim.kube.server.rsplit(":", 1)[1])
+        self.forwarder = ApiForwarder(api.host, api.port, "127.0.0.1", local_port)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, str]:
+        return {"network": "real", "cilium_datapath":
+                "kernel stand-in (cilium_vxlan, routes, ptp), not Cilium's eBPF datapath"}
+
+    def start(self) -> None:
+        underlay.create_underlay(self.plan)
+        self.forwarder.start()
+        for node in self.sim.nodes.values():
+            self._boot(node)
+
+    def close(self) -> None:
+        for runtime in self.pods.values():
+            _stop_processes(runtime.processes)
+        for process in self.flanneld.values():
+            _stop_processes([process])
+        underlay.tear_down(self.plan)
+        self.forwarder.stop()
+
+    def _node_ns(self, node: NodeState) -> str:
+        return self.plan.node_netns(node.name)
+
+    def _runtime(self, node: NodeState) -> CniRuntime:
+        return CniRuntime(self.tools.cni_bin, node.host.root, self._node_ns(node))
+
+    def _boot(self, node: NodeState) -> None:
+        # /run is a tmpfs: a boot starts without flannel's subnet.env.
+        shutil.rmtree(node.host.root / "run", ignore_errors=True)
+        underlay.boot_node(self.plan, node.name)
+        # Loose reverse-path filtering, as systemd's defaults leave Debian and Ubuntu nodes:
+        # a reply from the other overlay comes back on another device than the request left.
+        for scope in ("all", "default"):
+            netns.sysctl(self._node_ns(node), f"net.ipv4.conf.{scope}.rp_filter", "2")
+
+    def node_going_down(self, node: NodeState) -> None:
+        self.tunnels.discard(node.name)
+        underlay.shut_down_node(self.plan, node.name)
+
+    def node_booted(self, node: NodeState) -> None:
+        self._boot(node)
+
+    def pod_cidr_assigned(self, node: NodeState) -> None:
+        assert node.pod_cidr is not None
+        underlay.route_pods(self.plan, node.pod_cidr, node.name)
+
+    # ---- pods ------------------------------------------------------------------------------
+
+    def pod_address(self, node: NodeState, pod: PodState) -> str | None:
+        config = self._pod_network(node)
+        if config is None:
+            return None
+        name = f"{self.plan.prefix}-pod-{pod.uid}"
+        runtime = self.pods.get(pod.uid)
+        if runtime is None:
+            netns.create(name)
+            runtime = self.pods[pod.uid] = PodRuntime(netns=name)
+        try:
+            result = self._runtime(node).add(config, pod.uid, netns.path(name), cni_args={
+                "K8S_POD_NAMESPACE": pod.namespace, "K8S_POD_NAME": pod.name,
+                "K8S_POD_INFRA_CONTAINER_ID": pod.uid, "K8S_POD_UID": pod.uid})
+        except CniError as error:
+            # The kubelet reports FailedCreatePodSandBox and tries again later.
+            log.info("node %s: pod %s/%s: sandbox not created: %s", node.name, pod.namespace,
+                     pod.name, error)
+            self.sim.later(SANDBOX_RETRY_SECONDS, self.sim.start_if_still_down, pod.uid)
+            return None
+        self._start_processes(node, pod, runtime, result.ip)
+        return result.ip
+
+    def _pod_network(self, node: NodeState) -> CniConfig | None:
+        """The node's active CNI configuration; Cilium's own plugin is played by the stand-in
+        configuration over the node's block, and only while its agent is Ready (the Cilium
+        plugin asks the agent for an address)."""
+        config = active_config(node.host.cni_dir)
+        if config is None:
+            return None
+        if any(plugin.get("type") == CILIUM_CNI_TYPE for plugin in config.network["plugins"]):
+            block = self.sim.cilium_blocks.get(node.name)
+            if not node.agent_ready or block is None:
+                return None
+            return CniConfig(file=config.file,
+                             network=cilium_tunnel.pod_network_config(block, node.host.root))
+        return config
+
+    def pod_stopped(self, node: NodeState, pod: PodState) -> None:
+        runtime = self.pods.pop(pod.uid, None)
+        if runtime is None:
+            return
+        _stop_processes(runtime.processes)
+        try:
+            self._runtime(node).delete(pod.uid, netns.path(runtime.netns))
+        except CniError as error:
+            log.warning("node %s: CNI DEL of %s/%s: %s", node.name, pod.namespace, pod.name,
+                        error)
+        netns.delete(runtime.netns)
+
+    def _start_processes(self, node: NodeState, pod: PodState, runtime: PodRuntime,
+                         ip: str) -> None:
+        for container in pod.containers():
+            argv = _agnhost_argv(container, self.tools.agnhost)
+            if argv is None:
+                continue  # no process stands for this image: the namespace is the sandbox
+            log_path = self.sim.state_dir / "logs" / "pods" / f"{pod.namespace}_{pod.name}.log"
+            runtime.processes.append(netns.spawn_in(
+                runtime.netns, self._in_pod_uts(pod, argv), log_path,
+                env=self._container_env(node, pod, container, ip)))
+
+    def _in_pod_uts(self, pod: PodState, argv: list[str]) -> list[str]:
+        """The pod's own UTS namespace, named after the pod as the kubelet names its
+        sandbox: agnhost's /hostname and /dial answers then say which pod replied."""
+        return ["unshare", "--uts", "--", str(self.tools.busybox), "sh", "-c",
+                'hostname "$0" && exec "$@"', pod.name, *argv]
+
+    def _container_env(self, node: NodeState, pod: PodState, container: dict[str, Any],
+                       ip: str | None) -> dict[str, str]:
+        """What the kubelet gives a container: the `kubernetes` Service's variables, then the
+        container's own env (values and the downward API's common fields)."""
+        env = {"PATH": f"{self.tools.applets}:/usr/sbin:/usr/bin:/sbin:/bin",
+               "HOSTNAME": pod.name,
+               "KUBERNETES_SERVICE_HOST": API_SERVICE_IP,
+               "KUBERNETES_SERVICE_PORT": str(API_SERVICE_PORT)}
+        fields = {"metadata.name": pod.name, "metadata.namespace": pod.namespace,
+                  "spec.nodeName": node.name, "status.podIP": ip or "",
+                  "status.hostIP": node.spec.internal_ip,
+                  "spec.serviceAccountName": pod.spec.get("serviceAccountName", "default")}
+        for variable in container.get("env") or []:
+            if "value" in variable:
+                env[variable["name"]] = str(variable["value"])
+            elif path := ((variable.get("valueFrom") or {}).get("fieldRef") or {}).get(
+                    "fieldPath"):
+                env[variable["name"]] = fields.get(path, "")
+        return env
+
+    # ---- flannel ---------------------------------------------------------------------------
+
+    def flannel_started(self, node: NodeState, pod: PodState) -> None:
+        container = next(c for c in pod.containers()
+                         if "flanneld" in " ".join(c.get("command") or []))
+        root = node.host.root
+        net_conf = root / "etc" / "kube-flannel" / "net-conf.json"
+        net_conf.parent.mkdir(parents=True, exist_ok=True)
+        net_conf.write_text(json.dumps(self.sim.flannel_net_conf(pod)))
+        subnet_file = root / "run" / "flannel" / "subnet.env"
+        kubeconfig = self._service_account_kubeconfig(node, pod)
+        # The pod's own arguments; the files its volumes would hold are named by flag, since
+        # processes here share the machine's filesystem.
+        argv = [str(self.tools.flanneld),
+                *[a for a in container.get("args") or []],
+                f"--net-config-path={net_conf}", f"--subnet-file={subnet_file}",
+                f"--kubeconfig-file={kubeconfig}"]
+        env = self._container_env(node, pod, container, node.spec.internal_ip)
+        env["NODE_NAME"] = env.get("NODE_NAME", node.name)
+        log_path = self.sim.state_dir / "logs" / "nodes" / f"{node.name}-flanneld.log"
+        old = self.flanneld.pop(node.name, None)
+        if old is not None:
+            _stop_processes([old])
+        process = netns.spawn_in(self._node_ns(node), argv, log_path, env=env)
+        self.flanneld[node.name] = process
+        threading.Thread(target=self._watch_flanneld, args=(node, pod.uid, process),
+                         daemon=True, name=f"flanneld-{node.name}").start()
+        self._await_subnet_file(node, process)
+
+    def _watch_flanneld(self, node: NodeState, uid: str,
+                        process: subprocess.Popen[bytes]) -> None:
+        code = process.wait()
+        self.sim.soon(self._flanneld_exited, node, uid, process, code)
+
+    def _flanneld_exited(self, node: NodeState, uid: str, process: subprocess.Popen[bytes],
+                         code: int) -> None:
+        if self.flanneld.get(node.name) is not process:
+            return  # stopped on purpose
+        del self.flanneld[node.name]
+        node.flannel_running = False
+        pod = self.sim.pods.get(uid)
+        if pod is None or not pod.started or pod.terminating:
+            return
+        log.info("node %s: flanneld exited with %d; see logs/nodes/%s-flanneld.log", node.name,
+                 code, node.name)
+        back_off = self.sim.crash_containers(pod, f"flanneld exited with code {code}")
+        self.sim.later(back_off, self._restart_flanneld, node, uid)
+
+    def _restart_flanneld(self, node: NodeState, uid: str) -> None:
+        pod = self.sim.pods.get(uid)
+        if pod is None or not pod.started or pod.terminating or not node.up:
+            return
+        self.sim.restart_containers(pod)
+        self.sim.set_pod_ready(pod, True)
+        self.flannel_started(node, pod)
+
+    def _await_subnet_file(self, node: NodeState, process: subprocess.Popen[bytes]) -> None:
+        """flanneld writes subnet.env once it holds its lease; the CNI plugin needs it."""
+        if self.flanneld.get(node.name) is not process:
+            return
+        if (node.host.root / "run" / "flannel" / "subnet.env").exists():
+            node.flannel_running = True
+            self.sim.network_changed(node)
+            return
+        self.sim.later(0.2, self._await_subnet_file, node, process)
+
+    def flannel_stopped(self, node: NodeState, pod: PodState) -> None:
+        node.flannel_running = False
+        process = self.flanneld.pop(node.name, None)
+        if process is not None:
+            _stop_processes([process])
+
+    def _service_account_kubeconfig(self, node: NodeState, pod: PodState) -> Path:
+        """The pod's service account token, as the kubelet projects it (TokenRequest bound to
+        the pod), in a kubeconfig for the in-cluster address: the `kubernetes` ClusterIP."""
+        account = pod.spec.get("serviceAccountName") or "default"
+        answer = self.sim.kube.request(
+            "POST", f"/api/v1/namespaces/{pod.namespace}/serviceaccounts/{account}/token", {
+                "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"expirationSeconds": SERVICE_ACCOUNT_TOKEN_SECONDS,
+                         "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
+                                            "name": pod.name, "uid": pod.uid}}})
+        token = answer["status"]["token"]
+        path = node.host.root / "var" / "lib" / "kubelet" / "pods" / pod.uid / "kubeconfig"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ca = self.sim.state_dir / "pki" / "ca.crt"
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "in-cluster", "cluster": {
+                "server": f"https://{API_SERVICE_IP}:{API_SERVICE_PORT}",
+                "certificate-authority": str(ca)}}],
+            "users": [{"name": account, "user": {"token": token}}],
+            "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster",
+                                                            "user": account}}],
+            "current-context": "in-cluster"}))
+        path.chmod(0o600)
+        return path
+
+    # ---- Cilium ----------------------------------------------------------------------------
+
+    def cilium_set_up(self, node: NodeState, block: str | None) -> str | None:
+        config = node.agent_config
+        if block is None or config.get("routing-mode", "tunnel") != "tunnel":
+            return None
+        if config.get("tunnel-protocol", "vxlan") != "vxlan":
+            return None  # geneve is not played
+        port = int(config.get("tunnel-port") or DEFAULT_TUNNEL_PORT)
+        try:
+            cilium_tunnel.set_up_tunnel(self._node_ns(node), port, node.spec.internal_ip, block)
+        except NetworkError as error:
+            return f"failed to set up the tunnel device cilium_vxlan on port {port}: {error}"
+        self.tunnels.add(node.name)
+        underlay.route_pods(self.plan, block, node.name)
+        self.cilium_nodes_changed()
+        return None
+
+    def cilium_nodes_changed(self) -> None:
+        peers = []
+        for name, cilium_node in self.sim.cilium_nodes.items():
+            cidrs = ((cilium_node.get("spec") or {}).get("ipam") or {}).get("podCIDRs") or []
+            address = next((a.get("ip") for a in (cilium_node.get("spec") or {}).get(
+                "addresses") or [] if a.get("type") == "InternalIP"), None)
+            if cidrs and address:
+                peers.append(cilium_tunnel.TunnelPeer(node_ip=address, pod_cidr=cidrs[0]))
+                if name in self.sim.nodes:
+                    underlay.route_pods(self.plan, cidrs[0], name)
+        for name in sorted(self.tunnels):
+            node = self.sim.nodes[name]
+            if node.up:
+                cilium_tunnel.sync_tunnel_peers(self._node_ns(node), node.spec.internal_ip, peers)
+
+    # ---- kube-proxy ------------------------------------------------------------------------
+
+    def service_proxy_started(self, node: NodeState) -> None:
+        endpoints = sorted((e.host, e.port) for e in self.sim.api_service_endpoints())
+        service_proxy.program_service(self._node_ns(node), API_SERVICE_IP, API_SERVICE_PORT,
+                                      endpoints)
+
+    # ---- the product's probe ---------------------------------------------------------------
+
+    def probe(self, node: NodeState, pod: PodState) -> None:
+        runtime = self.pods.get(pod.uid)
+        if runtime is None:
+            self.sim.complete_pod(pod, 1, "no pod sandbox")
+            return
+        container = pod.containers()[0]
+        argv = [*(container.get("command") or []), *(container.get("args") or [])]
+        env = self._container_env(node, pod, container, pod.ip)
+        # The kubelet mounts a host file at the termination message path; a variable naming
+        # that path is given the host file, which is what the container would write through.
+        message_path = container.get("terminationMessagePath", "/dev/termination-log")
+        report = self.sim.state_dir / "nodes" / node.name / "var" / "lib" / "kubelet" / \
+            "pods" / pod.uid / "termination-log"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text("")
+        env = {key: str(report) if value == message_path else value for key, value in env.items()}
+        if argv[:1] == ["sh"]:
+            argv = [str(self.tools.busybox), *argv]
+        broken = self.sim.faults.has(node.name, Fault.PROBE_FAILS)
+        threading.Thread(target=self._run_probe, daemon=True, name=f"probe-{pod.name}",
+                         args=(pod, runtime.netns, argv, env, report, broken)).start()
+
+    def _run_probe(self, pod: PodState, namespace: str, argv: list[str], env: dict[str, str],
+                   report: Path, broken: bool) -> None:
+        if broken:  # the fault is silence: the pod's packets go nowhere, so wget and ping time out
+            netns.run_in(namespace, ["iptables", "-w", "-A", "OUTPUT", "-j", "DROP"])
+        try:
+            result = netns.run_in(namespace, argv, env=env, timeout=PROBE_TIMEOUT_SECONDS)
+            code, output = result.returncode, result.stdout + result.stderr
+        except subprocess.TimeoutExpired:
+            code, output = 137, "probe timed out"
+        message = report.read_text() if report.exists() else ""
+        if code != 0 and not message:
+            message = output[-4096:]  # FallbackToLogsOnError
+        self.sim.soon(self._probe_ended, pod.uid, code, message)
+
+    def _probe_ended(self, uid: str, code: int, message: str) -> None:
+        pod = self.sim.pods.get(uid)
+        if pod is not None and pod.started:
+            self.sim.complete_pod(pod, code, message)
+
+
+def _agnhost_argv(container: dict[str, Any], agnhost: Path) -> list[str] | None:
+    """agnhost's image runs agnhost: the container's command (if any) and args."""
+    image = str(container.get("image", "")).split("@", 1)[0].rsplit("/", 1)[-1]
+    if image.split(":", 1)[0] != "agnhost":
+        return None
+    argv = [*(container.get("command") or []), *(container.get("args") or [])]
+    if argv and argv[0].rsplit("/", 1)[-1] == "agnhost":
+        argv = argv[1:]
+    return [str(agnhost), *argv]
+
+
+def _stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

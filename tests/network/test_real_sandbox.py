@@ -1,0 +1,81 @@
+"""The real-network sandbox itself: real flanneld, real CNI plugins, real packets between pods,
+and Cilium's tunnel on flannel's port failing for real."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from activities.kubeapi import Kube
+from sandbox import cluster
+from sandbox.network import netns
+from sandbox.toolchain import Toolchain
+from sandbox.topology import Topology
+from tests.conftest import CHART, MIGRATION_VALUES
+from tests.helpers import wait_for
+from tests.network.real_sandbox import deploy_echo, dial_matrix, require_real_network, wait_for_echo
+
+
+@pytest.fixture
+def real_sandbox(toolchain: Toolchain, tmp_path: Path) -> Iterator[tuple[Path, Kube]]:
+    require_real_network()
+    state_dir = tmp_path / "state"
+    cluster.up(state_dir, nodes=3, control_planes=1, network="real")
+    try:
+        yield state_dir, Kube(str(state_dir / "kubeconfig"))
+    finally:
+        cluster.down(state_dir)
+
+
+def test_pods_reach_each_other_across_flannels_vxlan(real_sandbox: tuple[Path, Kube]) -> None:
+    state_dir, kube = real_sandbox
+    topology = Topology.load(state_dir / "topology.json")
+    assert topology.network is not None
+    nodes = {n["metadata"]["name"]: n for n in kube.get("/api/v1/nodes")["items"]}
+    for name, node in nodes.items():
+        # flanneld itself published its VTEP: only a real flanneld knows its device's MAC.
+        backend = json.loads(node["metadata"]["annotations"][
+            "flannel.alpha.coreos.com/backend-data"])
+        assert backend["VtepMAC"] and backend["VNI"] == 1
+        assert node["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ip"] == \
+            topology.network.node_addresses[name]
+        assert "flannel.1" in netns.ip("-o", "link", "show", netns=topology.network.node_netns(
+            name))
+    deploy_echo(kube)
+    pods = wait_for_echo(kube, nodes=3)
+    for node, pod in pods.items():
+        assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network(
+            nodes[node]["spec"]["podCIDR"]), "the flannel plugin's host-local range"
+    matrix = dial_matrix(kube, pods)
+    assert matrix and all(matrix.values()), f"unreached: {[k for k, v in matrix.items() if not v]}"
+
+
+def test_cilium_on_flannels_vxlan_port_cannot_set_up_its_tunnel(
+        real_sandbox: tuple[Path, Kube], toolchain: Toolchain, tmp_path: Path) -> None:
+    """What the preflight's tunnel-port rule prevents, made visible: the kernel refuses a
+    second VXLAN socket on flannel's port, so every agent exits and none turns Ready."""
+    state_dir, kube = real_sandbox
+    values = tmp_path / "values.json"
+    values.write_text(json.dumps({**MIGRATION_VALUES, "tunnelPort": 8472}))
+    subprocess.run([str(toolchain["helm"]), "--kubeconfig", str(state_dir / "kubeconfig"),
+                    "install", "cilium", str(CHART), "-n", "kube-system", "-f", str(values)],
+                   check=True, capture_output=True)
+
+    def crashed_agents() -> list[str]:
+        pods = kube.get("/api/v1/namespaces/kube-system/pods",
+                        labelSelector="k8s-app=cilium")["items"]
+        return [s["lastState"]["terminated"]["message"] for p in pods
+                for s in p.get("status", {}).get("containerStatuses") or []
+                if (s.get("lastState") or {}).get("terminated")]
+
+    messages = wait_for(lambda: len(crashed_agents()) == 3 and crashed_agents(),
+                        "every agent to exit", 120)
+    assert all("Address already in use" in m and "8472" in m for m in messages), messages
+    assert not any(s.get("ready") for p in kube.get(
+        "/api/v1/namespaces/kube-system/pods", labelSelector="k8s-app=cilium")["items"]
+        for s in p["status"].get("containerStatuses") or [])
