@@ -14,6 +14,7 @@ say which checks were not made.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -149,6 +150,11 @@ CHECKS: dict[str, Callable[[Probe], CheckResult]] = {
     "peer-cilium": _peer("cilium"),
 }
 
+# Failures that a moment can cure: reachability, while a rebooted node's routes converge.
+CONVERGING = frozenset({"api-server", "peer-flannel", "peer-cilium"})
+PROBE_PAUSE_SECONDS = 2.0
+clock, pause = time.monotonic, time.sleep  # module attributes, so unit tests can stand in
+
 
 def judge(probe: Probe, checks: Sequence[str]) -> list[CheckResult]:
     """The named checks' verdicts on the probe, in the order asked. A name without a check
@@ -160,7 +166,45 @@ def judge(probe: Probe, checks: Sequence[str]) -> list[CheckResult]:
 # ---- the step -----------------------------------------------------------------------------
 
 def verify_node(kube: Kube, request: VerifyInput) -> VerifyResult:
+    """Probes the node until every check passes or the verify deadline comes. Right after a
+    reboot the node's routes are still converging (flanneld is re-programming `flannel.1`, a
+    peer's agent is starting), so a probe that could not reach the API server or a peer is
+    repeated; a wrong pod address, or a probe that wrote no report, is final at once."""
     node, timeout = request.target.node, request.policy.timeout_seconds
+    deadline = clock() + timeout
+    attempt = 0
+    while True:
+        attempt += 1
+        probe = _probe_once(kube, request, max(deadline - clock(), 1.0))
+        checks = judge(probe, request.policy.checks)
+        failed = [c for c in checks if c.failed]
+        if (not failed or probe.problem or any(c.name not in CONVERGING for c in failed)
+                or clock() + PROBE_PAUSE_SECONDS >= deadline):
+            break
+        heartbeat(probe_attempt=attempt, failed=[c.name for c in failed])
+        pause(PROBE_PAUSE_SECONDS)
+    result = VerifyResult(pod_ip=probe.pod_ip, checks=checks)
+    not_checked = "".join(f"; not checked: {c.name} ({c.detail})" for c in checks
+                          if c.outcome == "not-checked")
+    if not result.passed:
+        get_node(kube, node)  # a node that went away is told apart from a failed check
+        said = "; ".join(f"{c.name}: {c.detail}" for c in failed)
+        tries = f" ({attempt} probes in {timeout:.0f}s)" if attempt > 1 else ""
+        record_node_event(kube, node, "CiliumMigrateVerifyFailed",
+                          f"verification failed{tries}: {said}{not_checked}", type="Warning")
+        raise step_error(StepError.VERIFICATION_FAILED,
+                         f"verification of {node} failed{tries}: {said}",
+                         result.model_dump(mode="json"))
+    # The event that says the node is done: on Cilium, or back on flannel after a rollback.
+    record_node_event(kube, node, "CiliumMigrateVerified",
+                      f"verified ({request.expect}): pod IP {probe.pod_ip}; checks passed: "
+                      f"{', '.join(c.name for c in checks if c.passed)}{not_checked}")
+    return result
+
+
+def _probe_once(kube: Kube, request: VerifyInput, timeout: float) -> Probe:
+    """One probe pod on the node, against peers chosen now; its report."""
+    node = request.target.node
     running = kube.get("/api/v1/pods", fieldSelector="status.phase=Running")["items"]
     if not any(p["spec"].get("nodeName") == node for p in running):
         get_node(kube, node)  # not even a DaemonSet's pod runs there: is the node still there?
@@ -188,24 +232,7 @@ def verify_node(kube: Kube, request: VerifyInput) -> VerifyResult:
         last = finished or next(iter(probe_pods.objects), None)  # as the watch last saw it
     finally:
         kube.delete(f"{pods}/{name}", {"gracePeriodSeconds": 0})
-    probe = read_report(request, peers, finished, last)
-
-    checks = judge(probe, request.policy.checks)
-    result = VerifyResult(pod_ip=probe.pod_ip, checks=checks)
-    not_checked = "".join(f"; not checked: {c.name} ({c.detail})" for c in checks
-                          if c.outcome == "not-checked")
-    if not result.passed:
-        get_node(kube, node)  # a node that went away is told apart from a failed check
-        failed = "; ".join(f"{c.name}: {c.detail}" for c in checks if c.failed)
-        record_node_event(kube, node, "CiliumMigrateVerifyFailed",
-                          f"verification failed: {failed}{not_checked}", type="Warning")
-        raise step_error(StepError.VERIFICATION_FAILED,
-                         f"verification of {node} failed: {failed}", result.model_dump(mode="json"))
-    # The event that says the node is done: on Cilium, or back on flannel after a rollback.
-    record_node_event(kube, node, "CiliumMigrateVerified",
-                      f"verified ({request.expect}): pod IP {probe.pod_ip}; checks passed: "
-                      f"{', '.join(c.name for c in checks if c.passed)}{not_checked}")
-    return result
+    return read_report(request, peers, finished, last)
 
 
 def choose_peers(kube: Kube, request: VerifyInput) -> dict[str, Peer | None]:

@@ -188,7 +188,8 @@ async def test_failed_verification_stops_new_waves_and_rollback_restores_flannel
     name = "verify"
     state_dir = tmp_path / "state"
     with fresh_sandbox(state_dir, workers=4, zones=1) as kube:
-        spec = migration_spec(name, approvals={"policy": "none"},
+        # The bad node's probe is repeated until the verify deadline: keep it short here.
+        spec = migration_spec(name, approvals={"policy": "none"}, verify={"timeout": "20s"},
                               rollout={"maxUnavailable": 2,
                                        "firstNodes": ["worker-1", "worker-2", "worker-3"]})
         bad = "worker-3"  # the canary is worker-1; wave 2 holds worker-2 and worker-3

@@ -10,6 +10,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities import verify
 from activities.kubeapi import Obj
 from activities.verify import CHECKS, Peer, Probe, choose_peers, judge, read_report, verify_node
 from plan.contract import (
@@ -244,10 +245,13 @@ def test_peers_are_ready_pods_on_other_nodes_one_per_overlay_in_a_stable_order()
 # ---- the step -----------------------------------------------------------------------------
 
 def cluster(reach: set[str], peers: tuple[Peer, ...] = (FLANNEL_PEER, CILIUM_PEER),
-            api_status: int | None = 200) -> FakeKube:
+            api_status: int | None = 200, probes: list[set[str]] | None = None,
+            pod_ip: str = "10.245.0.5") -> FakeKube:
     """Node-1 to verify, ``peers`` (a pod on each overlay), and a kubelet that runs the probe:
-    it gets a Cilium address, the API server answers with ``api_status``, and it reaches the
-    peers in ``reach``."""
+    it gets ``pod_ip``, the API server answers with ``api_status``, and it reaches the peers in
+    ``reach``. ``probes`` (if given) records what each probe was asked to reach; the n-th probe
+    reaches ``reach`` once ``probes`` holds n entries, so a test can change ``reach`` between
+    probes through the list it passed."""
     kube = FakeKube()
     kube.add("/api/v1/nodes", node("node-1"))
     for peer in peers:
@@ -257,16 +261,20 @@ def cluster(reach: set[str], peers: tuple[Peer, ...] = (FLANNEL_PEER, CILIUM_PEE
     def run_probe(kube: FakeKube) -> None:
         for key, obj in kube.objects.items():
             if key[1] == "pods" and (obj["metadata"].get("labels") or {}).get(PROBE_LABEL):
+                if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                    continue
                 env = {e["name"]: e.get("value") for e in obj["spec"]["containers"][0]["env"]}
                 peers = [ip for ip in env["PROBE_PEERS"].split(",") if ip]
+                if probes is not None:
+                    probes.append(set(peers))
                 report: dict[str, Any] = {
-                    "podIP": "10.245.0.5", "node": "node-1",
+                    "podIP": pod_ip, "node": "node-1",
                     "apiServer": {"status": api_status,
                                   "error": "" if api_status else "wget: download timed out"},
                     "peers": {ip: ip in reach for ip in peers}}
                 ok = api_status is not None and all(ip in reach for ip in peers)
                 obj["status"] = ended(json.dumps(report), "Succeeded" if ok else "Failed",
-                                      "10.245.0.5")["status"]
+                                      pod_ip)["status"]
 
     kube.while_waiting.append(run_probe)
     return kube
@@ -282,8 +290,19 @@ def test_the_step_passes_when_the_probe_reaches_both_peers() -> None:
     assert kube.pods() == ["apps/web-1", "apps/web-2"]  # the probe was removed
 
 
-def test_the_step_fails_typed_with_the_checks_when_a_peer_is_not_reached() -> None:
-    kube = cluster(reach={FLANNEL_PEER.ip})
+@pytest.fixture
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The step's clock, moved on only by its own pauses between probes."""
+    now = [0.0]
+    monkeypatch.setattr(verify, "clock", lambda: now[0])
+    monkeypatch.setattr(verify, "pause", lambda seconds: now.__setitem__(0, now[0] + seconds))
+    return now
+
+
+def test_the_step_fails_typed_with_the_checks_when_a_peer_stays_unreached(
+        fake_clock: list[float]) -> None:
+    probes: list[set[str]] = []
+    kube = cluster(reach={FLANNEL_PEER.ip}, probes=probes)
     with pytest.raises(ApplicationError) as raised:
         ActivityEnvironment().run(verify_node, kube, request())
     error = raised.value
@@ -291,6 +310,35 @@ def test_the_step_fails_typed_with_the_checks_when_a_peer_is_not_reached() -> No
     failed = [c["name"] for c in error.details[0]["checks"] if c["outcome"] == "failed"]
     assert failed == ["peer-cilium"]
     assert kube.events()[-1][0] == "CiliumMigrateVerifyFailed"
+    # Probed again and again until the deadline, never past it.
+    timeout = request().policy.timeout_seconds
+    assert len(probes) > 1 and fake_clock[0] <= timeout
+    assert f"{len(probes)} probes in {timeout:.0f}s" in str(error)
+
+
+def test_a_peer_unreached_right_after_the_reboot_is_probed_again_and_passes(
+        fake_clock: list[float]) -> None:
+    """Right after a reboot, the node's routes to the other overlay may not be there yet."""
+    probes: list[set[str]] = []
+    reach = {FLANNEL_PEER.ip}
+    kube = cluster(reach=reach, probes=probes)
+
+    def routes_converge(_: FakeKube) -> None:
+        if len(probes) == 1:
+            reach.add(CILIUM_PEER.ip)
+
+    kube.while_waiting.insert(0, routes_converge)
+    result: VerifyResult = ActivityEnvironment().run(verify_node, kube, request())
+    assert result.passed and len(probes) == 2
+    assert kube.events()[-1][0] == "CiliumMigrateVerified"
+
+
+def test_an_address_outside_the_pool_fails_at_the_first_probe(fake_clock: list[float]) -> None:
+    probes: list[set[str]] = []
+    kube = cluster(reach={FLANNEL_PEER.ip}, probes=probes, pod_ip="10.244.1.9")
+    with pytest.raises(ApplicationError):
+        ActivityEnvironment().run(verify_node, kube, request())
+    assert len(probes) == 1, "a wrong address does not converge: no point probing again"
 
 
 def test_the_step_passes_when_the_api_server_refuses_anonymous_requests() -> None:
