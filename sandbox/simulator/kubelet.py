@@ -475,7 +475,10 @@ class Simulator:
         ready = personality.ready_at_start(self, node, pod)
         status = self._running_status(pod, node, ready)
         pod.container_statuses = status["containerStatuses"]
-        self.write(node.name, self.kube.patch, pod.path + "/status", {"status": status})
+        # The whole status, lists replaced: a strategic merge would keep the previous boot's
+        # address beside the new one in podIPs (merge key `ip`), which the API server refuses.
+        # The kubelet's own patch deletes the old entries (a two-way merge patch).
+        self.write(node.name, self.kube.patch, pod.path + "/status", {"status": status}, MERGE)
         personality.on_started(self, node, pod)
 
     def _running_status(self, pod: PodState, node: NodeState, ready: bool) -> Obj:

@@ -324,9 +324,20 @@ class RealDatapath(Datapath):
         except NetworkError as error:
             return f"failed to set up the tunnel device cilium_vxlan on port {port}: {error}"
         self.tunnels.add(node.name)
+        self._guard_pools(config)
         underlay.route_pods(self.plan, block, node.name)
         self.cilium_nodes_changed()
         return None
+
+    def _guard_pools(self, config: dict[str, str]) -> None:
+        """The Cilium pool is known once the product installed Cilium: from then on, its
+        addresses outside the nodes' blocks are unreachable from the host too."""
+        for pool in config.get("cluster-pool-ipv4-cidr", "").split():
+            if pool not in self.plan.guarded:
+                try:
+                    underlay.guard(self.plan, pool)
+                except (NetworkError, ValueError) as error:
+                    log.error("cannot guard the Cilium pool %s: %s", pool, error)
 
     def cilium_nodes_changed(self) -> None:
         peers = []
