@@ -140,11 +140,14 @@ def up(state_dir: Path, nodes: int, control_planes: int = 1, zones: int = 1,
     topology = Topology.generate(workers=nodes - control_planes, control_planes=control_planes,
                                  zones=zones)
     if network == "real":
+        for leftover in _clean_up_dead_real_networks():
+            progress(f"removed what a stopped real-network sandbox left on this host: {leftover}")
         try:
             plan = choose_plan(state_dir, [n.name for n in topology.nodes], [CLUSTER_CIDR])
         except NetworkError as error:
             raise SandboxError(str(error)) from error
         topology = topology.on_underlay(plan)
+        _own_real_network(plan.prefix, state_dir)
     topology.save(state_dir / "topology.json")
     control_plane = ControlPlane(state_dir, toolchain, cluster_name,
                                  **({"advertise_address": topology.network.gateway}
@@ -300,6 +303,36 @@ def _clean_up_network(state_dir: Path) -> None:
     topology = _topology(state_dir)
     if topology is not None and topology.network is not None:
         underlay.clean_up_prefix(topology.network.prefix)
+        (REAL_NETWORK_OWNERS / topology.network.prefix).unlink(missing_ok=True)
+
+
+# Which state dir made the namespaces, links and routes of each real-network prefix: one file
+# per prefix, holding the state dir. On tmpfs, like the namespaces, so a host reboot clears both.
+REAL_NETWORK_OWNERS = Path("/run/cilium-migrate/real-network")
+
+
+def _own_real_network(prefix: str, state_dir: Path) -> None:
+    REAL_NETWORK_OWNERS.mkdir(parents=True, exist_ok=True)
+    (REAL_NETWORK_OWNERS / prefix).write_text(str(state_dir))
+
+
+def _clean_up_dead_real_networks() -> list[str]:
+    """Removes the leftovers of real-network sandboxes none of whose processes still run (a
+    crashed test or a killed `up`), so that they do not hold the pod ranges forever; a sandbox
+    still running is left alone (and `choose_plan` names it)."""
+    cleaned = []
+    owners = sorted(REAL_NETWORK_OWNERS.iterdir()) if REAL_NETWORK_OWNERS.is_dir() else []
+    for owner in owners:
+        state_dir = Path(owner.read_text().strip())
+        try:
+            alive = any(SandboxState.load(state_dir).running().values())
+        except (SandboxError, OSError, ValueError):
+            alive = False  # its directory is gone or unreadable: nothing can stop it any more
+        if not alive:
+            underlay.clean_up_prefix(owner.name)
+            owner.unlink(missing_ok=True)
+            cleaned.append(f"{owner.name} (from {state_dir})")
+    return cleaned
 
 
 def _network_report(state_dir: Path, state: SandboxState) -> dict[str, str]:

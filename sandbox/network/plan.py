@@ -165,12 +165,15 @@ def refuse_guard_conflicts(cidr: str, entries: list[HostEntry]) -> None:
     conflicts = guard_conflicts(cidr, entries)
     if not conflicts:
         return
-    found = "; ".join(entry.description for entry in conflicts)
+    found = "; ".join(entry.description for entry in conflicts[:3])
+    if len(conflicts) > 3:
+        found += f" (and {len(conflicts) - 3} more)"
     raise NetworkError(
         f"{cidr} (a cluster range the real-network sandbox routes itself) overlaps this host's "
         f"{found}. The sandbox would shadow it, or pod traffic could leave this machine by it. "
-        "Remove it if it is a leftover (another real-network sandbox: run its `down`; an old "
-        "CNI bridge: `ip link del` it), or use `--network simulated` or another machine.")
+        "Remove it if it is a leftover (another real-network sandbox: run its `down`, whose "
+        "state dir /run/cilium-migrate/real-network/<prefix> names; an old CNI bridge: "
+        "`ip link del` it), or use `--network simulated` or another machine.")
 
 
 def candidates() -> Iterator[ipaddress.IPv4Network]:

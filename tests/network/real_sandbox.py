@@ -73,7 +73,7 @@ def dial(kube: Kube, source: dict[str, Any], target_ip: str) -> list[str]:
     try:
         answer = kube.request("GET", path, query={
             "request": "hostname", "protocol": "http", "host": target_ip,
-            "port": str(ECHO_PORT), "tries": "1"}, timeout=30)
+            "port": str(ECHO_PORT), "tries": "1"}, timeout=15)
     except ApiException as error:
         if error.status in (400, 500, 502, 503):  # agnhost reports a failed dial as an error
             return []

@@ -27,6 +27,7 @@ from sandbox.network.cni import (
     delete_pod_netns,
     load_config,
 )
+from tests.network.tools import ping_argv
 
 REPO = Path(__file__).resolve().parents[2]
 FLANNEL_MANIFEST = REPO / "sandbox" / "manifests" / "kube-flannel.yml"
@@ -131,7 +132,7 @@ def flannel_node(tmp_path: Path, namespaces: Callable[[str], str],
 
 
 def ping(source_ns: str, address: str) -> bool:
-    return netns.run_in(source_ns, ["ping", "-c", "1", "-W", "2", address]).returncode == 0
+    return netns.run_in(source_ns, ping_argv(address)).returncode == 0
 
 
 def links(ns: str) -> list[str]:
