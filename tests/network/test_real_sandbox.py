@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,3 +81,47 @@ def test_cilium_on_flannels_vxlan_port_cannot_set_up_its_tunnel(
     assert not any(s.get("ready") for p in kube.get(
         "/api/v1/namespaces/kube-system/pods", labelSelector="k8s-app=cilium")["items"]
         for s in p["status"].get("containerStatuses") or [])
+
+
+def leftovers(prefix: str) -> list[str]:
+    """Namespaces, links and routes on this host that carry the sandbox's prefix."""
+    from sandbox.network.plan import ROUTE_PROTO, route_metric
+
+    routes = [line for line in netns.ip("route", "show", "proto", str(ROUTE_PROTO)).splitlines()
+              if f"metric {route_metric(prefix)}" in line]
+    return [*netns.named(prefix), *netns.links(prefix), *routes]
+
+
+def test_status_says_which_datapath_runs_and_down_leaves_nothing_behind(
+        toolchain: Toolchain, tmp_path: Path) -> None:
+    require_real_network()
+    state_dir = tmp_path / "state"
+    cluster.up(state_dir, nodes=2, control_planes=1, network="real")
+    try:
+        network = cluster.status(state_dir)["network"]
+        assert network["mode"] == "real" and "stand-in" in network["cilium_datapath"]
+        topology = Topology.load(state_dir / "topology.json")
+        assert topology.network is not None
+        prefix = topology.network.prefix
+        assert leftovers(prefix), "the sandbox made namespaces, links and routes"
+    finally:
+        cluster.down(state_dir)
+    assert leftovers(prefix) == []
+
+
+def test_the_next_up_removes_what_a_crashed_sandbox_left(
+        toolchain: Toolchain, tmp_path: Path) -> None:
+    require_real_network()
+    crashed, fresh = tmp_path / "crashed", tmp_path / "fresh"
+    cluster.up(crashed, nodes=2, control_planes=1, network="real")
+    topology = Topology.load(crashed / "topology.json")
+    assert topology.network is not None
+    state = cluster.SandboxState.load(crashed)
+    for pid in state.pids.values():  # every process dies at once: nobody tears anything down
+        os.kill(pid, signal.SIGKILL)
+    assert leftovers(topology.network.prefix), "a crash leaves the network behind"
+    cluster.up(fresh, nodes=2, control_planes=1, network="real")
+    try:
+        assert leftovers(topology.network.prefix) == []
+    finally:
+        cluster.down(fresh)
