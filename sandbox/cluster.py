@@ -37,6 +37,7 @@ from sandbox.toolchain import Toolchain, ToolchainError, find_toolchain
 from sandbox.topology import CLUSTER_CIDR, Topology
 
 MANIFESTS = Path(__file__).parent / "manifests"
+FLANNEL_BACKEND_DATA = "flannel.alpha.coreos.com/backend-data"
 SIMULATOR_MODULE = "sandbox.simulator"
 # Stopped in this order: the simulator first (it writes through the API server), etcd last.
 _STOP_ORDER = ("node-simulator", "kube-scheduler", "kube-controller-manager", "kube-apiserver",
@@ -239,7 +240,12 @@ def _summary(kube: Kube) -> dict[str, Any]:
                     n.get("spec", {}).get("taints") or [])]
     flannel = [p for p in kube.get("/api/v1/pods", labelSelector="app=flannel")["items"]
                if p.get("status", {}).get("phase") == "Running"]
-    return {"nodes": len(node_items), "ready": len(ready), "flannel_running": len(flannel)}
+    # flanneld annotates its Node once it holds the node's lease and set up its VTEP (a real
+    # flanneld does so a moment after its pod runs).
+    registered = [n for n in node_items if FLANNEL_BACKEND_DATA in (
+        n["metadata"].get("annotations") or {})]
+    return {"nodes": len(node_items), "ready": len(ready), "flannel_running": len(flannel),
+            "flannel_registered": len(registered)}
 
 
 def _wait_until_ready(state_dir: Path, nodes: int, timeout: float,
@@ -250,11 +256,13 @@ def _wait_until_ready(state_dir: Path, nodes: int, timeout: float,
     while time.monotonic() < deadline:
         summary = _summary(kube)
         line = (f"nodes Ready {summary['ready']}/{nodes}, "
-                f"flannel Running {summary['flannel_running']}/{nodes}")
+                f"flannel Running {summary['flannel_running']}/{nodes}, "
+                f"registered {summary['flannel_registered']}/{nodes}")
         if line != last:
             progress(line)
             last = line
-        if summary["ready"] == nodes and summary["flannel_running"] == nodes:
+        if summary["ready"] == summary["flannel_running"] == summary[
+                "flannel_registered"] == nodes:
             return
         time.sleep(0.5)
     raise SandboxError(f"sandbox not ready after {timeout:.0f}s: {last}")

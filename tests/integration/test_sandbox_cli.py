@@ -67,7 +67,8 @@ def test_a_second_sandbox_runs_beside_the_first_and_stops_cleanly(
     try:
         report = json.loads(cli("sandbox", "status", "-o", "json",
                                 "--state-dir", str(state_dir)).stdout)
-        assert report["cluster"] == {"nodes": 2, "ready": 2, "flannel_running": 2}
+        assert report["cluster"] == {"nodes": 2, "ready": 2, "flannel_running": 2,
+                                     "flannel_registered": 2}
         assert report["server"] != json.loads(cli(
             "sandbox", "status", "-o", "json", "--state-dir", str(sandbox.state_dir)).stdout
         )["server"]
