@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from sandbox import audit, pki
+from sandbox import audit, egress, pki
 from sandbox.processes import free_port, start_process
 from sandbox.toolchain import Toolchain
 from sandbox.topology import (
@@ -171,6 +171,9 @@ class ControlPlane:
             "--profiling=false",
             # Who asked for what, so a benchmark can count the product's own requests.
             f"--audit-policy-file={policy}",
+            # The pod, service and node proxies dial through the node simulator, which
+            # decides where such a connection may go (see `sandbox.egress`).
+            f"--egress-selector-config-file={egress.write_config(self.state_dir)}",
             f"--audit-log-path={audit.audit_log(self.state_dir)}",
             "--audit-log-maxsize=0",  # never rotated: a count reads the whole run
             "--v=1",

@@ -83,6 +83,11 @@ class Datapath:
         """Runs the product's probe pod; ends it with `Simulator.complete_pod`."""
         raise NotImplementedError
 
+    def egress(self, host: str, port: int) -> str | None:
+        """Why the API server may not connect to ``host:port`` (its pod, service and node
+        proxies; `sandbox.egress`), or None when it may."""
+        return "this sandbox's network carries no packets"
+
 
 class SimulatedDatapath(Datapath):
     """Pod IPs are data: host-local IPAM in memory, and reachability derived from rules."""
@@ -94,6 +99,11 @@ class SimulatedDatapath(Datapath):
 
     def describe(self) -> dict[str, str]:
         return {"network": "simulated", "cilium_datapath": "none: connectivity is derived"}
+
+    def egress(self, host: str, port: int) -> str | None:
+        return (f"the simulated network carries no packets: {host} is data here, and this "
+                "host's default route would take a packet to it off the machine; "
+                "`sandbox up --network real` carries real ones")
 
     def pod_cidr_assigned(self, node: NodeState) -> None:
         assert node.pod_cidr is not None

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from activities.kubeapi import MERGE, Kube, Obj, condition_true
+from sandbox import egress
 from sandbox.simulator import containers
 from sandbox.simulator.apiserver import Endpoint, dialled_endpoint, why_unreachable
 from sandbox.simulator.datapath import Datapath, SimulatedDatapath
@@ -97,11 +98,14 @@ class Simulator:
         self._stop.set()
 
     def run(self) -> None:
+        proxy = egress.EgressProxy(egress.socket_path(self.state_dir), self.datapath.egress)
+        proxy.start()
         self.datapath.start()
         try:
             self._run()
         finally:
             self.datapath.close()
+            proxy.stop()
 
     def _run(self) -> None:
         self._register_nodes()

@@ -20,6 +20,7 @@ container runtime and kube-proxy over Linux network namespaces, and real program
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import shutil
@@ -360,6 +361,20 @@ class RealDatapath(Datapath):
         endpoints = sorted((e.host, e.port) for e in self.sim.api_service_endpoints())
         service_proxy.program_service(self._node_ns(node), API_SERVICE_IP, API_SERVICE_PORT,
                                       endpoints)
+
+    # ---- the API server's proxies ------------------------------------------------------------
+
+    def egress(self, host: str, port: int) -> str | None:
+        """Pods and nodes of this sandbox only: its underlay and its guarded pod ranges."""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return f"{host} is not an address of this sandbox's network"
+        if any(address in ipaddress.ip_network(cidr)
+               for cidr in (self.plan.underlay, *self.plan.guarded)):
+            return None
+        return f"{host} is outside this sandbox's networks ({self.plan.underlay}, " \
+               f"{', '.join(self.plan.guarded)})"
 
     # ---- the product's probe ---------------------------------------------------------------
 
