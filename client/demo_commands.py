@@ -110,6 +110,12 @@ def _demo(args: argparse.Namespace) -> int:
         subprocess.run([*kubectl, "apply", "-f", str(_workloads(directory))], check=True,
                        stdout=subprocess.DEVNULL)
         _say("== Temporal dev server and worker: cilium-migrate dev")
+        history = directory / "temporal.db"
+        if history.exists():
+            # The sandbox is new, so is the migration: an earlier demo's run (say one stopped
+            # halfway) must not be attached to this cluster. Kept aside for a look back.
+            history.replace(directory / "temporal.db.previous")
+            _say(f"(the previous demo's history is in {directory / 'temporal.db.previous'})")
         with open(directory / "dev.log", "ab") as log:
             dev = subprocess.Popen(_cli(
                 "dev", "--port", str(args.port), "--db-file", str(directory / "temporal.db"),
@@ -172,6 +178,23 @@ def _wait_for_server(address: tuple[str, ...], dev: subprocess.Popen[bytes]) -> 
     raise CommandError("the Temporal dev server did not answer", exit_codes.UNREACHABLE)
 
 
+def progress_line(summary: dict[str, Any]) -> str:
+    """One line of `status -o json`'s summary: the phase, how many nodes are in each state,
+    and the current wave."""
+    counts = ", ".join(f"{count} {state}" for state, count in summary["counts"].items()
+                       if count)
+    wave = summary.get("current_wave") or {}
+    at = f"; wave {wave['index']} {wave.get('state', '')}".rstrip() if wave else ""
+    return f"phase {summary['phase']}: {counts or 'no nodes yet'}{at}"
+
+
+def pending_gates(summary: dict[str, Any]) -> list[str]:
+    """The gates waiting for approval (the summary lists the first few and counts them all;
+    the demo approves those listed and sees the rest on its next look)."""
+    gates: list[str] = summary["pending_gates"]["items"]
+    return gates
+
+
 def _approve_until_done(address: tuple[str, ...]) -> None:
     shown = ""
     while True:
@@ -181,15 +204,13 @@ def _approve_until_done(address: tuple[str, ...]) -> None:
             time.sleep(1)
             continue
         progress = json.loads(result.stdout)
-        line = f"phase {progress['phase']}: " + ", ".join(
-            f"{n} {s['state']}{'/' + s['step'] if s.get('step') else ''}"
-            for n, s in progress["nodes"].items())
+        line = progress_line(progress)
         if line != shown:
             _say(line)
             shown = line
         if progress["phase"] in ("completed", "failed", "cancelled"):
             return
-        for gate in progress["pending_gates"]:
+        for gate in pending_gates(progress):
             _run(["approve", CLUSTER, gate, "--as", "demo-operator", "--reason",
                   f"demo: {gate} reviewed", *address])
         time.sleep(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from datetime import UTC, datetime, timedelta
 
 from client.status_view import CLEAR_BELOW, CLEAR_LINE, HOME, Screen, render_nodes, render_summary
@@ -157,3 +158,13 @@ def test_a_node_listing_says_which_slice_of_how_many_it_shows() -> None:
         ["w2", "2", "blocked"]]
     assert lines[-1] == "Nodes in all: 2-2 of 3"
     assert empty.splitlines()[-1] == "No nodes failed (0 in all)."
+
+
+def test_the_demo_follows_the_summary_that_status_json_prints() -> None:
+    """`make demo` reads `status -o json`, which prints the bounded summary (issue 13)."""
+    from client.demo_commands import pending_gates, progress_line
+
+    printed = json.loads(summarize(progress()).model_dump_json())
+    assert progress_line(printed) == "phase migrating: 1 migrated, 1 blocked, 1 pending; " \
+        "wave 2 running"
+    assert pending_gates(printed) == ["node/w3"]
