@@ -39,10 +39,6 @@ class Datapath:
     def close(self) -> None:
         """The simulator stops."""
 
-    def describe(self) -> dict[str, str]:
-        """What `sandbox status` says about the network."""
-        return {"network": self.name}
-
     def node_booted(self, node: NodeState) -> None:
         """The node's kernel is up (first start or after a reboot), before its pods start."""
 
@@ -96,9 +92,6 @@ class SimulatedDatapath(Datapath):
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
-
-    def describe(self) -> dict[str, str]:
-        return {"network": "simulated", "cilium_datapath": "none: connectivity is derived"}
 
     def egress(self, host: str, port: int) -> str | None:
         return (f"the simulated network carries no packets: {host} is data here, and this "

@@ -81,10 +81,6 @@ class RealDatapath(Datapath):
 
     # ---- lifecycle -------------------------------------------------------------------------
 
-    def describe(self) -> dict[str, str]:
-        return {"network": "real", "cilium_datapath":
-                "kernel stand-in (cilium_vxlan, routes, ptp), not Cilium's eBPF datapath"}
-
     def start(self) -> None:
         underlay.create_underlay(self.plan)
         self.forwarder.start()
