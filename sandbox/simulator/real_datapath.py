@@ -30,13 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from sandbox.nettools import NetworkTools
 from sandbox.network import cilium_tunnel, netns, service_proxy, underlay
 from sandbox.network.cni import CniConfig, CniError, CniRuntime, active_config
 from sandbox.network.forwarder import ApiForwarder
 from sandbox.network.netns import NetworkError
+from sandbox.network.node_kubeconfig import write_node_kubeconfig
 from sandbox.network.plan import NetworkPlan
 from sandbox.simulator.datapath import Datapath
 from sandbox.simulator.faults import Fault
@@ -292,20 +291,10 @@ class RealDatapath(Datapath):
                          "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
                                             "name": pod.name, "uid": pod.uid}}})
         token = answer["status"]["token"]
-        path = node.host.root / "var" / "lib" / "kubelet" / "pods" / pod.uid / "kubeconfig"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ca = self.sim.state_dir / "pki" / "ca.crt"
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "in-cluster", "cluster": {
-                "server": f"https://{API_SERVICE_IP}:{API_SERVICE_PORT}",
-                "certificate-authority": str(ca)}}],
-            "users": [{"name": account, "user": {"token": token}}],
-            "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster",
-                                                            "user": account}}],
-            "current-context": "in-cluster"}))
-        path.chmod(0o600)
-        return path
+        return write_node_kubeconfig(
+            node.host.root / "var" / "lib" / "kubelet" / "pods" / pod.uid / "kubeconfig",
+            f"https://{API_SERVICE_IP}:{API_SERVICE_PORT}", self.sim.state_dir / "pki" / "ca.crt",
+            token, user=account)
 
     # ---- Cilium ----------------------------------------------------------------------------
 
