@@ -9,8 +9,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from sandbox.simulator.faults import Fault
 from sandbox.toolchain import Toolchain
 from tests.conftest import CILIUM_POOL
+from tests.helpers import set_fault
 from tests.integration.migration_support import (
     activity_context,
     fresh_sandbox,
@@ -21,6 +23,8 @@ from tests.integration.migration_support import (
     wait_progress,
 )
 from tests.network.real_sandbox import deploy_echo, dial_matrix, require_real_network, wait_for_echo
+from workflows.cluster import ClusterMigrationWorkflow
+from workflows.messages import DecideRequest, Decision
 from workflows.progress import NodeState, Phase
 
 FIRST = "worker-1"
@@ -65,3 +69,43 @@ async def test_a_migration_keeps_pods_talking_across_the_two_overlays(
         matrix = dial_matrix(kube, after)
         assert all(matrix.values()), \
             f"on Cilium, unreached: {[k for k, v in matrix.items() if not v]}"
+
+
+async def test_a_node_that_fails_verify_rolls_back_to_flannel_and_talks_again(
+        temporal_env: Any, toolchain: Toolchain, tmp_path: Path) -> None:
+    """The rollback on real packets: the probe's packets are dropped for real on the canary,
+    verify fails at its deadline, and the operator's rollback puts the node back on flannel,
+    where its pods reach every other node again."""
+    require_real_network()
+    name = "real-network-rollback"
+    state_dir = tmp_path / "state"
+    with fresh_sandbox(state_dir, workers=2, zones=1, network="real") as kube:
+        deploy_echo(kube)
+        await asyncio.to_thread(wait_for_echo, kube, nodes=3)
+        set_fault(state_dir, FIRST, Fault.PROBE_FAILS, True)
+        spec = migration_spec(name, approvals={"policy": "none"}, verify={"timeout": "15s"},
+                              rollout={"firstNodes": [FIRST]})
+        task_queue = f"real-network-{uuid.uuid4().hex[:8]}"
+        async with in_process_worker(temporal_env.client,
+                                     activity_context(state_dir, toolchain, name),
+                                     task_queue):
+            handle = await start_migration(temporal_env.client, spec, task_queue)
+            blocked = await wait_progress(
+                handle, lambda p: p.nodes.get(FIRST) is not None
+                and p.nodes[FIRST].state is NodeState.BLOCKED, "the canary to block",
+                timeout=600)
+            failed = {c.name for c in blocked.nodes[FIRST].verify if c.failed}
+            assert "api-server" in failed, "nothing the probe sent got anywhere"
+
+            set_fault(state_dir, FIRST, Fault.PROBE_FAILS, False)
+            _ = await handle.execute_update(ClusterMigrationWorkflow.decide, DecideRequest(
+                node=FIRST, decision=Decision.ROLLBACK, operator="carol"))
+            halted = await wait_progress(handle, lambda p: p.halted is not None,
+                                         "the run to halt after the rollback", timeout=300)
+            assert halted.nodes[FIRST].state is NodeState.ROLLED_BACK
+            pods = await asyncio.to_thread(wait_for_echo, kube, nodes=3)
+            assert pods[FIRST]["status"]["podIP"].startswith("10.244."), "back on flannel"
+            matrix = await asyncio.to_thread(dial_matrix, kube, pods)
+            assert all(matrix.values()), \
+                f"after the rollback, unreached: {[k for k, v in matrix.items() if not v]}"
+            await handle.cancel()
