@@ -195,6 +195,27 @@ def test_a_node_shell_reboot_changes_the_boot_id_once_and_the_node_returns(
     assert ipaddress.ip_address(restarted["status"]["podIP"]) in ipaddress.ip_network(CILIUM_POOL)
 
 
+def test_a_pod_that_lived_through_the_switch_has_one_address_after_the_reboot(
+        sandbox: Sandbox, node_config: None, namespace: str, claim_worker: Any) -> None:
+    """Its flannel address stays until the reboot re-creates its sandbox; then it has the
+    Cilium one alone (the API server refuses two addresses of one family in podIPs)."""
+    node = claim_worker()
+    workload = pin(sandbox, namespace, "switcher", node)[0]
+    old_ip = workload["status"]["podIP"]
+    assert ipaddress.ip_address(old_ip) not in ipaddress.ip_network(CILIUM_POOL)
+    move_to_cilium(sandbox, node)
+    before = boot_id(sandbox, node)
+    sandbox.kube.create(f"/api/v1/namespaces/{namespace}/pods",
+                        node_shell_pod(node, "reboot", "reboot"))
+    wait_for(lambda: boot_id(sandbox, node) != before, "a new bootID")
+    restarted = wait_for(lambda: [p for p in ready_pods(sandbox, namespace, "app=switcher")
+                                  if p["status"]["containerStatuses"][0]["restartCount"] == 1],
+                         "the workload to restart after the reboot")[0]
+    address = restarted["status"]["podIP"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(CILIUM_POOL)
+    assert restarted["status"]["podIPs"] == [{"ip": address}]
+
+
 def test_after_a_reboot_the_nodes_pods_are_not_ready_until_their_containers_run_again(
         sandbox: Sandbox, namespace: str, claim_worker: Any, inject: Any) -> None:
     """A booting kubelet finds its pods' containers dead and reports them NotReady before it
