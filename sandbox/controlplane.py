@@ -44,21 +44,29 @@ class ControlPlaneError(RuntimeError):
 
 def write_kubeconfig(path: Path, server: str, paths: pki.PkiPaths,
                      identity: pki.ClientIdentity, cluster_name: str) -> None:
+    write_kubeconfig_file(path, cluster_name, {
+        "server": server, "certificate-authority": str(paths.ca_cert)}, identity.user, {
+        "client-certificate": str(paths.client_cert(identity)),
+        "client-key": str(paths.client_key(identity))})
+
+
+def write_kubeconfig_file(path: Path, cluster_name: str, cluster: dict[str, str], user: str,
+                          credentials: dict[str, str]) -> Path:
+    """A kubeconfig of one cluster, one user and their context, readable by its owner only
+    (made so before the credentials are in it)."""
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": cluster_name, "cluster": {
-            "server": server, "certificate-authority": str(paths.ca_cert)}}],
-        "users": [{"name": identity.user, "user": {
-            "client-certificate": str(paths.client_cert(identity)),
-            "client-key": str(paths.client_key(identity))}}],
-        "contexts": [{"name": cluster_name, "context": {
-            "cluster": cluster_name, "user": identity.user}}],
+        "clusters": [{"name": cluster_name, "cluster": cluster}],
+        "users": [{"name": user, "user": credentials}],
+        "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": user}}],
         "current-context": cluster_name,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.touch(mode=0o600)
     path.chmod(0o600)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
 def _wait_healthy(url: str, what: str, log: Path, timeout: float,

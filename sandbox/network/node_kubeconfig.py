@@ -11,10 +11,10 @@ import ipaddress
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import yaml
 from cryptography import x509
 
 from sandbox import pki
+from sandbox.controlplane import write_kubeconfig_file
 
 SERVER_NAME = "kubernetes"  # a SAN of every API server kubeadm (and sandbox.pki) makes
 
@@ -60,16 +60,4 @@ def write_node_kubeconfig(path: Path, server: str, ca_cert: Path, token: str,
     server_name = server_name_for(server, serving_cert)
     if server_name is not None:
         cluster["tls-server-name"] = server_name
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "sandbox", "cluster": cluster}],
-        "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": "sandbox", "context": {"cluster": "sandbox", "user": user}}],
-        "current-context": "sandbox",
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.chmod(0o600)  # before the token is in it
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return write_kubeconfig_file(path, "sandbox", cluster, user, {"token": token})
