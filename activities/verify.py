@@ -235,12 +235,6 @@ def _probe_once(kube: Kube, request: VerifyInput, timeout: float) -> Probe:
     return read_report(request, peers, finished, last)
 
 
-def choose_peers(kube: Kube, request: VerifyInput) -> dict[str, Peer | None]:
-    """One Ready pod per overlay, on another node (`peers_among` the running pods)."""
-    return peers_among(kube.get("/api/v1/pods", fieldSelector="status.phase=Running")["items"],
-                       request)
-
-
 def peers_among(running: list[Obj], request: VerifyInput) -> dict[str, Peer | None]:
     """One Ready pod per overlay, on another node, the same one each time the cluster is alike
     (sorted by node, namespace and name)."""

@@ -12,7 +12,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import verify
 from activities.kubeapi import Obj
-from activities.verify import CHECKS, Peer, Probe, choose_peers, judge, read_report, verify_node
+from activities.verify import CHECKS, Peer, Probe, judge, peers_among, read_report, verify_node
 from plan.contract import (
     PROBE_LABEL,
     CheckResult,
@@ -235,6 +235,12 @@ def test_peers_are_ready_pods_on_other_nodes_one_per_overlay_in_a_stable_order()
         pod("cilium", "node-5", ip="10.245.5.2"),
     ]:
         kube.add(pods, each)
+
+    def choose_peers(kube: FakeKube, request: VerifyInput) -> dict[str, Peer | None]:
+        """As the step chooses them: among the pods the API lists as Running."""
+        return peers_among(kube.get("/api/v1/pods", fieldSelector="status.phase=Running")[
+            "items"], request)
+
     assert choose_peers(kube, request()) == {
         "flannel": Peer(ip="10.244.3.3", pod="apps/a-flannel", node="node-3"),
         "cilium": Peer(ip="10.245.5.2", pod="apps/cilium", node="node-5")}
