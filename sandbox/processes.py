@@ -40,13 +40,18 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def is_running(pid: int, program: str) -> bool:
-    """True when ``pid`` is alive and still runs ``program`` (a path or module name)."""
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs: a zombie (ended, not yet reaped by its parent) has ended."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return False
-    return state != "Z" and program in _cmdline(pid)
+    return state != "Z"
+
+
+def is_running(pid: int, program: str) -> bool:
+    """True when ``pid`` is alive and still runs ``program`` (a path or module name)."""
+    return alive(pid) and program in _cmdline(pid)
 
 
 def stop_process(pid: int, program: str, timeout: float = 15.0) -> bool:

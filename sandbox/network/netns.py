@@ -14,6 +14,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from sandbox.processes import alive
+
 NETNS_DIR = Path("/run/netns")  # where `ip netns add` bind-mounts named namespaces
 
 
@@ -87,7 +89,7 @@ def kill_processes(netns: str, grace: float = 2.0) -> None:
     deadline = time.monotonic() + grace
     while running and time.monotonic() < deadline:
         time.sleep(0.05)
-        running = [pid for pid in running if _alive(pid)]
+        running = [pid for pid in running if alive(pid)]
     for pid in running:
         _signal(pid, signal.SIGKILL)
 
@@ -123,12 +125,3 @@ def links(prefix: str, netns: str | None = None) -> list[str]:
 def _signal(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-
-
-def _alive(pid: int) -> bool:
-    """Still running: a zombie (ended, not yet reaped by its parent) counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
