@@ -119,6 +119,8 @@ def test_the_next_up_removes_what_a_crashed_sandbox_left(
     state = cluster.SandboxState.load(crashed)
     for pid in state.pids.values():  # every process dies at once: nobody tears anything down
         os.kill(pid, signal.SIGKILL)
+    # SIGKILL is delivered at once, but a process with many threads takes a moment to end.
+    wait_for(lambda: not any(state.running().values()), "the killed processes to end")
     assert leftovers(topology.network.prefix), "a crash leaves the network behind"
     cluster.up(fresh, nodes=2, control_planes=1, network="real")
     try:
