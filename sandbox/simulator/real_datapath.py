@@ -71,7 +71,10 @@ class RealDatapath(Datapath):
         self.tools = tools
         self.pods: dict[str, PodRuntime] = {}
         self.flanneld: dict[str, subprocess.Popen[bytes]] = {}
-        self.tunnels: set[str] = set()  # nodes whose agent set up cilium_vxlan since boot
+        # Nodes whose agent set up cilium_vxlan since boot, with the peers last programmed
+        # there, and the pod blocks routed from the host: CiliumNode events repeat these often.
+        self.tunnels: dict[str, list[cilium_tunnel.TunnelPeer] | None] = {}
+        self.routed: dict[str, str] = {}  # pod CIDR -> node it is routed through
         api = sim.api_server
         if api is None:
             raise NetworkError("the topology has no API server address for the nodes")
@@ -100,6 +103,21 @@ class RealDatapath(Datapath):
     def _runtime(self, node: NodeState) -> CniRuntime:
         return CniRuntime(self.tools.cni_bin, node.host.root, self._node_ns(node))
 
+    @staticmethod
+    def _subnet_file(node: NodeState) -> Path:
+        """flanneld's `--subnet-file` on the node, which its CNI plugin reads."""
+        return node.host.root / "run" / "flannel" / "subnet.env"
+
+    @staticmethod
+    def _pod_files(node: NodeState, pod: PodState) -> Path:
+        """Where the kubelet keeps a pod's own files on the node."""
+        return node.host.root / "var" / "lib" / "kubelet" / "pods" / pod.uid
+
+    def _route_pods(self, cidr: str, node: str) -> None:
+        if self.routed.get(cidr) != node:
+            underlay.route_pods(self.plan, cidr, node)
+            self.routed[cidr] = node
+
     def _boot(self, node: NodeState) -> None:
         # /run is a tmpfs: a boot starts without flannel's subnet.env.
         shutil.rmtree(node.host.root / "run", ignore_errors=True)
@@ -110,7 +128,7 @@ class RealDatapath(Datapath):
             netns.sysctl(self._node_ns(node), f"net.ipv4.conf.{scope}.rp_filter", "2")
 
     def node_going_down(self, node: NodeState) -> None:
-        self.tunnels.discard(node.name)
+        self.tunnels.pop(node.name, None)
         underlay.shut_down_node(self.plan, node.name)
 
     def node_booted(self, node: NodeState) -> None:
@@ -118,7 +136,7 @@ class RealDatapath(Datapath):
 
     def pod_cidr_assigned(self, node: NodeState) -> None:
         assert node.pod_cidr is not None
-        underlay.route_pods(self.plan, node.pod_cidr, node.name)
+        self._route_pods(node.pod_cidr, node.name)
 
     # ---- pods ------------------------------------------------------------------------------
 
@@ -213,20 +231,17 @@ class RealDatapath(Datapath):
     def flannel_started(self, node: NodeState, pod: PodState) -> None:
         container = next(c for c in pod.containers()
                          if "flanneld" in " ".join(c.get("command") or []))
-        root = node.host.root
-        net_conf = root / "etc" / "kube-flannel" / "net-conf.json"
+        net_conf = node.host.root / "etc" / "kube-flannel" / "net-conf.json"
         net_conf.parent.mkdir(parents=True, exist_ok=True)
         net_conf.write_text(json.dumps(self.sim.flannel_net_conf(pod)))
-        subnet_file = root / "run" / "flannel" / "subnet.env"
         kubeconfig = self._service_account_kubeconfig(node, pod)
         # The pod's own arguments; the files its volumes would hold are named by flag, since
         # processes here share the machine's filesystem.
-        argv = [str(self.tools.flanneld),
-                *[a for a in container.get("args") or []],
-                f"--net-config-path={net_conf}", f"--subnet-file={subnet_file}",
+        argv = [str(self.tools.flanneld), *(container.get("args") or []),
+                f"--net-config-path={net_conf}", f"--subnet-file={self._subnet_file(node)}",
                 f"--kubeconfig-file={kubeconfig}"]
         env = self._container_env(node, pod, container, node.spec.internal_ip)
-        env["NODE_NAME"] = env.get("NODE_NAME", node.name)
+        env.setdefault("NODE_NAME", node.name)
         log_path = self.sim.state_dir / "logs" / "nodes" / f"{node.name}-flanneld.log"
         old = self.flanneld.pop(node.name, None)
         if old is not None:
@@ -268,7 +283,7 @@ class RealDatapath(Datapath):
         """flanneld writes subnet.env once it holds its lease; the CNI plugin needs it."""
         if self.flanneld.get(node.name) is not process:
             return
-        if (node.host.root / "run" / "flannel" / "subnet.env").exists():
+        if self._subnet_file(node).exists():
             node.flannel_running = True
             self.sim.network_changed(node)
             return
@@ -292,7 +307,7 @@ class RealDatapath(Datapath):
                                             "name": pod.name, "uid": pod.uid}}})
         token = answer["status"]["token"]
         return write_node_kubeconfig(
-            node.host.root / "var" / "lib" / "kubelet" / "pods" / pod.uid / "kubeconfig",
+            self._pod_files(node, pod) / "kubeconfig",
             f"https://{API_SERVICE_IP}:{API_SERVICE_PORT}", self.sim.state_dir / "pki" / "ca.crt",
             token, user=account)
 
@@ -309,9 +324,9 @@ class RealDatapath(Datapath):
             cilium_tunnel.set_up_tunnel(self._node_ns(node), port, node.spec.internal_ip, block)
         except NetworkError as error:
             return f"failed to set up the tunnel device cilium_vxlan on port {port}: {error}"
-        self.tunnels.add(node.name)
+        self.tunnels[node.name] = None  # a new device: its peers are programmed again
         self._guard_pools(config)
-        underlay.route_pods(self.plan, block, node.name)
+        self._route_pods(block, node.name)
         self.cilium_nodes_changed()
         return None
 
@@ -334,11 +349,12 @@ class RealDatapath(Datapath):
             if cidrs and address:
                 peers.append(cilium_tunnel.TunnelPeer(node_ip=address, pod_cidr=cidrs[0]))
                 if name in self.sim.nodes:
-                    underlay.route_pods(self.plan, cidrs[0], name)
-        for name in sorted(self.tunnels):
+                    self._route_pods(cidrs[0], name)
+        for name, programmed in sorted(self.tunnels.items()):
             node = self.sim.nodes[name]
-            if node.up:
+            if node.up and programmed != peers:
                 cilium_tunnel.sync_tunnel_peers(self._node_ns(node), node.spec.internal_ip, peers)
+                self.tunnels[name] = peers
 
     # ---- kube-proxy ------------------------------------------------------------------------
 
@@ -374,8 +390,7 @@ class RealDatapath(Datapath):
         # The kubelet mounts a host file at the termination message path; a variable naming
         # that path is given the host file, which is what the container would write through.
         message_path = container.get("terminationMessagePath", "/dev/termination-log")
-        report = self.sim.state_dir / "nodes" / node.name / "var" / "lib" / "kubelet" / \
-            "pods" / pod.uid / "termination-log"
+        report = self._pod_files(node, pod) / "termination-log"
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text("")
         env = {key: str(report) if value == message_path else value for key, value in env.items()}
