@@ -47,6 +47,7 @@ from bench.lifecycle import (  # noqa: E402
     guard,
     stop_children,
 )  # noqa: E402
+from bench.proc import rss_mib  # noqa: E402
 from plan.contract import Activity  # noqa: E402
 from sandbox import audit, cluster, pki  # noqa: E402
 from sandbox.cilium_release import ensure_default_release  # noqa: E402
@@ -84,16 +85,6 @@ def evicted_grace_periods(kube: Kube) -> dict[str, list[float]]:
         evicted.setdefault(spec["nodeName"], []).append(
             DEFAULT_GRACE_SECONDS if grace is None else float(grace))
     return evicted
-
-
-def rss_mib(pid: int, field: str) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def dev_server_pids() -> list[int]:

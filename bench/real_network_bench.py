@@ -34,6 +34,7 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from activities.context import ActivityContext  # noqa: E402
 from activities.kubeapi import Kube  # noqa: E402
 from bench.lifecycle import BenchStopped, Stage, cleaning_up, guard, stop_children  # noqa: E402
+from bench.proc import rss_mib  # noqa: E402
 from sandbox import cluster  # noqa: E402
 from sandbox.cilium_release import ensure_default_release  # noqa: E402
 from sandbox.nettools import real_network_unsupported  # noqa: E402
@@ -50,16 +51,6 @@ from tests.integration.migration_support import (  # noqa: E402
 from tests.network.real_sandbox import deploy_echo, dial, echo_pods, wait_for_echo  # noqa: E402
 from workflows.identity import SEARCH_ATTRIBUTES  # noqa: E402
 from workflows.progress import NodeState, Phase, Progress  # noqa: E402
-
-
-def rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def overlay(ip: str) -> str:
@@ -169,17 +160,17 @@ def node_memory(state_dir: Path, kube: Kube) -> None:
     by_uid = {p["metadata"]["uid"]: p for p in pods}
     print(f"\n{'node':<10} {'node processes':>15} {'pod processes':>14} {'total MiB':>10}")
     for node in topology.nodes:
-        own = sum(rss_mib(pid) for pid in netns.pids(topology.network.node_netns(node.name)))
+        own = sum(rss_mib(pid) or 0.0 for pid in netns.pids(topology.network.node_netns(node.name)))
         in_pods = 0.0
         for name in netns.named(f"{topology.network.prefix}-pod-"):
             pod = by_uid.get(name.split("-pod-", 1)[1])
             if pod is not None and pod["spec"].get("nodeName") == node.name:
-                in_pods += sum(rss_mib(pid) for pid in netns.pids(name))
+                in_pods += sum(rss_mib(pid) or 0.0 for pid in netns.pids(name))
         print(f"{node.name:<10} {own:>15.1f} {in_pods:>14.1f} {own + in_pods:>10.1f}")
     state = cluster.SandboxState.load(state_dir)
     simulator = state.pids.get("node-simulator")
     if simulator:
-        print(f"node simulator (all nodes, one process): {rss_mib(simulator):.1f} MiB")
+        print(f"node simulator (all nodes, one process): {rss_mib(simulator) or 0.0:.1f} MiB")
 
 
 async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.lifecycle import BenchStopped, Stage, cleaning_up, guard  # noqa: E402
+from bench.proc import rss_mib  # noqa: E402
 from sandbox import cluster  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -29,13 +30,6 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def timed_up(state_dir: Path, nodes: int, zones: int) -> float:
@@ -65,7 +59,7 @@ def measure(args: argparse.Namespace, stage: Stage) -> None:
         print(f"idle for {args.idle_seconds:.0f}s with {args.nodes} nodes:")
         for name, pid in state.pids.items():
             share = (cpu_seconds(pid) - before[name]) / args.idle_seconds * 100
-            print(f"  {name:<24} CPU {share:5.1f}% of a core   RSS {rss_mib(pid):7.1f} MiB")
+            print(f"  {name:<24} CPU {share:5.1f}% of a core   RSS {rss_mib(pid) or 0.0:7.1f} MiB")
     finally:
         cleaning_up()
         if (state_dir / "state.json").exists():
