@@ -60,7 +60,6 @@ class SandboxState(BaseModel):
     programs: dict[str, str] = {}  # what each PID must still be running to be ours
     ports: dict[str, int] = {}
     shared_kernel: bool = False  # nodes are containers on this machine's kernel, as with kind
-    network: str = "simulated"  # or "real": nodes and pods are network namespaces
 
     @classmethod
     def load(cls, state_dir: Path) -> SandboxState:
@@ -153,8 +152,7 @@ def up(state_dir: Path, nodes: int, control_planes: int = 1, zones: int = 1,
     control_plane = ControlPlane(state_dir, toolchain, cluster_name,
                                  **({"advertise_address": topology.network.gateway}
                                     if topology.network else {}))
-    state = SandboxState(cluster_name=cluster_name, server="", shared_kernel=shared_kernel,
-                         network=network)
+    state = SandboxState(cluster_name=cluster_name, server="", shared_kernel=shared_kernel)
     if shared_kernel:
         simulator_args = (*simulator_args, "--shared-kernel")
         write_docker_shim(state_dir)
@@ -278,7 +276,7 @@ def status(state_dir: Path) -> dict[str, Any]:
     }
     if state.shared_kernel:
         report["docker"] = str(docker_shim(state_dir.resolve()))
-    report["network"] = _network_report(state_dir.resolve(), state)
+    report["network"] = _network_report(state_dir.resolve())
     if report["processes"].get("kube-apiserver", {}).get("running"):
         try:
             report["cluster"] = _summary(Kube(report["kubeconfig"]))
@@ -343,12 +341,12 @@ def _clean_up_dead_real_networks() -> list[str]:
     return cleaned
 
 
-def _network_report(state_dir: Path, state: SandboxState) -> dict[str, str]:
+def _network_report(state_dir: Path) -> dict[str, str]:
     topology = _topology(state_dir)
-    if state.network != "real" or topology is None or topology.network is None:
+    if topology is None or topology.network is None:
         return {"mode": "simulated", "cilium_datapath": "none: connectivity is derived"}
     return {"mode": "real", "underlay": topology.network.underlay,
-            "api_server_for_nodes": f"{topology.network.gateway}",
+            "api_server_for_nodes": topology.network.gateway,
             "cilium_datapath": "kernel stand-in (cilium_vxlan, routes, ptp), "
                                "not Cilium's eBPF agent"}
 
