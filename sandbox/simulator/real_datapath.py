@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 from sandbox.nettools import NetworkTools
 from sandbox.network import cilium_tunnel, netns, service_proxy, underlay
-from sandbox.network.cni import CniConfig, CniError, CniRuntime, active_config
+from sandbox.network.cni import (
+    CniConfig,
+    CniError,
+    CniRuntime,
+    active_config,
+    create_pod_netns,
+    delete_pod_netns,
+)
 from sandbox.network.forwarder import ApiForwarder
 from sandbox.network.netns import NetworkError
 from sandbox.network.node_kubeconfig import write_node_kubeconfig
@@ -147,7 +154,7 @@ class RealDatapath(Datapath):
         name = f"{self.plan.prefix}-pod-{pod.uid}"
         runtime = self.pods.get(pod.uid)
         if runtime is None:
-            netns.create(name)
+            create_pod_netns(name)
             runtime = self.pods[pod.uid] = PodRuntime(netns=name)
         try:
             result = self._runtime(node).add(config, pod.uid, netns.path(name), cni_args={
@@ -187,7 +194,7 @@ class RealDatapath(Datapath):
         except CniError as error:
             log.warning("node %s: CNI DEL of %s/%s: %s", node.name, pod.namespace, pod.name,
                         error)
-        netns.delete(runtime.netns)
+        delete_pod_netns(runtime.netns)
 
     def _start_processes(self, node: NodeState, pod: PodState, runtime: PodRuntime,
                          ip: str) -> None:
