@@ -16,11 +16,25 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from plan.facts import MIGRATION_LABEL
-from plan.policies import ClusterRef, DrainPolicy, Overlays, RebootPolicy, VerifyPolicy
+from plan.policies import (
+    ClusterRef,
+    ConnectivityPolicy,
+    DrainPolicy,
+    Overlays,
+    RebootPolicy,
+    VerifyPolicy,
+)
 
 # Node annotation naming the migration that cordoned the node: only that run uncordons it.
 CORDONED_BY_ANNOTATION = "cilium-migrate.io/cordoned-by"
 PROBE_LABEL = "cilium-migrate.io/probe"
+# The echo mesh: its pods carry this app name, serve agnhost netexec on this port, and the
+# namespace and DaemonSet name the cluster (and the migration) that own them.
+ECHO_APP = "cilium-migrate-echo"
+ECHO_PORT = 8080
+MANAGED_BY = {"app.kubernetes.io/managed-by": "cilium-migrate"}
+OWNER_CLUSTER_LABEL = "cilium-migrate.io/cluster"
+OWNER_MIGRATION_ANNOTATION = "cilium-migrate.io/migration"
 
 
 class StepModel(BaseModel):
@@ -210,6 +224,14 @@ class ProbeAnswer(StepModel):
     error: str  # wget's messages when there was no answer, else empty
 
 
+class DnsAnswer(StepModel):
+    """What the probe's lookup of ``kubernetes.default`` found."""
+
+    name: str  # the name that resolved (the search domain that made it), or the name asked
+    addresses: list[str] = Field(default_factory=list)  # empty: the name did not resolve
+    error: str = ""  # nslookup's messages when nothing resolved, as the script cleans them
+
+
 class ProbeReport(StepModel):
     """The probe pod's termination message: the one contract between the probe script
     (`activities.verify.PROBE_SCRIPT`), the activity that reads it, and the sandbox's simulated
@@ -219,12 +241,16 @@ class ProbeReport(StepModel):
 
         {"podIP": "10.245.1.7", "node": "worker-1",
          "apiServer": {"status": 401, "error": ""},
+         "dns": {"name": "kubernetes.default.svc.cluster.local", "addresses": ["10.96.0.1"],
+             "error": ""},
          "peers": {"10.244.2.3": true, "10.245.3.4": false}}
 
     ``apiServer.status`` is null, and ``error`` holds wget's messages joined with "; " (printable
     ASCII only, quotes and backslashes removed, at most 300 characters), when nothing
-    answered. ``peers`` has one key per address in the pod's ``PROBE_PEERS``: whether one ping
-    got a reply. The script exits 0 only when the API server answered and every peer replied.
+    answered. ``dns`` is what ``nslookup kubernetes.default`` found, trying the pod's search
+    domains in order as its resolver would. ``peers`` has one key per address in the pod's
+    ``PROBE_PEERS``: whether an HTTP GET of ``/hostname`` on the echo port got an answer. The
+    script exits 0 only when the API server answered, the name resolved and every peer answered.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -232,6 +258,7 @@ class ProbeReport(StepModel):
     pod_ip: str = Field(alias="podIP")
     node: str
     api_server: ProbeAnswer = Field(alias="apiServer")
+    dns: DnsAnswer | None = None  # None: a probe script from before the DNS check
     peers: dict[str, bool]
 
 
@@ -371,6 +398,87 @@ class SwitchedNodes(StepModel):
     unswitched: list[str] = Field(default_factory=list)
 
 
+# ---- the echo mesh and the connectivity monitor ------------------------------------------------
+
+class EchoMeshInput(StepModel):
+    cluster: ClusterRef
+    migration_id: str
+    policy: ConnectivityPolicy
+    exclude_nodes: list[str] = Field(default_factory=list)  # nodes the run leaves alone
+    timeout_seconds: float = 300.0  # how long the deploy waits for the echo pods to be Ready
+
+
+class EchoMeshStatus(StepModel):
+    namespace: str
+    image: str
+    desired: int  # echo pods the DaemonSet controller schedules
+    ready: int  # of which Ready when the step returned
+
+
+class EchoMeshRemoval(StepModel):
+    cluster: ClusterRef
+    migration_id: str
+    namespace: str
+    timeout_seconds: float = 300.0
+
+
+# Which overlays a monitored request crossed: source pod's, then target pod's, sorted so that
+# flannel->cilium and cilium->flannel count together.
+PairKind = Literal["flannel-flannel", "flannel-cilium", "cilium-cilium"]
+PAIR_KINDS: tuple[PairKind, ...] = ("flannel-flannel", "flannel-cilium", "cilium-cilium")
+FAILURES_KEPT = 20  # failed requests a figure keeps, the latest, with their pairs
+
+
+class MonitorInput(StepModel):
+    cluster: ClusterRef
+    wave: int
+    policy: ConnectivityPolicy
+    overlays: Overlays
+
+
+class PairCounts(StepModel):
+    requests: int = 0
+    failed: int = 0
+
+
+class FailedRequest(StepModel):
+    """One echo pod's /dial of another that did not get an answer."""
+
+    at: datetime
+    kind: PairKind
+    source: str  # pod name
+    source_node: str
+    source_ip: str
+    target: str
+    target_node: str
+    target_ip: str
+    error: str
+
+
+class ConnectivityFigures(StepModel):
+    """What the monitor counted: one monitor run's result, and a wave's sum of them.
+
+    A request is counted when both ends were in service (Ready echo pods on nodes that are
+    neither cordoned nor NotReady) before and after it; a failure whose end went into
+    maintenance meanwhile (a node cordoned, rebooting) is `in_maintenance`, not failed.
+    `unreachable` counts rounds' calls the API server could not deliver to the source pod
+    (its pod proxy); those made no request between pods at all.
+    """
+
+    requests: int = 0
+    failed: int = 0
+    by_kind: dict[PairKind, PairCounts] = Field(default_factory=dict)
+    in_maintenance: int = 0
+    unreachable: int = 0
+    rounds: int = 0
+    worst_window: int = 0  # the most failed requests within any one window
+    failures: list[FailedRequest] = Field(default_factory=list)  # the latest FAILURES_KEPT
+    breached: bool = False  # more than max_failed_requests failed within one window
+    unavailable: str | None = None  # why no request could be made at all (e.g. no packets)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
 # ---- typed failures the workflows decide on ---------------------------------------------------
 
 class StepError:
@@ -388,6 +496,7 @@ class StepError:
     HELM_FAILED = "HelmFailed"
     CHART_UNAVAILABLE = "ChartUnavailable"  # the chart could not be fetched (or helm run)
     CLUSTER_UNHEALTHY = "ClusterUnhealthy"
+    NAMESPACE_NOT_OURS = "NamespaceNotOurs"  # the echo mesh's namespace belongs to someone else
 
 
 class Activity:
@@ -413,3 +522,6 @@ class Activity:
     ROLLOUT_RESTART = "rollout_restart"
     REMOVE_FLANNEL = "remove_flannel"
     LIST_SWITCHED_NODES = "list_switched_nodes"
+    DEPLOY_ECHO_MESH = "deploy_echo_mesh"
+    REMOVE_ECHO_MESH = "remove_echo_mesh"
+    MONITOR_CONNECTIVITY = "monitor_connectivity"

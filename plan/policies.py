@@ -14,7 +14,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from plan.facts import ClusterFacts
-from plan.spec import ClusterSpec, DrainSpec, MigrationSpec, RebootSpec, VerifyCheck, VerifySpec
+from plan.spec import (
+    ClusterSpec,
+    ConnectivitySpec,
+    DrainSpec,
+    MigrationSpec,
+    RebootSpec,
+    VerifyCheck,
+    VerifySpec,
+)
 
 
 class Policy(BaseModel):
@@ -53,6 +61,20 @@ class VerifyPolicy(Policy):
     image: str
     checks: list[VerifyCheck]
     timeout_seconds: float
+    # Where the echo mesh's pods run, which the peer checks call; None: no mesh (disabled, or a
+    # run recorded before the mesh existed), and the peer checks are reported not checked.
+    echo_namespace: str | None = None
+
+
+class ConnectivityPolicy(Policy):
+    """The echo mesh and the monitor, from the spec's `connectivity`."""
+
+    namespace: str
+    image: str
+    max_failed_requests: int
+    window_seconds: float
+    interval_seconds: float
+    sample_pairs: int
 
 
 class Overlays(Policy):
@@ -88,9 +110,21 @@ def reboot_policy(reboot: RebootSpec) -> RebootPolicy:
                         image=reboot.image, command=reboot.command)
 
 
-def verify_policy(verify: VerifySpec) -> VerifyPolicy:
+def verify_policy(verify: VerifySpec, connectivity: ConnectivitySpec) -> VerifyPolicy:
     return VerifyPolicy(image=verify.probe_image, checks=list(verify.checks),
-                        timeout_seconds=verify.timeout.total_seconds())
+                        timeout_seconds=verify.timeout.total_seconds(),
+                        echo_namespace=connectivity.namespace if connectivity.enabled else None)
+
+
+def connectivity_policy(connectivity: ConnectivitySpec) -> ConnectivityPolicy | None:
+    """None when the spec turns the echo mesh off."""
+    if not connectivity.enabled:
+        return None
+    return ConnectivityPolicy(namespace=connectivity.namespace, image=connectivity.echo_image,
+                              max_failed_requests=connectivity.max_failed_requests,
+                              window_seconds=connectivity.window.total_seconds(),
+                              interval_seconds=connectivity.interval.total_seconds(),
+                              sample_pairs=connectivity.sample_pairs)
 
 
 def overlays(spec: MigrationSpec, facts: ClusterFacts) -> Overlays:
@@ -101,4 +135,5 @@ def overlays(spec: MigrationSpec, facts: ClusterFacts) -> Overlays:
 
 def node_policies(spec: MigrationSpec, facts: ClusterFacts) -> NodePolicies:
     return NodePolicies(drain=drain_policy(spec.drain), reboot=reboot_policy(spec.reboot),
-                        verify=verify_policy(spec.verify), overlays=overlays(spec, facts))
+                        verify=verify_policy(spec.verify, spec.connectivity),
+                        overlays=overlays(spec, facts))

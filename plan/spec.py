@@ -52,10 +52,17 @@ DEFAULT_TUNNEL_PORT = 8473
 # 1.37.0 succeeds. 1.37's wget still exits 1 on a 401 ("server returned error: HTTP/1.1 401
 # Unauthorized"), which the script reads as an answer. nsenter, for node-shell, is in it too.
 DEFAULT_IMAGE = "busybox:1.37.0"
-VerifyCheck = Literal["pod-ip-in-pool", "api-server", "peer-flannel", "peer-cilium"]
+# The echo mesh's server, pinned: Kubernetes' own e2e networking tests make one pod test another
+# with this image's `netexec` and its /dial endpoint.
+DEFAULT_ECHO_IMAGE = "registry.k8s.io/e2e-test-images/agnhost:2.59"
+DEFAULT_ECHO_NAMESPACE = "cilium-migrate-echo"
+# Namespaces that hold other things: the echo mesh's namespace is deleted when it is removed.
+SHARED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+VerifyCheck = Literal["pod-ip-in-pool", "api-server", "dns", "peer-flannel", "peer-cilium"]
 VERIFY_CHECKS: tuple[VerifyCheck, ...] = (
     "pod-ip-in-pool",
     "api-server",
+    "dns",
     "peer-flannel",
     "peer-cilium",
 )
@@ -404,7 +411,8 @@ def _placeholders(template: list[str]) -> set[str]:
 class VerifySpec(SpecModel):
     probe_image: Image = Field(
         default=DEFAULT_IMAGE,
-        description="Needs busybox's sh, wget (1.37 or later), ping, sed, awk, tr, cut, tail.")
+        description="Needs busybox's sh, wget (1.37 or later), nslookup, sed, awk, tr, cut, "
+                    "tail.")
     checks: list[VerifyCheck] = Field(default_factory=lambda: list(VERIFY_CHECKS), min_length=1)
     timeout: Duration = timedelta(minutes=2)
 
@@ -412,6 +420,48 @@ class VerifySpec(SpecModel):
     @classmethod
     def _no_repeated_checks(cls, value: list[str]) -> list[str]:
         return _unique(value, "check")
+
+
+class ConnectivitySpec(SpecModel):
+    """The echo mesh (an agnhost `netexec` DaemonSet on every node the run migrates, deployed
+    before the first node moves and removed at finalize or abort), which verify's peer checks
+    call, and the monitor that makes echo pods call each other across nodes and overlays while
+    the nodes move, halting new waves when more than `maxFailedRequests` fail within `window`."""
+
+    enabled: StrictBool = Field(
+        default=True, description="false: no echo mesh, no monitor; verify's peer checks are "
+                                  "then reported not checked.")
+    namespace: DnsLabel = Field(
+        default=DEFAULT_ECHO_NAMESPACE,
+        description="The echo mesh's own namespace; created, and deleted at the end.")
+    echo_image: Image = Field(default=DEFAULT_ECHO_IMAGE,
+                              description="Must serve agnhost netexec's /hostname and /dial.")
+    max_failed_requests: StrictInt = Field(default=0, ge=0, le=1_000_000)
+    window: Duration = timedelta(seconds=60)
+    interval: Duration = Field(default=timedelta(seconds=5),
+                               description="Time between two rounds of requests.")
+    sample_pairs: StrictInt = Field(
+        default=16, ge=1, le=500,
+        description="Requests per round, spread over nodes and pair kinds, whatever the size "
+                    "of the cluster.")
+
+    @field_validator("namespace")
+    @classmethod
+    def _own_namespace(cls, value: str) -> str:
+        if value in SHARED_NAMESPACES:
+            raise ValueError(f"{value} holds other objects, and the echo mesh's namespace is "
+                             f"deleted when the mesh is removed: use a namespace of its own, "
+                             f"e.g. {DEFAULT_ECHO_NAMESPACE}")
+        return value
+
+    @model_validator(mode="after")
+    def _interval_inside_window(self) -> ConnectivitySpec:
+        if not timedelta(seconds=1) <= self.interval <= self.window:
+            raise ValueError("interval must be at least 1s and no longer than window "
+                             f"(interval {self.interval}, window {self.window})")
+        if self.window > timedelta(hours=1):
+            raise ValueError(f"window must be at most 1h (got {self.window})")
+        return self
 
 
 class FinalizeSpec(SpecModel):
@@ -432,6 +482,7 @@ class MigrationSpec(SpecModel):
     drain: DrainSpec = Field(default_factory=DrainSpec)
     reboot: RebootSpec = Field(default_factory=RebootSpec)
     verify: VerifySpec = Field(default_factory=VerifySpec)
+    connectivity: ConnectivitySpec = Field(default_factory=ConnectivitySpec)
     finalize: FinalizeSpec = Field(default_factory=FinalizeSpec)
     acknowledge: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
         default_factory=list, description="IDs of warning findings the operator accepts."
