@@ -15,6 +15,7 @@ from activities import (
     agent,
     chart_render,
     drain,
+    echo_mesh,
     finalize,
     health,
     helm,
@@ -38,6 +39,9 @@ from plan.contract import (
     CordonResult,
     DrainInput,
     DrainResult,
+    EchoMeshInput,
+    EchoMeshRemoval,
+    EchoMeshStatus,
     HealthInput,
     HealthReport,
     HelmInput,
@@ -153,6 +157,14 @@ class MigrationActivities:
     @activity.defn(name=Activity.ROLLOUT_RESTART)
     def rollout_restart(self, request: RolloutRestartInput) -> None:
         finalize.rollout_restart(self.context.kube(request.cluster), request)
+
+    @activity.defn(name=Activity.DEPLOY_ECHO_MESH)
+    def deploy_echo_mesh(self, request: EchoMeshInput) -> EchoMeshStatus:
+        return echo_mesh.deploy_echo_mesh(self.context.kube(request.cluster), request)
+
+    @activity.defn(name=Activity.REMOVE_ECHO_MESH)
+    def remove_echo_mesh(self, request: EchoMeshRemoval) -> bool:
+        return echo_mesh.remove_echo_mesh(self.context.kube(request.cluster), request)
 
     @activity.defn(name=Activity.REMOVE_FLANNEL)
     def remove_flannel(self, request: RemoveFlannelInput) -> RemoveFlannelResult:

@@ -2,14 +2,15 @@
 there would see, and each requested check judges one part of that report.
 
 The probe is a shell script for busybox's tools, so the same pod works on any cluster: it asks
-the API server's /healthz, pings one pod on a flannel node and one on a Cilium node (crossing
-the overlays is the point of the dual-overlay migration), and writes its findings as JSON to its
-termination message (`plan.contract.ProbeReport` is that JSON's contract). The activity reads
-the pod's status, so it needs no log access.
+the API server's /healthz, resolves `kubernetes.default` through the cluster's DNS, sends an
+HTTP request to one echo pod (the migration's echo mesh) on a flannel node and one on a Cilium
+node (crossing the overlays is the point of the dual-overlay migration), and writes its findings
+as JSON to its termination message (`plan.contract.ProbeReport` is that JSON's contract). The
+activity reads the pod's status, so it needs no log access.
 
-A check with nothing to look at (no pod on Cilium nodes yet when the canary is verified) is
-reported "not-checked": it neither passes nor fails, and the node's event and the status view
-say which checks were not made.
+A check with nothing to look at (no echo pod on Cilium nodes yet when the canary is verified,
+or no echo mesh at all) is reported "not-checked": it neither passes nor fails, and the node's
+event and the status view say which checks were not made.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ from activities.host import pod_name, termination
 from activities.kubeapi import Kube, Obj, object_key, pod_finished, pod_ready
 from activities.pod_addresses import range_of
 from plan.contract import (
+    ECHO_APP,
+    ECHO_PORT,
+    MANAGED_BY,
     PROBE_LABEL,
     CheckResult,
+    DnsAnswer,
     ProbeReport,
     StepError,
     VerifyInput,
@@ -37,34 +42,74 @@ from plan.policies import Overlays
 # Where the script writes its report: the container's termination-message path.
 REPORT_PATH = "/dev/termination-log"
 
-# The image must provide busybox's sh, wget, ping, sed, awk, tr, cut and tail (see
+# The image must provide busybox's sh, wget, nslookup, sed, awk, tr, cut and tail (see
 # plan.spec.DEFAULT_IMAGE). wget exits non-zero on any HTTP status it does not take for success
 # (401 from an API server that refuses anonymous requests, for instance), so its exit code says
 # nothing about reachability: the script reads the status line instead. With -S wget prints
 # every answer's status line ("  HTTP/1.1 200 OK"), and on an error status it also says
 # "wget: server returned error: HTTP/1.1 401 Unauthorized"; both carry the status. No status
 # line means nothing answered, and wget's messages say why.
+#
+# DNS: the name is looked up as given and then, while the server answers that it cannot find
+# it, with each search domain of the pod's resolv.conf in turn, as the pod's resolver would
+# (busybox's nslookup is not relied on to apply them). A server that does not answer at all
+# ends the lookup there. The addresses are those nslookup prints after the "Name:" line; the
+# server's own "Address:" line comes before it.
+#
+# Peers are echo pods (agnhost netexec): each gets an HTTP GET of /hostname, which is what the
+# workloads on either overlay would see; no raw sockets, so the pod needs no capability.
 PROBE_SCRIPT = r"""
+clean() {
+  awk 'NF {printf "%s%s", sep, $0; sep = "; "}' | tr -cd ' -~' | tr -d '"\\' | cut -c 1-300
+}
 out=$(wget -S -q -T 5 --no-check-certificate -O /dev/null \
   "https://${KUBERNETES_SERVICE_HOST}:${KUBERNETES_SERVICE_PORT}/healthz" 2>&1)
 status=$(printf '%s\n' "$out" | sed -n 's|.*HTTP/[0-9.]* \([1-5][0-9][0-9]\).*|\1|p' | tail -n 1)
 error=
 if [ -z "$status" ]; then
-  error=$(printf '%s\n' "$out" | awk 'NF {printf "%s%s", sep, $0; sep = "; "}' \
-    | tr -cd ' -~' | tr -d '"\\' | cut -c 1-300)
+  error=$(printf '%s\n' "$out" | clean)
   [ -n "$error" ] || error="wget printed nothing"
 fi
 ok=true
 [ -n "$status" ] || ok=false
+dns=
+if [ -n "${PROBE_DNS_NAME:-}" ]; then
+  addresses() {
+    printf '%s\n' "$1" | awk '/^Name:/ {named = 1; next}
+      named && /^Address/ {sub(/^Address[^:]*:[ \t]*/, ""); split($0, a, " ");
+        printf "%s\"%s\"", sep, a[1]; sep = ","}'
+  }
+  asked=$PROBE_DNS_NAME
+  said=$(nslookup "$asked" 2>&1)
+  found=$(addresses "$said")
+  if [ -z "$found" ]; then
+    for domain in $(awk '$1 == "search" {for (i = 2; i <= NF; i++) print $i}' \
+        /etc/resolv.conf 2>/dev/null); do
+      case "$said" in *"can't find"*) ;; *) break ;; esac
+      said=$(nslookup "$PROBE_DNS_NAME.$domain" 2>&1)
+      found=$(addresses "$said")
+      if [ -n "$found" ]; then asked=$PROBE_DNS_NAME.$domain; break; fi
+    done
+  fi
+  dns_error=
+  if [ -z "$found" ]; then
+    ok=false
+    dns_error=$(printf '%s\n' "$said" | clean)
+    [ -n "$dns_error" ] || dns_error="nslookup printed nothing"
+  fi
+  dns=$(printf ',"dns":{"name":"%s","addresses":[%s],"error":"%s"}' \
+    "$asked" "$found" "$dns_error")
+fi
 peers=
 for peer in $(echo "${PROBE_PEERS:-}" | tr ',' ' '); do
   reached=false
-  ping -c 1 -W 3 "$peer" >/dev/null 2>&1 && reached=true
+  wget -q -T 3 -O /dev/null "http://$peer:${PROBE_PEER_PORT:-8080}/hostname" >/dev/null 2>&1 \
+    && reached=true
   [ "$reached" = true ] || ok=false
   peers="${peers:+$peers,}\"$peer\":$reached"
 done
-printf '{"podIP":"%s","node":"%s","apiServer":{"status":%s,"error":"%s"},"peers":{%s}}' \
-  "$POD_IP" "$NODE_NAME" "${status:-null}" "$error" "$peers" \
+printf '{"podIP":"%s","node":"%s","apiServer":{"status":%s,"error":"%s"}%s,"peers":{%s}}' \
+  "$POD_IP" "$NODE_NAME" "${status:-null}" "$error" "$dns" "$peers" \
   > "${PROBE_REPORT:-/dev/termination-log}"
 [ "$ok" = true ]
 """.lstrip("\n")
@@ -86,6 +131,7 @@ class Probe:
     pod_ip: str | None = None
     api_status: int | None = None  # the HTTP status /healthz answered with; None: no answer
     api_error: str = ""  # why nothing answered, as wget said it
+    dns: DnsAnswer | None = None  # None: the probe made no lookup
     reached: dict[str, bool] = field(default_factory=dict)
     problem: str = ""  # why there is no report, when there is none
 
@@ -128,30 +174,44 @@ def _api_server(probe: Probe) -> CheckResult:
     return _passed(name, detail)
 
 
+def _dns(probe: Probe) -> CheckResult:
+    name = "dns"
+    if probe.problem:
+        return _failed(name, probe.problem)
+    if probe.dns is None:
+        return _failed(name, "the probe made no DNS lookup")
+    if probe.dns.addresses:
+        return _passed(name, f"{probe.dns.name} resolved to {', '.join(probe.dns.addresses)}")
+    return _failed(name, f"{DNS_NAME} did not resolve: {probe.dns.error or 'no reason given'}")
+
+
 def _peer(overlay: str) -> Callable[[Probe], CheckResult]:
     def check(probe: Probe) -> CheckResult:
         name, peer = f"peer-{overlay}", probe.peers.get(overlay)
         if peer is None:
-            return CheckResult(name=name, outcome="not-checked",
-                               detail=f"no Ready pod on {overlay} nodes to probe yet")
-        where = f"{peer.ip} ({peer.pod} on {peer.node})"
+            why = (f"no Ready echo pod on {overlay} nodes yet"
+                   if probe.request.policy.echo_namespace else "no echo mesh in this run")
+            return CheckResult(name=name, outcome="not-checked", detail=why)
+        where = f"http://{peer.ip}:{ECHO_PORT}/hostname ({peer.pod} on {peer.node})"
         if probe.problem:
             return _failed(name, f"{where}: {probe.problem}")
         if probe.reached.get(peer.ip, False):
-            return _passed(name, f"reached {where}")
-        return _failed(name, f"did not reach {where}")
+            return _passed(name, f"{where} answered")
+        return _failed(name, f"{where} did not answer")
     return check
 
 
 CHECKS: dict[str, Callable[[Probe], CheckResult]] = {
     "pod-ip-in-pool": _ip_in_pool,
     "api-server": _api_server,
+    "dns": _dns,
     "peer-flannel": _peer("flannel"),
     "peer-cilium": _peer("cilium"),
 }
 
 # Failures that a moment can cure: reachability, while a rebooted node's routes converge.
-CONVERGING = frozenset({"api-server", "peer-flannel", "peer-cilium"})
+CONVERGING = frozenset({"api-server", "dns", "peer-flannel", "peer-cilium"})
+DNS_NAME = "kubernetes.default"
 PROBE_PAUSE_SECONDS = 2.0
 clock, pause = time.monotonic, time.sleep  # module attributes, so unit tests can stand in
 
@@ -205,13 +265,14 @@ def verify_node(kube: Kube, request: VerifyInput) -> VerifyResult:
 def _probe_once(kube: Kube, request: VerifyInput, timeout: float) -> Probe:
     """One probe pod on the node, against peers chosen now; its report."""
     node = request.target.node
-    running = kube.get("/api/v1/pods", fieldSelector="status.phase=Running")["items"]
-    if not any(p["spec"].get("nodeName") == node for p in running):
-        get_node(kube, node)  # not even a DaemonSet's pod runs there: is the node still there?
-    peers = peers_among(running, request)
+    echo = _echo_pods(kube, request)
+    if not any(p["spec"].get("nodeName") == node for p in echo):
+        get_node(kube, node)  # not even the echo mesh runs there: is the node still there?
+    peers = peers_among(echo, request)
     pods = f"/api/v1/namespaces/{request.namespace}/pods"
     name = pod_name("probe", node)
-    wanted = probe_pod(name, node, request.policy.image, peers)
+    dns = DNS_NAME if "dns" in request.policy.checks else None
+    wanted = probe_pod(name, node, request.policy.image, peers, dns)
     created = kube.create(pods, wanted)
     if created is None:
         # An earlier attempt's probe, which may have probed other peers: start afresh.
@@ -235,9 +296,21 @@ def _probe_once(kube: Kube, request: VerifyInput, timeout: float) -> Probe:
     return read_report(request, peers, finished, last)
 
 
+def _echo_pods(kube: Kube, request: VerifyInput) -> list[Obj]:
+    """The echo mesh's running pods: only they serve the peer checks' requests, and listing
+    them, not every pod in the cluster, keeps a verify's cost flat as the cluster grows."""
+    namespace = request.policy.echo_namespace
+    if namespace is None:
+        return []
+    items: list[Obj] = kube.get(f"/api/v1/namespaces/{namespace}/pods",
+                                labelSelector=f"app.kubernetes.io/name={ECHO_APP}",
+                                fieldSelector="status.phase=Running")["items"]
+    return items
+
+
 def peers_among(running: list[Obj], request: VerifyInput) -> dict[str, Peer | None]:
-    """One Ready pod per overlay, on another node, the same one each time the cluster is alike
-    (sorted by node, namespace and name)."""
+    """One Ready echo pod per overlay, on another node, the same one each time the cluster is
+    alike (sorted by node, namespace and name)."""
     ranges = _ranges(request.overlays)
     candidates = sorted(
         (Peer(ip=p["status"]["podIP"], pod=object_key(p), node=p["spec"]["nodeName"])
@@ -262,14 +335,14 @@ def _usable_peer(pod: Obj, node: str) -> bool:
             and spec.get("nodeName") != node and labels.get(PROBE_LABEL) != "true")
 
 
-def probe_pod(name: str, node: str, image: str, peers: dict[str, Peer | None]) -> Obj:
+def probe_pod(name: str, node: str, image: str, peers: dict[str, Peer | None],
+              dns_name: str | None = DNS_NAME) -> Obj:
     def field_env(variable: str, path: str) -> Obj:
         return {"name": variable, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
     return {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "labels": {PROBE_LABEL: "true",
-                                              "app.kubernetes.io/managed-by": "cilium-migrate"}},
+        "metadata": {"name": name, "labels": {PROBE_LABEL: "true", **MANAGED_BY}},
         "spec": {
             "nodeName": node, "restartPolicy": "Never",
             "tolerations": [{"operator": "Exists"}],
@@ -279,11 +352,12 @@ def probe_pod(name: str, node: str, image: str, peers: dict[str, Peer | None]) -
                 "name": "probe", "image": image, "command": ["sh", "-c", PROBE_SCRIPT],
                 "env": [{"name": "PROBE_PEERS",
                          "value": ",".join(p.ip for p in peers.values() if p)},
+                        {"name": "PROBE_PEER_PORT", "value": str(ECHO_PORT)},
+                        {"name": "PROBE_DNS_NAME", "value": dns_name or ""},
                         {"name": "PROBE_REPORT", "value": REPORT_PATH},
                         field_env("POD_IP", "status.podIP"),
                         field_env("NODE_NAME", "spec.nodeName")],
                 "terminationMessagePath": REPORT_PATH,
-                "securityContext": {"capabilities": {"add": ["NET_RAW"]}},  # ping
             }],
         },
     }
@@ -309,5 +383,6 @@ def read_report(request: VerifyInput, peers: dict[str, Peer | None], finished: O
     probe.pod_ip = report.pod_ip or probe.pod_ip
     probe.api_status = report.api_server.status
     probe.api_error = report.api_server.error
+    probe.dns = report.dns
     probe.reached = dict(report.peers)
     return probe

@@ -434,6 +434,12 @@ class MonitorInput(StepModel):
     wave: int
     policy: ConnectivityPolicy
     overlays: Overlays
+    # The monitor returns its figures after this long (the workflow starts the next one), so a
+    # wave that waits days for a decision records one result an hour, not one long step.
+    duration_seconds: float = Field(default=3600.0, gt=0)
+    # Return as soon as a window holds too many failures. After the rollout halted, the next
+    # monitor of the wave only counts: every further failure would otherwise end a step.
+    stop_on_breach: bool = True
 
 
 class PairCounts(StepModel):
@@ -477,6 +483,25 @@ class ConnectivityFigures(StepModel):
     unavailable: str | None = None  # why no request could be made at all (e.g. no packets)
     started_at: datetime | None = None
     ended_at: datetime | None = None
+
+    def plus(self, later: ConnectivityFigures) -> ConnectivityFigures:
+        """These figures and a later monitor's, as one: a wave's sum."""
+        kinds = {kind: PairCounts(
+            requests=sum(f.by_kind[kind].requests for f in (self, later) if kind in f.by_kind),
+            failed=sum(f.by_kind[kind].failed for f in (self, later) if kind in f.by_kind))
+            for kind in PAIR_KINDS if kind in self.by_kind or kind in later.by_kind}
+        requests = self.requests + later.requests
+        return ConnectivityFigures(
+            requests=requests, failed=self.failed + later.failed, by_kind=kinds,
+            in_maintenance=self.in_maintenance + later.in_maintenance,
+            unreachable=self.unreachable + later.unreachable,
+            rounds=self.rounds + later.rounds,
+            worst_window=max(self.worst_window, later.worst_window),
+            failures=[*self.failures, *later.failures][-FAILURES_KEPT:],
+            breached=self.breached or later.breached,
+            unavailable=None if requests else (later.unavailable or self.unavailable),
+            started_at=self.started_at or later.started_at,
+            ended_at=later.ended_at or self.ended_at)
 
 
 # ---- typed failures the workflows decide on ---------------------------------------------------

@@ -11,6 +11,7 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,20 @@ MIGRATION_VALUES = {
 }
 CILIUM_POOL = "10.245.0.0/16"
 
+# The fake steps live for moments: a cancelled watcher hears of it within this (worker.build).
+TEST_HEARTBEAT_THROTTLE = timedelta(milliseconds=200)
+
 SANDBOX_WORKERS = 24
 SANDBOX_ZONES = 3
 SHARED_KERNEL_WORKERS = 5
+
+
+@pytest.fixture(autouse=True)
+def quick_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process workers pass heartbeats on quickly, so a cancelled monitor returns at once."""
+    import worker.build
+
+    monkeypatch.setattr(worker.build, "MAX_HEARTBEAT_THROTTLE", TEST_HEARTBEAT_THROTTLE)
 
 
 @dataclass

@@ -18,9 +18,14 @@ from plan.contract import (
     ChartRenderInput,
     CiliumStatus,
     CiliumWaitInput,
+    ConnectivityFigures,
     CordonResult,
     DrainInput,
     DrainResult,
+    EchoMeshInput,
+    EchoMeshRemoval,
+    EchoMeshStatus,
+    FailedRequest,
     HealthInput,
     HealthReport,
     HelmInput,
@@ -28,9 +33,11 @@ from plan.contract import (
     HostCommandInput,
     InstalledChart,
     LabelInput,
+    MonitorInput,
     NodeConfigInput,
     NodeRef,
     NodeSnapshot,
+    PairCounts,
     RebootInput,
     RebootResult,
     RecycleInput,
@@ -78,6 +85,8 @@ class FakeCluster:
         # What the chart says of each phase's values ("install", "final"): absent accepts them.
         self.chart_refuses: dict[str, str] = {}
         self.rendered: list[ChartRenderInput] = []
+        self.echo_mesh: str | None = None  # the mesh's namespace while it is deployed
+        self.breaking_waves: set[int] = set()  # the monitor sees failed requests in these
 
     def facts(self) -> ClusterFacts:
         return ClusterFacts(
@@ -238,6 +247,50 @@ class FakeCluster:
             record("remove-flannel", input)
             return RemoveFlannelResult(deleted=["kube-flannel/kube-flannel-ds"])
 
+        @activity.defn(name=Activity.DEPLOY_ECHO_MESH)
+        async def deploy_echo_mesh(input: EchoMeshInput) -> EchoMeshStatus:
+            record("deploy-echo-mesh", input)
+            cluster.echo_mesh = input.policy.namespace
+            nodes = len(cluster.nodes) - len(input.exclude_nodes)
+            return EchoMeshStatus(namespace=input.policy.namespace, image=input.policy.image,
+                                  desired=nodes, ready=nodes)
+
+        @activity.defn(name=Activity.REMOVE_ECHO_MESH)
+        async def remove_echo_mesh(input: EchoMeshRemoval) -> bool:
+            record("remove-echo-mesh", input)
+            cluster.echo_mesh = None
+            return True
+
+        @activity.defn(name=Activity.MONITOR_CONNECTIVITY)
+        async def monitor(input: MonitorInput) -> ConnectivityFigures:
+            """Three good requests a round until cancelled; in a breaking wave, two failed
+            requests at once (and a breach, when the monitor is to stop on one)."""
+            record(f"monitor-wave-{input.wave}", input)
+            failed = 2 if input.wave in cluster.breaking_waves else 0
+            failures = [FailedRequest(
+                at=activity.info().started_time, kind="flannel-cilium", source=f"echo-{i}",
+                source_node="worker-1", source_ip="10.244.1.5", target="echo-cp",
+                target_node="cp-1", target_ip="10.245.0.7", error="i/o timeout")
+                for i in range(failed)]
+            if failed and input.stop_on_breach:
+                return ConnectivityFigures(
+                    requests=failed, failed=failed, worst_window=failed, rounds=1,
+                    breached=True, failures=failures,
+                    by_kind={"flannel-cilium": PairCounts(requests=failed, failed=failed)})
+            rounds = 0
+            try:
+                while True:
+                    activity.heartbeat(rounds)
+                    await asyncio.sleep(0.05)
+                    rounds += 1
+            except asyncio.CancelledError:
+                return ConnectivityFigures(
+                    requests=3 * rounds + failed, failed=failed, rounds=rounds,
+                    worst_window=failed, failures=failures, by_kind={
+                        "flannel-cilium": PairCounts(requests=3 * rounds + failed,
+                                                     failed=failed)})
+
         return [discover, render_chart, helm, wait_cilium, apply_config, delete_config, snapshot,
                 cordon, drain, label, restart_agent, reboot, host_command, verify, uncordon, health,
-                recycle, rollout, remove_flannel, list_switched]
+                recycle, rollout, remove_flannel, list_switched, deploy_echo_mesh,
+                remove_echo_mesh, monitor]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
@@ -19,6 +20,12 @@ from workflows.node import NodeMigrationWorkflow
 
 TASK_QUEUE = "cilium-migrate"
 WORKFLOWS: tuple[type, ...] = (ClusterMigrationWorkflow, NodeMigrationWorkflow)
+# The SDK's longest wait between two heartbeat calls to the server (it sends at most one per
+# 0.8 x the step's heartbeat timeout otherwise). A cancellation reaches a running activity only
+# in a heartbeat's answer, so this bounds how long a cancelled watcher takes to hear of it;
+# each heartbeat sent is a server call (a billed action on Temporal Cloud). Module attribute:
+# the tests, whose fake steps live for moments, shorten it.
+MAX_HEARTBEAT_THROTTLE = timedelta(seconds=60)
 
 
 async def connect(address: str, namespace: str = "default", **options: Any) -> Client:
@@ -42,5 +49,6 @@ def build_worker(client: Client, activities: Sequence[Callable[..., Any]],
         client, task_queue=task_queue, workflows=list(WORKFLOWS), activities=list(activities),
         activity_executor=ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
+        max_heartbeat_throttle_interval=MAX_HEARTBEAT_THROTTLE,
         interceptors=[] if traced else [TracingInterceptor()],
     )

@@ -30,10 +30,15 @@ with workflow.unsafe.imports_passed_through():
         ChartRender,
         CiliumStatus,
         CiliumWaitInput,
+        ConnectivityFigures,
+        EchoMeshInput,
+        EchoMeshRemoval,
+        EchoMeshStatus,
         HealthInput,
         HealthReport,
         HelmInput,
         HelmResult,
+        MonitorInput,
         RecycleInput,
         RecycleResult,
         RemoveFlannelInput,
@@ -45,7 +50,14 @@ with workflow.unsafe.imports_passed_through():
     from plan.findings import Finding, blocking, unacknowledged
     from plan.node_config import node_config
     from plan.planner import MigrationPlan, make_plan
-    from plan.policies import ClusterRef, NodePolicies, cluster_ref, node_policies
+    from plan.policies import (
+        ClusterRef,
+        ConnectivityPolicy,
+        NodePolicies,
+        cluster_ref,
+        connectivity_policy,
+        node_policies,
+    )
     from plan.spec import MigrationSpec
     from plan.waves import Wave
     from workflows.continuation import Continuation
@@ -81,13 +93,17 @@ with workflow.unsafe.imports_passed_through():
         nodes_page,
         summarize,
     )
-    from workflows.steps import describe_failure, run_step
+    from workflows.steps import describe_failure, run_step, start_watch
 
 INSTALL_TIMEOUT = 900.0
 # Runs recorded before the render step existed replay without it.
 RENDER_CHART_PATCH = "render-chart-before-preflight"
 # Runs recorded before a long run continued as new between waves went on in the same run.
 CONTINUE_AS_NEW_PATCH = "continue-as-new-between-waves"
+# Runs recorded before the echo mesh and the connectivity monitor existed replay without them.
+ECHO_MESH_PATCH = "echo-mesh-and-connectivity-monitor"
+ECHO_MESH_TIMEOUT = 300.0
+FAILED_PAIRS_NAMED = 5  # in the halt message; progress keeps more
 CATCH_UP_WAVE = 0  # the wave number of nodes migrated after the planned waves
 # Our own metrics, served with the SDK's by the worker's Prometheus endpoint. The workflow's
 # meter records nothing during replay and adds no history events.
@@ -109,6 +125,10 @@ class ClusterMigrationWorkflow:
         self.children: dict[str, workflow.ChildWorkflowHandle[NodeMigrationWorkflow,
                                                               NodeProgress]] = {}
         self._catch_up: list[str] = []  # nodes the operator chose to migrate before finalize
+        self.connectivity: ConnectivityPolicy | None = connectivity_policy(
+            input.spec.connectivity)
+        self._monitor: workflow.ActivityHandle[ConnectivityFigures] | None = None
+        self._wave_moving = False  # the current wave's nodes are still on their way
 
     # ---- the procedure --------------------------------------------------------------------
 
@@ -124,6 +144,7 @@ class ClusterMigrationWorkflow:
                 await self._gate(gate_names.INSTALL_GATE)
                 await self._install_cilium(plan)
                 await self._apply_node_config()
+                await self._deploy_echo_mesh(plan)
                 policies, flannel = node_policies(self.spec, facts), facts.flannel
                 first_wave = 0
             else:  # a previous run got this far and continued as new
@@ -144,6 +165,11 @@ class ClusterMigrationWorkflow:
             cancelled = isinstance(error, asyncio.CancelledError) or is_cancelled_exception(error)
             self.progress.error = ("aborted by the operator" if cancelled
                                    else describe_failure(error))
+            try:
+                await self._remove_echo_mesh()
+            except ActivityError as removal:  # the first failure stays the run's failure
+                self.progress.error += ("; the echo mesh was not removed: "
+                                        + describe_failure(removal))
             self.progress.finished_at = workflow.now()
             self._set_phase(Phase.CANCELLED if cancelled else Phase.FAILED)
             raise
@@ -213,8 +239,13 @@ class ClusterMigrationWorkflow:
                 await self._gate(gate)
             progress = self.progress.waves[index]
             progress.state = "running"
-            await asyncio.gather(*(self._migrate_node(node, wave.index, policies)
-                                   for node in wave.nodes))
+            self._wave_moving = True
+            monitor = asyncio.create_task(self._watch_connectivity(progress, policies))
+            try:
+                await asyncio.gather(*(self._migrate_node(node, wave.index, policies)
+                                       for node in wave.nodes))
+            finally:
+                await self._stop_watching(monitor)
             health = await run_step(Activity.CHECK_HEALTH, self._health_input(flannel),
                                     HealthReport)
             if health.problems and not self.progress.halted:
@@ -222,6 +253,69 @@ class ClusterMigrationWorkflow:
                                         + "; ".join(health.problems))
             progress.state = "halted" if self.progress.halted else "done"
         await self._wait_until_clear()
+
+    async def _deploy_echo_mesh(self, plan: MigrationPlan) -> None:
+        """Before the first node moves: the echo pods verify calls and the monitor watches."""
+        if not workflow.patched(ECHO_MESH_PATCH) or self.connectivity is None:
+            return
+        self.progress.echo_mesh = await run_step(Activity.DEPLOY_ECHO_MESH, EchoMeshInput(
+            cluster=self.cluster, migration_id=workflow.info().workflow_id,
+            policy=self.connectivity, exclude_nodes=plan.excluded_nodes,
+            timeout_seconds=ECHO_MESH_TIMEOUT), EchoMeshStatus,
+            timeout=timedelta(seconds=ECHO_MESH_TIMEOUT), long=True)
+
+    async def _remove_echo_mesh(self) -> None:
+        """At finalize, and when the run ends early (aborted or failed): nothing of the mesh
+        stays behind. Once only, whoever asks first."""
+        mesh = self.progress.echo_mesh
+        if mesh is None or self.progress.echo_mesh_removed:
+            return
+        self.progress.echo_mesh_removed = True
+        await run_step(Activity.REMOVE_ECHO_MESH, EchoMeshRemoval(
+            cluster=self.cluster, migration_id=workflow.info().workflow_id,
+            namespace=mesh.namespace, timeout_seconds=ECHO_MESH_TIMEOUT), bool,
+            timeout=timedelta(seconds=ECHO_MESH_TIMEOUT), long=True)
+
+    async def _watch_connectivity(self, wave: WaveProgress, policies: NodePolicies) -> None:
+        """While the wave's nodes move, echo pods call each other across nodes and overlays
+        (`activities.connectivity`); the wave keeps the sum of what each monitor counted. Too
+        many failures within the window halt the rollout: no new wave starts until the operator
+        resumes (or rolls nodes back). After a halt the wave's monitor only counts."""
+        policy = self.connectivity
+        if policy is None or self.progress.echo_mesh is None:
+            return
+        stop_on_breach = True
+        while self._wave_moving:
+            self._monitor = start_watch(Activity.MONITOR_CONNECTIVITY, MonitorInput(
+                cluster=self.cluster, wave=wave.index, policy=policy,
+                overlays=policies.overlays, stop_on_breach=stop_on_breach),
+                ConnectivityFigures)
+            try:
+                figures = await self._monitor
+            except ActivityError as error:
+                if not is_cancelled_exception(error):  # cancelled before it counted anything
+                    wave.connectivity = (wave.connectivity or ConnectivityFigures()).plus(
+                        ConnectivityFigures(unavailable=f"the monitor failed: "
+                                                        f"{describe_failure(error)}"))
+                return
+            finally:
+                self._monitor = None
+            wave.connectivity = figures if wave.connectivity is None else (
+                wave.connectivity.plus(figures))
+            if figures.breached and stop_on_breach:
+                stop_on_breach = False
+                if not self.progress.halted:
+                    self.progress.halted = _connectivity_halt(wave.index, policy, figures)
+            if figures.unavailable and not figures.requests:
+                return  # nothing here can carry a request; the figures say why
+
+    async def _stop_watching(self, monitor: asyncio.Task[None]) -> None:
+        """The wave's nodes are done: the running monitor is cancelled and returns what it
+        counted (it is cancelled with WAIT_CANCELLATION_COMPLETED: its result still arrives)."""
+        self._wave_moving = False
+        if self._monitor is not None:
+            self._monitor.cancel()
+        await monitor
 
     async def _migrate_node(self, node: str, wave: int, policies: NodePolicies) -> None:
         await self._gate(gate_names.node_gate(node))
@@ -292,6 +386,7 @@ class ClusterMigrationWorkflow:
     async def _finalize(self, plan: MigrationPlan) -> None:
         """Phase 4: every node runs Cilium; hand the cluster over to Cilium alone."""
         self._set_phase(Phase.FINALIZING)
+        await self._remove_echo_mesh()
         pools = [str(c) for c in self.spec.network.pod_cidrs]
         await run_step(Activity.RECYCLE_PODS, RecycleInput(
             cluster=self.cluster, cilium_pools=pools, timeout_seconds=600.0),
@@ -481,6 +576,17 @@ def _record_gate_wait(gate: str, seconds: float) -> None:
     workflow.metric_meter().create_histogram_float(
         GATE_WAIT_METRIC, "Time from a gate's opening to its approval", "s",
     ).record(seconds, {"gate": kind})
+
+
+def _connectivity_halt(wave: int, policy: ConnectivityPolicy,
+                       figures: ConnectivityFigures) -> str:
+    pairs = "; ".join(
+        f"{f.source} ({f.source_node}, {f.source_ip}) -> {f.target} ({f.target_node}, "
+        f"{f.target_ip}) [{f.kind}]: {f.error}"
+        for f in figures.failures[-FAILED_PAIRS_NAMED:])
+    return (f"connectivity in wave {wave}: {figures.worst_window} requests failed within "
+            f"{policy.window_seconds:.0f}s (at most {policy.max_failed_requests} allowed): "
+            f"{pairs}. Resume to go on, or roll nodes back")
 
 
 def _line(finding: Finding) -> str:

@@ -12,7 +12,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field, computed_field
 
-from plan.contract import CheckResult, DrainBlocker, InstalledChart, NodeStep
+from plan.contract import (
+    CheckResult,
+    ConnectivityFigures,
+    DrainBlocker,
+    EchoMeshStatus,
+    InstalledChart,
+    NodeStep,
+)
 from plan.findings import Finding
 
 
@@ -78,6 +85,8 @@ class WaveProgress(BaseModel):
     nodes: list[str]
     zone: str | None = None
     state: str = "pending"  # pending, running, done, halted
+    # What the connectivity monitor counted while the wave's nodes moved; None: not monitored.
+    connectivity: ConnectivityFigures | None = None
 
 
 class Progress(BaseModel):
@@ -98,6 +107,9 @@ class Progress(BaseModel):
     values_diff: list[tuple[str, Any, Any]] = Field(default_factory=list)
     # The chart the last Helm step installed (name, version, digest, source).
     chart: InstalledChart | None = None
+    # The echo mesh as deployed (None before, and in runs without one); removed at the end.
+    echo_mesh: EchoMeshStatus | None = None
+    echo_mesh_removed: bool = False
     error: str | None = None
 
     @computed_field  # type: ignore[prop-decorator]

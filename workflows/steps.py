@@ -22,6 +22,9 @@ RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2
 # to another worker, which resumes from the last heartbeat.
 HEARTBEAT = timedelta(seconds=30)
 SHORT = timedelta(seconds=60)
+# A watcher heartbeats every few seconds anyway; a short timeout lets its cancellation arrive
+# soon (the SDK passes heartbeats, and so hears of a cancellation, at most every 0.8 x this).
+WATCH_HEARTBEAT = timedelta(seconds=10)
 
 
 async def run_step(name: str, argument: Any, result_type: type[T], *,
@@ -39,6 +42,19 @@ async def run_step(name: str, argument: Any, result_type: type[T], *,
                            if long else workflow.ActivityCancellationType.TRY_CANCEL),
     )
     return result
+
+
+def start_watch(name: str, argument: Any, result_type: type[T], *,
+                duration: timedelta = timedelta(hours=1)) -> workflow.ActivityHandle[T]:
+    """Starts a step that watches until it is cancelled (or ``duration`` ends), heartbeating.
+    Cancelling it waits for its completion, which carries what it saw: a watcher returns its
+    findings when cancelled instead of failing. A worker that dies mid-watch is replaced after
+    one heartbeat timeout; the new attempt resumes from the last heartbeat."""
+    return workflow.start_activity(
+        name, argument, result_type=result_type,
+        start_to_close_timeout=duration + timedelta(minutes=5),
+        heartbeat_timeout=WATCH_HEARTBEAT, retry_policy=RETRY,
+        cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
 
 
 def step_failure(error: BaseException) -> ApplicationError | None:
