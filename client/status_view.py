@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from client.rendering import table
+from plan.contract import ConnectivityFigures
 from workflows.progress import NodeProgress, NodeState
 from workflows.progress_summary import ATTENTION_STATES, NodesPage, ProgressSummary, WaveRun
 
@@ -26,6 +27,7 @@ HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 # so that the view of a run with many blocked nodes still fits a screen or two.
 DETAILED_NODES = 10
 SHOWN_APPROVALS = 10
+SHOWN_FAILURES = 5  # the current wave's latest failed requests; -o yaml shows more
 
 
 def elapsed(start: datetime | None, end: datetime | None, now: datetime) -> str:
@@ -58,6 +60,13 @@ def render_summary(summary: ProgressSummary, wave_nodes: NodesPage | None = None
     if summary.chart:
         chart = summary.chart
         out.append(f"Chart {chart.name} {chart.version} {chart.digest} from {chart.source}")
+    if summary.echo_mesh:
+        mesh = summary.echo_mesh
+        out.append(f"Echo mesh {mesh.namespace} ({mesh.image}): " + (
+            "removed" if summary.echo_mesh_removed
+            else f"{mesh.ready}/{mesh.desired} pods Ready when deployed"))
+    if summary.connectivity:
+        out.append("Connectivity: " + connectivity_line(summary.connectivity))
     if summary.error:
         out += ["", f"Error: {summary.error}"]
     if summary.halted:
@@ -75,14 +84,21 @@ def render_summary(summary: ProgressSummary, wave_nodes: NodesPage | None = None
     out += _more(summary.attention.total, len(summary.attention.items), "nodes need attention",
                  f"cilium-migrate status {cluster} --nodes {states}{connection}")
     if summary.waves:
-        out += ["", table([[_waves(r), r.kind, r.zone or "-", r.state, str(r.nodes)]
-                           for r in summary.waves], ["wave", "kind", "zone", "state", "nodes"])]
+        out += ["", table([[_waves(r), r.kind, r.zone or "-", r.state, str(r.nodes),
+                            *_request_cells(r.connectivity)] for r in summary.waves],
+                          ["wave", "kind", "zone", "state", "nodes", "requests", "failed",
+                           "worst window"])]
     current = summary.current_wave
     if current is not None:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(current.counts.items()))
         out += ["", f"Current wave {current.index} ({current.kind}"
                 + (f", zone {current.zone}" if current.zone else "")
                 + f"): {current.state}; {counts}"]
+        if current.connectivity:
+            out.append("  connectivity: " + connectivity_line(current.connectivity))
+            out += [f"  failed: {f.source} ({f.source_node}, {f.source_ip}) -> {f.target} "
+                    f"({f.target_node}, {f.target_ip}) [{f.kind}] at {f.at:%H:%M:%S}: {f.error}"
+                    for f in current.connectivity.failures[-SHOWN_FAILURES:]]
     if wave_nodes is not None and wave_nodes.nodes:
         out += _node_table(wave_nodes.nodes, now)
         out += _more(wave_nodes.total, len(wave_nodes.nodes), "nodes in this wave",
@@ -159,6 +175,28 @@ def _more(total: int, shown: int, what: str, command: str = "") -> list[str]:
     if total <= shown:
         return []
     return [f"  ... {total - shown} more {what}" + (f": {command}" if command else "")]
+
+
+def connectivity_line(figures: ConnectivityFigures) -> str:
+    """What the monitor counted, in one line: requests, failures, worst window, per pair kind,
+    and what it did not count."""
+    if figures.unavailable and not figures.requests:
+        return f"not measured: {figures.unavailable}"
+    kinds = ", ".join(f"{kind} {c.requests}/{c.failed}" for kind, c in figures.by_kind.items())
+    line = (f"{figures.requests} requests, {figures.failed} failed, worst window "
+            f"{figures.worst_window} failed" + (f" ({kinds} requests/failed)" if kinds else ""))
+    aside = [f"{n} {what}" for n, what in ((figures.in_maintenance, "in maintenance"),
+                                            (figures.unreachable, "not delivered"))
+             if n]
+    return line + (f"; not counted: {', '.join(aside)}" if aside else "")
+
+
+def _request_cells(figures: ConnectivityFigures | None) -> list[str]:
+    if figures is None:
+        return ["-", "-", "-"]
+    if figures.unavailable and not figures.requests:
+        return ["n/a", "n/a", "n/a"]
+    return [str(figures.requests), str(figures.failed), str(figures.worst_window)]
 
 
 def _waves(run: WaveRun) -> str:

@@ -13,12 +13,13 @@ result is its final Progress).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
-from plan.contract import InstalledChart
+from plan.contract import ConnectivityFigures, EchoMeshStatus, InstalledChart
 from plan.findings import Finding
 from workflows.progress import Approval, NodeProgress, NodeState, Phase, Progress, WaveProgress
 
@@ -52,6 +53,8 @@ class WaveRun(BaseModel):
     zone: str | None = None
     state: str
     nodes: int
+    # The monitor's figures over these waves (the sum; `worst_window` is the worst of them).
+    connectivity: ConnectivityFigures | None = None
 
 
 class CurrentWave(BaseModel):
@@ -63,6 +66,7 @@ class CurrentWave(BaseModel):
     state: str
     nodes: int
     counts: dict[str, int]  # node state -> how many of this wave's nodes are in it
+    connectivity: ConnectivityFigures | None = None
 
 
 class ProgressSummary(BaseModel):
@@ -86,6 +90,9 @@ class ProgressSummary(BaseModel):
     not_migrated: Capped[tuple[str, str]]  # (node, why) that finalize waits for
     chart: InstalledChart | None = None
     values_diff: list[tuple[str, Any, Any]] = Field(default_factory=list)
+    echo_mesh: EchoMeshStatus | None = None
+    echo_mesh_removed: bool = False
+    connectivity: ConnectivityFigures | None = None  # every monitored wave's, summed
 
 
 class NodesPageRequest(BaseModel):
@@ -125,7 +132,9 @@ def summarize(progress: Progress) -> ProgressSummary:
                          items=progress.approvals[-LIST_LIMIT:]),
         findings=_first(progress.findings), excluded_nodes=_first(progress.excluded_nodes),
         not_migrated=_first(list(progress.not_migrated.items())),
-        chart=progress.chart, values_diff=progress.values_diff)
+        chart=progress.chart, values_diff=progress.values_diff,
+        echo_mesh=progress.echo_mesh, echo_mesh_removed=progress.echo_mesh_removed,
+        connectivity=_sum(w.connectivity for w in progress.waves))
 
 
 def nodes_page(progress: Progress, request: NodesPageRequest) -> NodesPage:
@@ -145,10 +154,21 @@ def wave_runs(waves: list[WaveProgress]) -> list[WaveRun]:
                 and (last.kind, last.state) == (wave.kind, wave.state)):
             last.last, last.nodes = wave.index, last.nodes + len(wave.nodes)
             last.zone = last.zone if last.zone == wave.zone else None
+            last.connectivity = _sum([last.connectivity, wave.connectivity])
         else:
             runs.append(WaveRun(first=wave.index, last=wave.index, kind=wave.kind,
-                                zone=wave.zone, state=wave.state, nodes=len(wave.nodes)))
+                                zone=wave.zone, state=wave.state, nodes=len(wave.nodes),
+                                connectivity=wave.connectivity))
     return runs
+
+
+def _sum(figures: Iterable[ConnectivityFigures | None]) -> ConnectivityFigures | None:
+    """None when no wave was monitored."""
+    total: ConnectivityFigures | None = None
+    for one in figures:
+        if one is not None:
+            total = one if total is None else total.plus(one)
+    return total
 
 
 def current_wave(progress: Progress) -> WaveProgress | None:
@@ -173,7 +193,7 @@ def _current_wave(progress: Progress) -> CurrentWave | None:
         state = node.state.value if node else NodeState.PENDING.value
         counts[state] = counts.get(state, 0) + 1
     return CurrentWave(index=wave.index, kind=wave.kind, zone=wave.zone, state=wave.state,
-                       nodes=len(wave.nodes), counts=counts)
+                       nodes=len(wave.nodes), counts=counts, connectivity=wave.connectivity)
 
 
 def _first(items: list[T]) -> Capped[T]:

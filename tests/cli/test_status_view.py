@@ -7,7 +7,14 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from client.status_view import CLEAR_BELOW, CLEAR_LINE, HOME, Screen, render_nodes, render_summary
-from plan.contract import CheckResult, DrainBlocker, InstalledChart
+from plan.contract import (
+    CheckResult,
+    ConnectivityFigures,
+    DrainBlocker,
+    FailedRequest,
+    InstalledChart,
+    PairCounts,
+)
 from workflows.progress import (
     Approval,
     NodeProgress,
@@ -34,9 +41,20 @@ def progress() -> Progress:
     return Progress(
         cluster="prod-eu", phase=Phase.MIGRATING, started_at=START, paused=True,
         halted="health check after wave 1: flannel DaemonSet not ready",
-        waves=[WaveProgress(index=1, kind="canary", nodes=["w1"], state="done"),
+        waves=[WaveProgress(index=1, kind="canary", nodes=["w1"], state="done",
+                            connectivity=ConnectivityFigures(
+                                requests=120, rounds=10, by_kind={
+                                    "flannel-flannel": PairCounts(requests=80),
+                                    "flannel-cilium": PairCounts(requests=40)})),
                WaveProgress(index=2, kind="workers", nodes=["w2", "w3"], zone="b",
-                            state="running")],
+                            state="running", connectivity=ConnectivityFigures(
+                                requests=30, failed=1, worst_window=1, in_maintenance=2,
+                                by_kind={"flannel-cilium": PairCounts(requests=30, failed=1)},
+                                failures=[FailedRequest(
+                                    at=START, kind="flannel-cilium", source="echo-a",
+                                    source_node="w1", source_ip="10.245.0.3", target="echo-b",
+                                    target_node="w3", target_ip="10.244.3.4",
+                                    error="i/o timeout")]))],
         nodes={"w1": NodeProgress(name="w1", wave=1, state=NodeState.MIGRATED,
                                   step=NodeStep.DONE, started_at=START,
                                   finished_at=START + timedelta(seconds=95)),
@@ -64,8 +82,15 @@ def test_the_view_says_what_waits_and_the_command_that_unblocks_it() -> None:
     assert "  pod db/db-0: needs 2 healthy, has 2 (PDB db/db-pdb)" in lines
     assert "  decide with: cilium-migrate decide prod-eu w2 retry|rollback|skip --address " \
            "t:7233" in lines
-    # Waves by count, not by name; the rows are the current wave's nodes.
-    assert "2     workers  b     running  2" in lines
+    # Waves by count, not by name, with what the monitor counted while each moved; the rows
+    # are the current wave's nodes.
+    wave_rows = [line.split() for line in lines if line[:1] in "12" and "  " in line]
+    assert wave_rows == [["1", "canary", "-", "done", "1", "120", "0", "0"],
+                         ["2", "workers", "b", "running", "2", "30", "1", "1"]]
+    assert ("Connectivity: 150 requests, 1 failed, worst window 1 failed (flannel-flannel "
+            "80/0, flannel-cilium 70/1 requests/failed); not counted: 2 in maintenance") in lines
+    assert ("  failed: echo-a (w1, 10.245.0.3) -> echo-b (w3, 10.244.3.4) [flannel-cilium] "
+            "at 10:00:00: i/o timeout") in lines
     assert "Current wave 2 (workers, zone b): running; 1 blocked, 1 pending" in lines
     node_rows = [line.split()[:5] for line in lines if line.startswith("w")]
     assert node_rows == [["w2", "2", "blocked", "drain", "3m07s"],

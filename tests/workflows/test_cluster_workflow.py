@@ -56,6 +56,19 @@ async def test_per_wave_approvals_migrate_every_node_once(temporal_env: Any,
         (fake.helm_values[0], fake.helm_values[1])]
     assert ("cni.customConf", True, False) in [tuple(d) for d in report.values_diff]
     assert fake.calls[("remove-flannel", "-")] == 1
+    # The echo mesh came before the first node moved, every wave was watched while its nodes
+    # moved, and finalize removed the mesh before it switched the cluster over.
+    steps = [step for step, _ in fake.log]
+    assert steps.index("deploy-echo-mesh") < steps.index("cordon")
+    assert steps.index("remove-echo-mesh") > max(
+        i for i, step in enumerate(steps) if step == "uncordon")
+    assert steps.index("remove-echo-mesh") < steps.index("rollout-restart")
+    assert fake.echo_mesh is None and report.echo_mesh_removed
+    assert report.echo_mesh is not None and report.echo_mesh.ready == len(fake.nodes)
+    for wave in report.waves:
+        assert fake.calls[(f"monitor-wave-{wave.index}", "-")] == 1
+        figures = wave.connectivity
+        assert figures is not None and figures.requests > 0 and figures.failed == 0
 
 
 async def test_a_value_the_chart_refuses_ends_the_run_at_preflight(
@@ -292,6 +305,7 @@ async def test_abort_mid_wave_uncordons_what_this_run_cordoned(
     assert not fake.cordoned and not fake.labelled
     assert final.phase is Phase.CANCELLED
     assert any(n.state is NodeState.CANCELLED for n in final.nodes.values())
+    assert fake.echo_mesh is None and final.echo_mesh_removed  # the abort removed the mesh too
 
 
 async def test_abort_while_the_migration_runs_a_step_of_its_own_ends_cancelled(
@@ -310,3 +324,47 @@ async def test_abort_while_the_migration_runs_a_step_of_its_own_ends_cancelled(
         final = await progress(handle)
     assert final.phase is Phase.CANCELLED
     assert final.error == "aborted by the operator"
+
+
+async def test_failed_requests_between_echo_pods_halt_new_waves_and_name_the_pairs(
+        temporal_env: Any, task_queue: str) -> None:
+    fake = FakeCluster(workers=2)
+    fake.breaking_waves.add(1)
+    migration = spec(f"monitor-{task_queue}", approvals={"policy": "none"})
+    async with build_worker(temporal_env.client, fake.activities(), task_queue=task_queue):
+        handle = await start(temporal_env, fake, migration, task_queue)
+        halted = await until(handle, lambda p: p.halted is not None, "the halt")
+        assert halted.halted.startswith(
+            "connectivity in wave 1: 2 requests failed within 60s (at most 0 allowed): "
+            "echo-0 (worker-1, 10.244.1.5) -> echo-cp (cp-1, 10.245.0.7) [flannel-cilium]: "
+            "i/o timeout; echo-1 ")
+        done = await until(handle, lambda p: p.waves[0].state == "halted", "wave 1 to end")
+        # The canary finished; the next wave waits for the operator.
+        assert all(w.state == "pending" for w in done.waves[1:])
+        assert all(done.nodes[n].state is NodeState.PENDING for w in done.waves[1:]
+                   for n in w.nodes)
+        figures = done.waves[0].connectivity
+        assert figures is not None and figures.breached and figures.failed >= 2
+        assert figures.by_kind["flannel-cilium"].failed == figures.failed
+        # After the halt the wave's monitor only counted: one that stops, one that does not.
+        monitors = [call for call in fake.log if call[0] == "monitor-wave-1"]
+        assert len(monitors) == 2
+        fake.breaking_waves.clear()
+        await handle.execute_update(ClusterMigrationWorkflow.resume, {})
+        report = await handle.result()
+    assert report.phase is Phase.COMPLETED
+    assert all(w.connectivity and w.connectivity.failed == 0 for w in report.waves[1:])
+
+
+async def test_without_the_echo_mesh_nothing_is_deployed_or_watched(
+        temporal_env: Any, task_queue: str) -> None:
+    fake = FakeCluster(workers=1)
+    migration = spec(f"no-mesh-{task_queue}", approvals={"policy": "none"},
+                     connectivity={"enabled": False})
+    async with build_worker(temporal_env.client, fake.activities(), task_queue=task_queue):
+        handle = await start(temporal_env, fake, migration, task_queue)
+        report = await handle.result()
+    assert report.phase is Phase.COMPLETED
+    assert not any(step.endswith("echo-mesh") or step.startswith("monitor")
+                   for step, _ in fake.log)
+    assert report.echo_mesh is None and all(w.connectivity is None for w in report.waves)
