@@ -487,3 +487,12 @@ class MigrationSpec(SpecModel):
     acknowledge: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
         default_factory=list, description="IDs of warning findings the operator accepts."
     )
+
+    @model_validator(mode="after")
+    def _echo_mesh_apart_from_cilium(self) -> MigrationSpec:
+        if self.connectivity.enabled and self.connectivity.namespace == self.cilium.namespace:
+            raise ValueError(
+                f"connectivity.namespace {self.connectivity.namespace} is Cilium's namespace, "
+                "and the echo mesh's namespace is deleted when the mesh is removed: use a "
+                f"namespace of its own, e.g. {DEFAULT_ECHO_NAMESPACE}")
+        return self

@@ -14,8 +14,10 @@ from activities import verify
 from activities.kubeapi import Obj
 from activities.verify import CHECKS, Peer, Probe, judge, peers_among, read_report, verify_node
 from plan.contract import (
+    ECHO_APP,
     PROBE_LABEL,
     CheckResult,
+    DnsAnswer,
     NodeRef,
     StepError,
     VerifyInput,
@@ -27,15 +29,20 @@ from tests.fake_kube import FakeKube, node, pod
 
 CILIUM_POOL = "10.245.0.0/16"
 FLANNEL_NETWORK = "10.244.0.0/16"
-FLANNEL_PEER = Peer(ip="10.244.2.7", pod="apps/web-1", node="node-2")
-CILIUM_PEER = Peer(ip="10.245.3.9", pod="apps/web-2", node="node-3")
+ECHO_NAMESPACE = "cilium-migrate-echo"
+ECHO_LABELS = {"app.kubernetes.io/name": ECHO_APP}
+FLANNEL_PEER = Peer(ip="10.244.2.7", pod=f"{ECHO_NAMESPACE}/echo-1", node="node-2")
+CILIUM_PEER = Peer(ip="10.245.3.9", pod=f"{ECHO_NAMESPACE}/echo-2", node="node-3")
+RESOLVED = DnsAnswer(name="kubernetes.default.svc.cluster.local", addresses=["10.96.0.1"])
 
 
 def request(expect: Literal["cilium", "flannel"] = "cilium",
-            flannel_network: str | None = FLANNEL_NETWORK) -> VerifyInput:
+            flannel_network: str | None = FLANNEL_NETWORK,
+            echo_namespace: str | None = ECHO_NAMESPACE) -> VerifyInput:
     return VerifyInput(
         target=NodeRef(cluster=ClusterRef(name="c"), node="node-1", migration_id="m"),
-        policy=VerifyPolicy(image="busybox", checks=list(VERIFY_CHECKS), timeout_seconds=30),
+        policy=VerifyPolicy(image="busybox", checks=list(VERIFY_CHECKS), timeout_seconds=30,
+                            echo_namespace=echo_namespace),
         overlays=Overlays(cilium_namespace="kube-system", cilium_pools=[CILIUM_POOL],
                           flannel_network=flannel_network),
         expect=expect)
@@ -44,12 +51,13 @@ def request(expect: Literal["cilium", "flannel"] = "cilium",
 def probe(pod_ip: str | None = "10.245.0.5", *, expect: Literal["cilium", "flannel"] = "cilium",
           flannel_network: str | None = FLANNEL_NETWORK, api_status: int | None = 200,
           api_error: str = "", reached: dict[str, bool] | None = None, problem: str = "",
-          peers: dict[str, Peer | None] | None = None) -> Probe:
-    return Probe(request=request(expect, flannel_network),
+          peers: dict[str, Peer | None] | None = None, dns: DnsAnswer | None = RESOLVED,
+          echo_namespace: str | None = ECHO_NAMESPACE) -> Probe:
+    return Probe(request=request(expect, flannel_network, echo_namespace),
                  peers={"flannel": FLANNEL_PEER, "cilium": CILIUM_PEER} if peers is None
                  else peers,
                  pod_ip=pod_ip, api_status=api_status, api_error=api_error,
-                 reached=reached or {}, problem=problem)
+                 reached=reached or {}, problem=problem, dns=dns)
 
 
 def verdict(name: str, of: Probe) -> tuple[str, str]:
@@ -112,14 +120,31 @@ def test_the_api_server_fails_when_nothing_answered_and_says_what_wget_said() ->
         "failed", "no report")
 
 
+# ---- dns ----------------------------------------------------------------------------------
+
+def test_dns_passes_with_the_addresses_the_name_resolved_to() -> None:
+    assert verdict("dns", probe()) == (
+        "passed", "kubernetes.default.svc.cluster.local resolved to 10.96.0.1")
+    unresolved = DnsAnswer(name="kubernetes.default",
+                           error=";; connection timed out; no servers could be reached")
+    assert verdict("dns", probe(dns=unresolved)) == (
+        "failed", "kubernetes.default did not resolve: ;; connection timed out; no servers "
+                  "could be reached")
+    # A report without a lookup (a probe script from before the check) cannot pass it.
+    assert verdict("dns", probe(dns=None)) == ("failed", "the probe made no DNS lookup")
+    assert verdict("dns", probe(problem="no report")) == ("failed", "no report")
+
+
 # ---- peers --------------------------------------------------------------------------------
 
 def test_peer_checks_pass_only_for_the_peer_reached() -> None:
     reached = probe(reached={FLANNEL_PEER.ip: True, CILIUM_PEER.ip: False})
     assert verdict("peer-flannel", reached) == (
-        "passed", "reached 10.244.2.7 (apps/web-1 on node-2)")
+        "passed", f"http://10.244.2.7:8080/hostname ({ECHO_NAMESPACE}/echo-1 on node-2) "
+                  "answered")
     assert verdict("peer-cilium", reached) == (
-        "failed", "did not reach 10.245.3.9 (apps/web-2 on node-3)")
+        "failed", f"http://10.245.3.9:8080/hostname ({ECHO_NAMESPACE}/echo-2 on node-3) did "
+                  "not answer")
     # A peer the report does not mention was not reached.
     assert verdict("peer-flannel", probe(reached={}))[0] == "failed"
 
@@ -128,14 +153,17 @@ def test_a_peer_check_without_a_peer_is_not_checked_rather_than_passed() -> None
     lonely = probe(peers={"flannel": FLANNEL_PEER, "cilium": None},
                    reached={FLANNEL_PEER.ip: True})
     assert verdict("peer-cilium", lonely) == (
-        "not-checked", "no Ready pod on cilium nodes to probe yet")
+        "not-checked", "no Ready echo pod on cilium nodes yet")
     assert verdict("peer-flannel", probe(peers={}, problem="no report")) == (
-        "not-checked", "no Ready pod on flannel nodes to probe yet")
+        "not-checked", "no Ready echo pod on flannel nodes yet")
+    assert verdict("peer-flannel", probe(peers={}, echo_namespace=None)) == (
+        "not-checked", "no echo mesh in this run")
 
 
 def test_a_peer_check_fails_with_the_probes_problem() -> None:
     assert verdict("peer-cilium", probe(problem="the probe wrote no report: boom")) == (
-        "failed", "10.245.3.9 (apps/web-2 on node-3): the probe wrote no report: boom")
+        "failed", f"http://10.245.3.9:8080/hostname ({ECHO_NAMESPACE}/echo-2 on node-3): the "
+                  "probe wrote no report: boom")
 
 
 def test_an_unknown_check_fails_and_lists_the_known_ones() -> None:
@@ -184,11 +212,14 @@ def report(status: int | None = 200, error: str = "", **peers: bool) -> str:
 def test_the_report_is_read_from_the_termination_message() -> None:
     pod_ = ended(json.dumps({"podIP": "10.245.0.6", "node": "node-1",
                              "apiServer": {"status": 401, "error": ""},
+                             "dns": {"name": "kubernetes.default.svc.cluster.local",
+                                     "addresses": ["10.96.0.1"], "error": ""},
                              "peers": {FLANNEL_PEER.ip: True, CILIUM_PEER.ip: False}}),
                  phase="Failed")
     read = read_report(request(), {}, pod_, pod_)
     assert (read.pod_ip, read.api_status, read.problem) == ("10.245.0.6", 401, "")
     assert read.reached == {FLANNEL_PEER.ip: True, CILIUM_PEER.ip: False}
+    assert read.dns == RESOLVED
 
     pod_ = ended(report(None, "wget: download timed out"), phase="Failed")
     read = read_report(request(), {}, pod_, pod_)
@@ -220,32 +251,34 @@ def test_a_probe_that_did_not_finish_says_its_phase() -> None:
 
 # ---- choosing peers -----------------------------------------------------------------------
 
-def test_peers_are_ready_pods_on_other_nodes_one_per_overlay_in_a_stable_order() -> None:
+def test_peers_are_ready_echo_pods_on_other_nodes_one_per_overlay_in_a_stable_order() -> None:
     kube = FakeKube()
-    pods = "/api/v1/namespaces/apps/pods"
+    pods = f"/api/v1/namespaces/{ECHO_NAMESPACE}/pods"
     for each in [
-        pod("same-node", "node-1", ip="10.244.1.2"),
-        pod("host", "node-2", ip="10.244.2.2", host_network=True),
-        pod("not-ready", "node-2", ip="10.244.2.3", ready=False),
+        pod("same-node", "node-1", ip="10.244.1.2", labels=ECHO_LABELS),
+        pod("host", "node-2", ip="10.244.2.2", host_network=True, labels=ECHO_LABELS),
+        pod("not-ready", "node-2", ip="10.244.2.3", ready=False, labels=ECHO_LABELS),
         pod("probe", "node-2", ip="10.244.2.4", labels={PROBE_LABEL: "true"}),
-        pod("pending", "node-2", ip="10.244.2.5", phase="Pending"),
-        pod("b-flannel", "node-3", ip="10.244.3.2"),
-        pod("a-flannel", "node-3", ip="10.244.3.3"),
-        pod("late-flannel", "node-4", ip="10.244.4.2"),
-        pod("cilium", "node-5", ip="10.245.5.2"),
+        pod("pending", "node-2", ip="10.244.2.5", phase="Pending", labels=ECHO_LABELS),
+        pod("b-flannel", "node-3", ip="10.244.3.2", labels=ECHO_LABELS),
+        pod("a-flannel", "node-3", ip="10.244.3.3", labels=ECHO_LABELS),
+        pod("late-flannel", "node-4", ip="10.244.4.2", labels=ECHO_LABELS),
+        pod("cilium", "node-5", ip="10.245.5.2", labels=ECHO_LABELS),
     ]:
         kube.add(pods, each)
+    kube.add("/api/v1/namespaces/apps/pods", pod("workload", "node-2", ip="10.244.2.9"))
 
     def choose_peers(kube: FakeKube, request: VerifyInput) -> dict[str, Peer | None]:
-        """As the step chooses them: among the pods the API lists as Running."""
-        return peers_among(kube.get("/api/v1/pods", fieldSelector="status.phase=Running")[
-            "items"], request)
+        """As the step chooses them: among the echo pods the API lists as Running."""
+        return peers_among(verify._echo_pods(kube, request), request)
 
     assert choose_peers(kube, request()) == {
-        "flannel": Peer(ip="10.244.3.3", pod="apps/a-flannel", node="node-3"),
-        "cilium": Peer(ip="10.245.5.2", pod="apps/cilium", node="node-5")}
+        "flannel": Peer(ip="10.244.3.3", pod=f"{ECHO_NAMESPACE}/a-flannel", node="node-3"),
+        "cilium": Peer(ip="10.245.5.2", pod=f"{ECHO_NAMESPACE}/cilium", node="node-5")}
     # Without a flannel network nothing counts as a flannel peer.
     assert choose_peers(kube, request(flannel_network=None))["flannel"] is None
+    # Without an echo mesh there is nothing to call.
+    assert choose_peers(kube, request(echo_namespace=None)) == {"flannel": None, "cilium": None}
 
 
 # ---- the step -----------------------------------------------------------------------------
@@ -262,7 +295,8 @@ def cluster(reach: set[str], peers: tuple[Peer, ...] = (FLANNEL_PEER, CILIUM_PEE
     kube.add("/api/v1/nodes", node("node-1"))
     for peer in peers:
         namespace, name = peer.pod.split("/")
-        kube.add(f"/api/v1/namespaces/{namespace}/pods", pod(name, peer.node, ip=peer.ip))
+        kube.add(f"/api/v1/namespaces/{namespace}/pods",
+                 pod(name, peer.node, ip=peer.ip, labels=ECHO_LABELS))
 
     def run_probe(kube: FakeKube) -> None:
         for key, obj in kube.objects.items():
@@ -278,6 +312,8 @@ def cluster(reach: set[str], peers: tuple[Peer, ...] = (FLANNEL_PEER, CILIUM_PEE
                     "apiServer": {"status": api_status,
                                   "error": "" if api_status else "wget: download timed out"},
                     "peers": {ip: ip in reach for ip in peers}}
+                if env["PROBE_DNS_NAME"]:
+                    report["dns"] = RESOLVED.model_dump()
                 ok = api_status is not None and all(ip in reach for ip in peers)
                 obj["status"] = ended(json.dumps(report), "Succeeded" if ok else "Failed",
                                       pod_ip)["status"]
@@ -293,7 +329,7 @@ def test_the_step_passes_when_the_probe_reaches_both_peers() -> None:
     assert [c.name for c in result.checks] == list(VERIFY_CHECKS)
     assert kube.events()[-1][0] == "CiliumMigrateVerified"
     kube.pass_time()
-    assert kube.pods() == ["apps/web-1", "apps/web-2"]  # the probe was removed
+    assert kube.pods() == [FLANNEL_PEER.pod, CILIUM_PEER.pod]  # the probe was removed
 
 
 @pytest.fixture
@@ -360,24 +396,24 @@ def test_the_canary_without_cilium_peers_passes_and_says_what_was_not_checked() 
     result: VerifyResult = ActivityEnvironment().run(verify_node, kube, request())
     assert result.passed
     assert [(c.name, c.outcome) for c in result.checks] == [
-        ("pod-ip-in-pool", "passed"), ("api-server", "passed"), ("peer-flannel", "passed"),
-        ("peer-cilium", "not-checked")]
+        ("pod-ip-in-pool", "passed"), ("api-server", "passed"), ("dns", "passed"),
+        ("peer-flannel", "passed"), ("peer-cilium", "not-checked")]
     reason, message = kube.events()[-1]
     assert reason == "CiliumMigrateVerified"
     assert message == (
         "verified (cilium): pod IP 10.245.0.5; checks passed: pod-ip-in-pool, api-server, "
-        "peer-flannel; not checked: peer-cilium (no Ready pod on cilium nodes to probe yet)")
+        "dns, peer-flannel; not checked: peer-cilium (no Ready echo pod on cilium nodes yet)")
 
 
 def test_the_step_starts_its_watch_from_the_probe_it_created() -> None:
     """No list of the probe's pod: the watch resumes from the creation's resourceVersion."""
     kube = cluster(reach={FLANNEL_PEER.ip, CILIUM_PEER.ip})
-    kube.add("/api/v1/namespaces/kube-system/pods",
-             pod("agent", "node-1", ip="192.0.2.1", owner="DaemonSet", host_network=True))
+    kube.add(f"/api/v1/namespaces/{ECHO_NAMESPACE}/pods",
+             pod("echo-0", "node-1", ip="10.245.0.2", owner="DaemonSet", labels=ECHO_LABELS))
     ActivityEnvironment().run(verify_node, kube, request())
     probe = f"/api/v1/namespaces/{request().namespace}/pods"
     assert [(method, path) for method, path, _ in kube.requests if "/events" not in path] == [
-        ("GET", "/api/v1/pods"), ("POST", probe),
+        ("GET", f"/api/v1/namespaces/{ECHO_NAMESPACE}/pods"), ("POST", probe),
         ("DELETE", f"{probe}/cilium-migrate-probe-node-1")]
 
 

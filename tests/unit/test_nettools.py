@@ -243,14 +243,17 @@ def _write_server_tls(directory: Path) -> None:
 
 
 def test_the_probe_script_runs_on_the_applets_alone(tools: NetworkTools, tmp_path: Path) -> None:
-    """The product's probe against a Go TLS server: busybox 1.37's wget with -T (Debian
-    bookworm's 1.35 segfaults on -T) and ping, with nothing but the applets on PATH."""
+    """The product's probe against a Go TLS server and an HTTP echo peer: busybox 1.37's wget
+    with -T (Debian bookworm's 1.35 segfaults on -T), with nothing but the applets on PATH. (No
+    DNS lookup here: the real-network sandbox's tests resolve through its CoreDNS.)"""
     _write_server_tls(tmp_path)
     report = tmp_path / "report"
-    with _netexec(tools.agnhost, tmp_path) as base:
+    # The API server is one netexec (HTTPS), the echo peer another (plain HTTP, /hostname).
+    with _netexec(tools.agnhost, tmp_path) as base, _netexec(tools.agnhost) as peer:
         env = {"PATH": str(tools.applets), "KUBERNETES_SERVICE_HOST": "127.0.0.1",
                "KUBERNETES_SERVICE_PORT": base.rsplit(":", 1)[1], "POD_IP": "10.244.1.5",
-               "NODE_NAME": "worker-1", "PROBE_PEERS": "127.0.0.1", "PROBE_REPORT": str(report)}
+               "NODE_NAME": "worker-1", "PROBE_PEERS": "127.0.0.1",
+               "PROBE_PEER_PORT": peer.rsplit(":", 1)[1], "PROBE_REPORT": str(report)}
         done = _run(tools.applets / "sh", "-c", PROBE_SCRIPT, env=env)
     parsed = ProbeReport.model_validate_json(report.read_text())
     assert (parsed.api_server.status, parsed.api_server.error) == (200, "")

@@ -41,8 +41,14 @@ def test_defaults_are_the_procedures_values() -> None:
     assert spec.reboot.strategy == "node-shell" and spec.reboot.image == "busybox:1.37.0"
     assert spec.verify.probe_image == "busybox:1.37.0"
     assert spec.reboot.timeout == timedelta(minutes=10)
-    assert spec.verify.checks == ["pod-ip-in-pool", "api-server", "peer-flannel", "peer-cilium"]
+    assert spec.verify.checks == ["pod-ip-in-pool", "api-server", "dns", "peer-flannel",
+                                  "peer-cilium"]
     assert spec.verify.timeout == timedelta(minutes=2)
+    # The echo mesh and its monitor are on; one failed request within a minute halts.
+    connectivity = spec.connectivity
+    assert connectivity.enabled and connectivity.namespace == "cilium-migrate-echo"
+    assert connectivity.echo_image == "registry.k8s.io/e2e-test-images/agnhost:2.59"
+    assert (connectivity.max_failed_requests, connectivity.window) == (0, timedelta(minutes=1))
     assert spec.finalize.host_legacy_routing is False and spec.finalize.remove_flannel is True
 
 
@@ -122,7 +128,11 @@ def test_python_code_may_use_snake_case_names() -> None:
         ({"reboot": {"strategy": "command", "command": ["reboot"]}}, ("reboot", "command")),
         ({"reboot": {"strategy": "command", "command": ["ssh", "{host}"]}}, ("reboot", "command")),
         ({"reboot": {"strategy": "command", "command": ["ssh", "{node"]}}, ("reboot", "command")),
-        ({"verify": {"checks": ["dns"]}}, ("verify", "checks", 0)),
+        ({"verify": {"checks": ["ping"]}}, ("verify", "checks", 0)),
+        ({"connectivity": {"namespace": "kube-system"}}, ("connectivity", "namespace")),
+        ({"connectivity": {"interval": "2m"}}, ("connectivity",)),
+        ({"connectivity": {"maxFailedRequests": -1}}, ("connectivity", "maxFailedRequests")),
+        ({"cilium": {"namespace": "cilium"}, "connectivity": {"namespace": "cilium"}}, ()),
         ({"verify": {"checks": []}}, ("verify", "checks")),
         ({"cilium": {"version": "v1.18.4"}}, ("cilium", "version")),
         ({"cilium": {"chart": {"repo": "ftp://x"}}}, ("cilium", "chart", "repo")),

@@ -124,7 +124,7 @@ def test_list_items_have_their_own_lines() -> None:
         verify:
           checks:
             - api-server
-            - dns
+            - ping
         """
     )
     assert (problem.path, problem.line) == ("verify.checks[1]", 5)
