@@ -32,6 +32,8 @@ class Datapath:
     """The hooks; each strategy plays them its way. Called on the simulator's dispatcher."""
 
     name = "none"
+    # Whether the simulator feeds `endpoint_slices_changed` (a watch of every EndpointSlice).
+    follows_services = False
 
     def start(self) -> None:
         """Before the first node registers."""
@@ -74,6 +76,9 @@ class Datapath:
 
     def service_proxy_started(self, node: NodeState) -> None:
         """kube-proxy runs on the node."""
+
+    def endpoint_slices_changed(self) -> None:
+        """An EndpointSlice appeared, changed or went away (only when `follows_services`)."""
 
     def probe(self, node: NodeState, pod: PodState) -> None:
         """Runs the product's probe pod; ends it with `Simulator.complete_pod`."""
