@@ -14,18 +14,24 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from sandbox.images import netexec_http_port
+from sandbox.network import coredns, pod_dns
 from sandbox.simulator import busybox
 from sandbox.simulator.faults import Fault
 from sandbox.simulator.ipam import ExhaustedError, HostLocal
 from sandbox.simulator.state import NodeState, PodState
-from sandbox.topology import CLUSTER_CIDR
+from sandbox.topology import CLUSTER_CIDR, CLUSTER_DOMAIN
 
 if TYPE_CHECKING:
     from sandbox.simulator.kubelet import Simulator
 
 log = logging.getLogger("sandbox.simulator")
+
+PROBE_DNS_NAME = "kubernetes.default"  # what the probe's script looks up
+KUBE_DNS = ("kube-system", "kube-dns")  # the Service a ClusterFirst pod's nameserver is
+PEER_HTTP_PORT = 8080  # the probe's `wget http://PEER:8080/hostname`
 
 
 class Datapath:
@@ -169,7 +175,8 @@ class SimulatedDatapath(Datapath):
         peers = [p.strip() for p in (pod.env("PROBE_PEERS") or "").split(",") if p.strip()]
         broken = sim.faults.has(node.name, Fault.PROBE_FAILS)
         reached = {peer: not broken and self.reachable(node, pod.ip or "", peer)
-                   for peer in peers}
+                   and self._serves_echo(peer) for peer in peers}
+        dns = self._dns_answer(node, pod, broken)
         image = pod.containers()[0].get("image", "")
         status: int | None = None
         if broken:
@@ -181,9 +188,44 @@ class SimulatedDatapath(Datapath):
         report = {"podIP": pod.ip or "", "node": node.name,
                   "apiServer": {"status": status,
                                 "error": "" if status is not None else busybox.as_reported(said)},
-                  "peers": reached}
-        passed = status is not None and all(reached.values())
+                  "dns": dns, "peers": reached}
+        passed = status is not None and bool(dns["addresses"]) and all(reached.values())
         sim.complete_pod(pod, 0 if passed else 1, json.dumps(report, separators=(",", ":")))
+
+    def _serves_echo(self, ip: str) -> bool:
+        """Whether the pod at ``ip`` answers the probe's ``GET /hostname`` on the echo port:
+        it runs agnhost netexec serving HTTP there."""
+        target = next((p for p in self.sim.pods.values() if p.ip == ip and p.started), None)
+        return target is not None and any(netexec_http_port(c) == PEER_HTTP_PORT
+                                          for c in target.containers())
+
+    def _dns_answer(self, node: NodeState, pod: PodState, broken: bool) -> dict[str, Any]:
+        """What the script's lookups of ``kubernetes.default`` find: the name as given, then
+        with each search domain of the pod's resolv.conf in order (busybox's nslookup applies
+        none itself). Only the `kubernetes` Service's cluster name resolves, and only while
+        kube-dns exists and a Ready CoreDNS pod is reachable from the probe."""
+        resolv = pod_dns.resolv_conf(pod.spec, pod.namespace) or ""
+        searches = next((line.split()[1:] for line in resolv.splitlines()
+                         if line.startswith("search ")), [])
+        names = [PROBE_DNS_NAME, *(f"{PROBE_DNS_NAME}.{domain}" for domain in searches)]
+        servers = [] if broken or self.sim.service_cluster_ip(*KUBE_DNS) is None else [
+            p for p in self.sim.pods.values() if p.started and not p.terminating and p.ip
+            and p.container_statuses and all(c.get("ready") for c in p.container_statuses)
+            and any(coredns.is_coredns(c) for c in p.containers())
+            and self.reachable(node, pod.ip or "", p.ip)]
+        if not servers:
+            said: tuple[str, ...] = busybox.NSLOOKUP_NO_SERVER
+            return {"name": PROBE_DNS_NAME, "addresses": [],
+                    "error": busybox.nslookup_error(said)}
+        cluster_name = f"kubernetes.default.svc.{CLUSTER_DOMAIN}"
+        if cluster_name in names:
+            address = self.sim.service_cluster_ip("default", "kubernetes")
+            return {"name": cluster_name, "addresses": [address] if address else [],
+                    "error": ""}
+        # Outside CoreDNS's zones (no `forward` in the sandbox) the name given is SERVFAIL.
+        rcode = "SERVFAIL" if names[-1] == PROBE_DNS_NAME else "NXDOMAIN"
+        return {"name": PROBE_DNS_NAME, "addresses": [],
+                "error": busybox.nslookup_error(busybox.nslookup_not_found(names[-1], rcode))}
 
     def reachable(self, source: NodeState, source_ip: str, target_ip: str) -> bool:
         """Whether the simulated datapath carries traffic from a pod to ``target_ip``.

@@ -733,6 +733,12 @@ class Simulator:
                           for port in ports}
         return found
 
+    def service_cluster_ip(self, namespace: str, name: str) -> str | None:
+        """The Service's ClusterIP; None when it does not exist or is headless."""
+        service = self.kube.get_or_none(f"/api/v1/namespaces/{namespace}/services/{name}")
+        address = ((service or {}).get("spec") or {}).get("clusterIP")
+        return address if address and address != "None" else None
+
     def flannel_net_conf(self, pod: PodState) -> dict[str, Any]:
         for volume in pod.spec.get("volumes") or []:
             if "configMap" in volume:
