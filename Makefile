@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Builds etcd, the Kubernetes control plane, kubectl and helm once, and (as root on Linux) the
-# real-network tools: flanneld, CNI plugins, agnhost, busybox. Later runs reuse the cache.
+# real-network tools: flanneld, CNI plugins, agnhost, CoreDNS, busybox. Later runs reuse the cache.
 toolchain: $(STAMP)
 	$(BIN)/cilium-migrate sandbox build
 

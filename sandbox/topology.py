@@ -16,6 +16,11 @@ SERVICE_CIDR = "10.96.0.0/12"
 # The `kubernetes` Service: its ClusterIP (the range's first address) and port.
 API_SERVICE_IP = "10.96.0.1"
 API_SERVICE_PORT = 443
+# The kubelet's clusterDNS and clusterDomain as kubeadm configures them: the Service range's
+# tenth address (kubeadm `GetDNSIP`), which is also kube-dns's ClusterIP in
+# manifests/cluster-addons.yaml, and the default domain.
+CLUSTER_DNS_IP = "10.96.0.10"
+CLUSTER_DOMAIN = "cluster.local"
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
 REGION_LABEL = "topology.kubernetes.io/region"

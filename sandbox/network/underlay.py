@@ -16,7 +16,7 @@ import ipaddress
 import json
 from pathlib import Path
 
-from sandbox.network import netns
+from sandbox.network import netns, pod_dns
 from sandbox.network.netns import NetworkError, ip
 from sandbox.network.plan import (
     ROUTE_PROTO,
@@ -124,6 +124,7 @@ def clean_up_prefix(prefix: str) -> list[str]:
     for route in _our_routes(prefix):
         _delete_route(route)
         removed.append(f"route {route.get('type', '')} {route['dst']}".replace("  ", " "))
+    removed += pod_dns.remove_all(prefix)
     return removed
 
 

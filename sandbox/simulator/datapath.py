@@ -14,24 +14,32 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from sandbox.images import netexec_http_port
+from sandbox.network import coredns, pod_dns
 from sandbox.simulator import busybox
 from sandbox.simulator.faults import Fault
 from sandbox.simulator.ipam import ExhaustedError, HostLocal
 from sandbox.simulator.state import NodeState, PodState
-from sandbox.topology import CLUSTER_CIDR
+from sandbox.topology import CLUSTER_CIDR, CLUSTER_DOMAIN
 
 if TYPE_CHECKING:
     from sandbox.simulator.kubelet import Simulator
 
 log = logging.getLogger("sandbox.simulator")
 
+PROBE_DNS_NAME = "kubernetes.default"  # what the probe's script looks up
+KUBE_DNS = ("kube-system", "kube-dns")  # the Service a ClusterFirst pod's nameserver is
+PEER_HTTP_PORT = 8080  # the probe's `wget http://PEER:8080/hostname`
+
 
 class Datapath:
     """The hooks; each strategy plays them its way. Called on the simulator's dispatcher."""
 
     name = "none"
+    # Whether the simulator feeds `endpoint_slices_changed` (a watch of every EndpointSlice).
+    follows_services = False
 
     def start(self) -> None:
         """Before the first node registers."""
@@ -74,6 +82,9 @@ class Datapath:
 
     def service_proxy_started(self, node: NodeState) -> None:
         """kube-proxy runs on the node."""
+
+    def endpoint_slices_changed(self) -> None:
+        """An EndpointSlice appeared, changed or went away (only when `follows_services`)."""
 
     def probe(self, node: NodeState, pod: PodState) -> None:
         """Runs the product's probe pod; ends it with `Simulator.complete_pod`."""
@@ -164,7 +175,8 @@ class SimulatedDatapath(Datapath):
         peers = [p.strip() for p in (pod.env("PROBE_PEERS") or "").split(",") if p.strip()]
         broken = sim.faults.has(node.name, Fault.PROBE_FAILS)
         reached = {peer: not broken and self.reachable(node, pod.ip or "", peer)
-                   for peer in peers}
+                   and self._serves_echo(peer) for peer in peers}
+        dns = self._dns_answer(node, pod, broken)
         image = pod.containers()[0].get("image", "")
         status: int | None = None
         if broken:
@@ -176,9 +188,44 @@ class SimulatedDatapath(Datapath):
         report = {"podIP": pod.ip or "", "node": node.name,
                   "apiServer": {"status": status,
                                 "error": "" if status is not None else busybox.as_reported(said)},
-                  "peers": reached}
-        passed = status is not None and all(reached.values())
+                  "dns": dns, "peers": reached}
+        passed = status is not None and bool(dns["addresses"]) and all(reached.values())
         sim.complete_pod(pod, 0 if passed else 1, json.dumps(report, separators=(",", ":")))
+
+    def _serves_echo(self, ip: str) -> bool:
+        """Whether the pod at ``ip`` answers the probe's ``GET /hostname`` on the echo port:
+        it runs agnhost netexec serving HTTP there."""
+        target = next((p for p in self.sim.pods.values() if p.ip == ip and p.started), None)
+        return target is not None and any(netexec_http_port(c) == PEER_HTTP_PORT
+                                          for c in target.containers())
+
+    def _dns_answer(self, node: NodeState, pod: PodState, broken: bool) -> dict[str, Any]:
+        """What the script's lookups of ``kubernetes.default`` find: the name as given, then
+        with each search domain of the pod's resolv.conf in order (busybox's nslookup applies
+        none itself). Only the `kubernetes` Service's cluster name resolves, and only while
+        kube-dns exists and a Ready CoreDNS pod is reachable from the probe."""
+        resolv = pod_dns.resolv_conf(pod.spec, pod.namespace) or ""
+        searches = next((line.split()[1:] for line in resolv.splitlines()
+                         if line.startswith("search ")), [])
+        names = [PROBE_DNS_NAME, *(f"{PROBE_DNS_NAME}.{domain}" for domain in searches)]
+        servers = [] if broken or self.sim.service_cluster_ip(*KUBE_DNS) is None else [
+            p for p in self.sim.pods.values() if p.started and not p.terminating and p.ip
+            and p.container_statuses and all(c.get("ready") for c in p.container_statuses)
+            and any(coredns.is_coredns(c) for c in p.containers())
+            and self.reachable(node, pod.ip or "", p.ip)]
+        if not servers:
+            said: tuple[str, ...] = busybox.NSLOOKUP_NO_SERVER
+            return {"name": PROBE_DNS_NAME, "addresses": [],
+                    "error": busybox.nslookup_error(said)}
+        cluster_name = f"kubernetes.default.svc.{CLUSTER_DOMAIN}"
+        if cluster_name in names:
+            address = self.sim.service_cluster_ip("default", "kubernetes")
+            return {"name": cluster_name, "addresses": [address] if address else [],
+                    "error": ""}
+        # Outside CoreDNS's zones (no `forward` in the sandbox) the name given is SERVFAIL.
+        rcode = "SERVFAIL" if names[-1] == PROBE_DNS_NAME else "NXDOMAIN"
+        return {"name": PROBE_DNS_NAME, "addresses": [],
+                "error": busybox.nslookup_error(busybox.nslookup_not_found(names[-1], rcode))}
 
     def reachable(self, source: NodeState, source_ip: str, target_ip: str) -> bool:
         """Whether the simulated datapath carries traffic from a pod to ``target_ip``.

@@ -120,6 +120,8 @@ class Simulator:
             ("crd", CRD_PATH, {}),
         ):
             self._watch(kind, path, query)
+        if self.datapath.follows_services:  # kube-proxy's informer
+            self._watch("endpointslice", "/apis/discovery.k8s.io/v1/endpointslices", {})
         for index, node in enumerate(self.nodes.values()):
             spread = self.settings.lease_renew_seconds * index / max(len(self.nodes), 1)
             self.later(spread, self._renew_lease, node)
@@ -168,7 +170,8 @@ class Simulator:
         elif item is not None:
             kind, event, obj = item
             handler = {"node": self._on_node, "pod": self._on_pod, "crd": self._on_crd,
-                       "ciliumnode": self._on_cilium_node}[kind]
+                       "ciliumnode": self._on_cilium_node,
+                       "endpointslice": self._on_endpoint_slice}[kind]
             self._guard(handler, event, obj)
         while self._timers and self._timers[0][0] <= time.monotonic():
             _, _, action, args = heapq.heappop(self._timers)
@@ -309,6 +312,9 @@ class Simulator:
         self.datapath.cilium_nodes_changed()
         if event != "DELETED" and name in self.nodes:
             CILIUM_AGENT.advance(self, self.nodes[name])
+
+    def _on_endpoint_slice(self, event: str, obj: Obj) -> None:
+        self.datapath.endpoint_slices_changed()
 
     def network_changed(self, node: NodeState) -> None:
         """Reports the node's readiness and starts pods that were waiting for a network."""
@@ -726,6 +732,12 @@ class Simulator:
                 found |= {Endpoint(address, port) for address in endpoint.get("addresses", [])
                           for port in ports}
         return found
+
+    def service_cluster_ip(self, namespace: str, name: str) -> str | None:
+        """The Service's ClusterIP; None when it does not exist or is headless."""
+        service = self.kube.get_or_none(f"/api/v1/namespaces/{namespace}/services/{name}")
+        address = ((service or {}).get("spec") or {}).get("clusterIP")
+        return address if address and address != "None" else None
 
     def flannel_net_conf(self, pod: PodState) -> dict[str, Any]:
         for volume in pod.spec.get("volumes") or []:

@@ -12,10 +12,13 @@ container runtime and kube-proxy over Linux network namespaces, and real program
   programs: a Ready agent sets up `cilium_vxlan` on its tunnel port with routes to the other
   nodes' CiliumNode blocks, and pods on Cilium's CNI config are wired by `ptp` and host-local
   over the node's block.
-- kube-proxy programs the `kubernetes` Service on its node (`sandbox.network.service_proxy`)
-  from the Service's EndpointSlice, so pods and flanneld reach the API server at its ClusterIP.
-- Containers whose image is agnhost run the real agnhost in the pod's namespace; the product's
+- kube-proxy programs the Services on its node (`sandbox.network.service_proxy`) from their
+  EndpointSlices, again at every EndpointSlice change, so pods and flanneld reach the API
+  server at the `kubernetes` ClusterIP and CoreDNS at kube-dns's.
+- Containers whose image is agnhost run the real agnhost in the pod's namespace, CoreDNS images
+  the real CoreDNS with their ConfigMap's Corefile (`sandbox.network.coredns`); the product's
   probe runs its script with busybox's applets; other containers run no process.
+- Pods get the kubelet's resolv.conf (`sandbox.network.pod_dns`) where `ip netns exec` shows it.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sandbox.images import image_name
 from sandbox.nettools import NetworkTools
-from sandbox.network import cilium_tunnel, netns, service_proxy, underlay
+from sandbox.network import cilium_tunnel, coredns, netns, pod_dns, service_proxy, underlay
 from sandbox.network.cni import (
     CniConfig,
     CniError,
@@ -58,6 +62,7 @@ CILIUM_CNI_TYPE = "cilium-cni"
 DEFAULT_TUNNEL_PORT = 8472  # Cilium's default for vxlan (`tunnel-port` unset)
 SANDBOX_RETRY_SECONDS = 2.0  # the kubelet retries a failed pod sandbox; its back-off is longer
 PROBE_TIMEOUT_SECONDS = 60.0
+SERVICES_SYNC_SECONDS = 0.2  # kube-proxy's minSyncPeriod is 1 s; changes here are few
 SERVICE_ACCOUNT_TOKEN_SECONDS = 3600
 
 
@@ -71,6 +76,7 @@ class PodRuntime:
 
 class RealDatapath(Datapath):
     name = "real"
+    follows_services = True
 
     def __init__(self, sim: Simulator, plan: NetworkPlan, tools: NetworkTools) -> None:
         self.sim = sim
@@ -82,6 +88,8 @@ class RealDatapath(Datapath):
         # there, and the pod blocks routed from the host: CiliumNode events repeat these often.
         self.tunnels: dict[str, list[cilium_tunnel.TunnelPeer] | None] = {}
         self.routed: dict[str, str] = {}  # pod CIDR -> node it is routed through
+        self.proxied: set[str] = set()  # nodes whose kube-proxy started since boot
+        self._services_sync_pending = False
         api = sim.api_server
         if api is None:
             raise NetworkError("the topology has no API server address for the nodes")
@@ -136,6 +144,7 @@ class RealDatapath(Datapath):
 
     def node_going_down(self, node: NodeState) -> None:
         self.tunnels.pop(node.name, None)
+        self.proxied.discard(node.name)
         underlay.shut_down_node(self.plan, node.name)
 
     def node_booted(self, node: NodeState) -> None:
@@ -156,6 +165,9 @@ class RealDatapath(Datapath):
         if runtime is None:
             create_pod_netns(name)
             runtime = self.pods[pod.uid] = PodRuntime(netns=name)
+            resolv_conf = pod_dns.resolv_conf(pod.spec, pod.namespace)
+            if resolv_conf is not None:
+                pod_dns.write_resolv_conf(name, resolv_conf)
         try:
             result = self._runtime(node).add(config, pod.uid, netns.path(name), cni_args={
                 "K8S_POD_NAMESPACE": pod.namespace, "K8S_POD_NAME": pod.name,
@@ -195,17 +207,63 @@ class RealDatapath(Datapath):
             log.warning("node %s: CNI DEL of %s/%s: %s", node.name, pod.namespace, pod.name,
                         error)
         delete_pod_netns(runtime.netns)
+        pod_dns.remove_resolv_conf(runtime.netns)
 
     def _start_processes(self, node: NodeState, pod: PodState, runtime: PodRuntime,
                          ip: str) -> None:
         for container in pod.containers():
-            argv = _agnhost_argv(container, self.tools.agnhost)
+            if coredns.is_coredns(container):
+                argv: list[str] | None = self._coredns_argv(node, pod, container)
+            else:
+                argv = _agnhost_argv(container, self.tools.agnhost)
             if argv is None:
                 continue  # no process stands for this image: the namespace is the sandbox
             log_path = self.sim.state_dir / "logs" / "pods" / f"{pod.namespace}_{pod.name}.log"
             runtime.processes.append(netns.spawn_in(
                 runtime.netns, self._in_pod_uts(pod, argv), log_path,
                 env=self._container_env(node, pod, container, ip)))
+
+    def _coredns_argv(self, node: NodeState, pod: PodState,
+                      container: dict[str, Any]) -> list[str]:
+        """CoreDNS with the container's arguments; paths inside its ConfigMap volumes name the
+        files written for them, and its Corefile gets the service account's kubeconfig."""
+        mounts = self._config_map_volumes(node, pod, container)
+        kubeconfig = self._service_account_kubeconfig(node, pod)
+        for directory in mounts.values():
+            corefile = directory / "Corefile"
+            if corefile.is_file():
+                corefile.write_text(coredns.with_kubeconfig(corefile.read_text(),
+                                                            str(kubeconfig)))
+        argv = []
+        for arg in [*(container.get("command") or [])[1:], *(container.get("args") or [])]:
+            inside = next((m for m in mounts if arg.startswith(m.rstrip("/") + "/")), None)
+            argv.append(str(mounts[inside]) + arg[len(inside.rstrip("/")):] if inside else arg)
+        return [str(self.tools.coredns), *argv]
+
+    def _config_map_volumes(self, node: NodeState, pod: PodState,
+                            container: dict[str, Any]) -> dict[str, Path]:
+        """The container's ConfigMap volumes written under the pod's directory, as the kubelet
+        projects them (every key, or the volume's ``items``): mount path -> directory."""
+        volumes = {v["name"]: v["configMap"] for v in pod.spec.get("volumes") or []
+                   if "configMap" in v}
+        mounts: dict[str, Path] = {}
+        for mount in container.get("volumeMounts") or []:
+            source = volumes.get(mount.get("name", ""))
+            if source is None:
+                continue
+            config_map = self.sim.kube.get_or_none(
+                f"/api/v1/namespaces/{pod.namespace}/configmaps/{source['name']}") or {}
+            data = config_map.get("data") or {}
+            items = source.get("items") or [{"key": key, "path": key} for key in data]
+            directory = self._pod_files(node, pod) / "volumes" / mount["name"]
+            shutil.rmtree(directory, ignore_errors=True)
+            for item in items:
+                if item["key"] in data:
+                    target = directory / item["path"]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_text(data[item["key"]])
+            mounts[mount["mountPath"]] = directory
+        return mounts
 
     def _in_pod_uts(self, pod: PodState, argv: list[str]) -> list[str]:
         """The pod's own UTS namespace, named after the pod as the kubelet names its
@@ -366,9 +424,32 @@ class RealDatapath(Datapath):
     # ---- kube-proxy ------------------------------------------------------------------------
 
     def service_proxy_started(self, node: NodeState) -> None:
-        endpoints = sorted((e.host, e.port) for e in self.sim.api_service_endpoints())
-        service_proxy.program_service(self._node_ns(node), API_SERVICE_IP, API_SERVICE_PORT,
-                                      endpoints)
+        self.proxied.add(node.name)
+        self._program_services([node], self._service_ports())
+
+    def endpoint_slices_changed(self) -> None:
+        # kube-proxy's sync runs after a burst of changes, not once per event.
+        if not self._services_sync_pending:
+            self._services_sync_pending = True
+            self.sim.later(SERVICES_SYNC_SECONDS, self._sync_services)
+
+    def _sync_services(self) -> None:
+        self._services_sync_pending = False
+        nodes = [self.sim.nodes[name] for name in sorted(self.proxied)]
+        self._program_services([n for n in nodes if n.up], self._service_ports())
+
+    def _service_ports(self) -> list[service_proxy.ServicePort]:
+        services = self.sim.kube.get("/api/v1/services")["items"]
+        slices = self.sim.kube.get("/apis/discovery.k8s.io/v1/endpointslices")["items"]
+        return service_proxy.service_ports(services, slices)
+
+    def _program_services(self, nodes: list[NodeState],
+                          services: list[service_proxy.ServicePort]) -> None:
+        for node in nodes:
+            try:
+                service_proxy.program_services(self._node_ns(node), services)
+            except NetworkError as error:
+                log.error("node %s: kube-proxy sync failed: %s", node.name, error)
 
     # ---- the API server's proxies ------------------------------------------------------------
 
@@ -429,8 +510,7 @@ class RealDatapath(Datapath):
 
 def _agnhost_argv(container: dict[str, Any], agnhost: Path) -> list[str] | None:
     """agnhost's image runs agnhost: the container's command (if any) and args."""
-    image = str(container.get("image", "")).split("@", 1)[0].rsplit("/", 1)[-1]
-    if image.split(":", 1)[0] != "agnhost":
+    if image_name(container) != "agnhost":
         return None
     argv = [*(container.get("command") or []), *(container.get("args") or [])]
     if argv and argv[0].rsplit("/", 1)[-1] == "agnhost":

@@ -202,3 +202,48 @@ def tcp_get(namespace: str, address: str, port: int) -> str:
     result = netns.run_in(namespace, [sys.executable, "-c", _CLIENT, address, str(port)],
                           timeout=20)
     return (result.stdout or result.stderr).strip()
+
+
+_UDP_SERVER = r"""
+import socket, sys
+server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+server.bind((sys.argv[1], int(sys.argv[2])))
+print("listening", flush=True)
+while True:
+    _, peer = server.recvfrom(512)
+    server.sendto(b"dns", peer)
+"""
+
+_UDP_CLIENT = r"""
+import socket, sys
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+    client.settimeout(3)
+    try:
+        client.sendto(b"query", (sys.argv[1], int(sys.argv[2])))
+        print(client.recv(100).decode().strip())
+    except OSError as error:
+        print(f"error: {error.strerror or error}")
+"""
+
+
+@contextmanager
+def udp_server(namespace: str, address: str, port: int) -> Iterator[None]:
+    """A UDP server in ``namespace`` answering "dns" to each datagram; returns once bound."""
+    server = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-c",
+                               _UDP_SERVER, address, str(port)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == "listening"
+        yield
+    finally:
+        server.kill()
+        server.wait()
+
+
+def udp_get(namespace: str, address: str, port: int) -> str:
+    """The answer to one datagram from ``namespace`` to ``address``:``port``, or "error: ..."
+    (a lost datagram is "error: timed out" after 3 s)."""
+    result = netns.run_in(namespace, [sys.executable, "-c", _UDP_CLIENT, address, str(port)],
+                          timeout=20)
+    return (result.stdout or result.stderr).strip()

@@ -45,7 +45,7 @@ def fake_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A cache holding stand-ins for every tool, on a host that has iptables."""
     monkeypatch.setenv("CILIUM_MIGRATE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(nettools, "host_command", lambda name: Path(f"/usr/sbin/{name}"))
-    stand_ins = [nettools.flanneld_path(), nettools.agnhost_path(),
+    stand_ins = [nettools.flanneld_path(), nettools.agnhost_path(), nettools.coredns_path(),
                  *(nettools.cni_bin_dir() / p for p in CNI_PLUGINS)]
     for path in stand_ins:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,11 +69,12 @@ def test_a_full_cache_is_found(fake_cache: Path) -> None:
 def test_find_names_each_missing_piece_and_the_command(fake_cache: Path) -> None:
     (nettools.cni_bin_dir() / "portmap").unlink()
     nettools.agnhost_path().unlink()
+    nettools.coredns_path().unlink()
     with pytest.raises(ToolchainError) as raised:
         find_network_tools()
     message = str(raised.value)
     assert "CNI plugins (portmap)" in message
-    assert "agnhost v1.35.4" in message
+    assert "agnhost v1.35.4" in message and "CoreDNS v1.15.0" in message
     assert "flanneld" not in message and "iptables" not in message
     assert "cilium-migrate sandbox build" in message
 
@@ -159,6 +160,14 @@ def _run(*command: str | Path, env: dict[str, str] | None = None,
 def test_flanneld_reports_its_release(tools: NetworkTools) -> None:
     done = _run(tools.flanneld, "--version")
     assert (done.returncode, done.stdout.strip() or done.stderr.strip()) == (0, "v0.28.10")
+
+
+def test_coredns_holds_the_sandboxs_plugins_only(tools: NetworkTools) -> None:
+    assert _run(tools.coredns, "-version").stdout.startswith("CoreDNS-1.15.0")
+    listed = set(_run(tools.coredns, "-plugins").stdout.split())
+    # prometheus registers as itself; the kubernetes plugin brings metadata and transfer along
+    assert set(nettools.COREDNS_PLUGINS) <= listed
+    assert not listed & {"forward", "loop", "etcd", "route53", "file"}
 
 
 @pytest.mark.parametrize("plugin", CNI_PLUGINS)

@@ -24,6 +24,23 @@ from sandbox.topology import NodeSpec
 from tests.unit.test_activities_verify import CILIUM_PEER, FLANNEL_PEER, request
 
 PEERS = [FLANNEL_PEER.ip, CILIUM_PEER.ip]
+COREDNS_IP = "10.244.3.2"
+ECHO = {"name": "echo", "image": "registry.k8s.io/e2e-test-images/agnhost:2.59",
+        "args": ["netexec", "--http-port=8080"]}
+COREDNS = {"name": "coredns", "image": "registry.k8s.io/coredns/coredns:v1.12.1",
+           "args": ["-conf", "/etc/coredns/Corefile"]}
+
+
+def running(name: str, ip: str, container: dict[str, Any], ready: bool = True) -> PodState:
+    return PodState(uid=name, namespace="kube-system", name=name, node="node-2",
+                    obj={"spec": {"containers": [container]}}, ip=ip, started=True,
+                    container_statuses=[{"name": container["name"], "ready": ready}])
+
+
+def cluster_pods() -> dict[str, PodState]:
+    """An echo pod at each peer address and one Ready CoreDNS pod."""
+    pods = [running(f"echo-{index}", ip, ECHO) for index, ip in enumerate(PEERS)]
+    return {p.uid: p for p in [*pods, running("coredns", COREDNS_IP, COREDNS)]}
 
 
 @dataclass
@@ -39,10 +56,16 @@ class Sim:
     """The few things the probe asks the simulator."""
 
     healthz: tuple[int | None, tuple[str, ...]] = (200, ())
-    reachable_ips: set[str] = field(default_factory=lambda: set(PEERS))
+    reachable_ips: set[str] = field(default_factory=lambda: {*PEERS, COREDNS_IP})
     faults: Faults = field(default_factory=Faults)
     ended: list[tuple[int, str]] = field(default_factory=list)
     dialled: int = 0
+    pods: dict[str, PodState] = field(default_factory=cluster_pods)
+    services: dict[tuple[str, str], str] = field(default_factory=lambda: {
+        ("default", "kubernetes"): "10.96.0.1", ("kube-system", "kube-dns"): "10.96.0.10"})
+
+    def service_cluster_ip(self, namespace: str, name: str) -> str | None:
+        return self.services.get((namespace, name))
 
     def healthz_answer(self) -> tuple[int | None, tuple[str, ...]]:
         self.dialled += 1
@@ -63,14 +86,15 @@ class RulesOfThisTest(SimulatedDatapath):
         return target_ip in self.sim.reachable_ips  # type: ignore[attr-defined]
 
 
-def run_probe(sim: Sim, tmp_path: Path, image: str = DEFAULT_IMAGE) -> tuple[int, ProbeReport]:
+def run_probe(sim: Sim, tmp_path: Path, image: str = DEFAULT_IMAGE,
+              namespace: str = "cilium-migrate", **spec: Any) -> tuple[int, ProbeReport]:
     node = NodeState(spec=NodeSpec(name="node-1", internal_ip="127.0.10.1", zone="a"),
                      host=HostFs(tmp_path))
     obj: dict[str, Any] = {
         "metadata": {"labels": {"cilium-migrate.io/probe": "true"}},
-        "spec": {"containers": [{"name": "probe", "image": image, "env": [
+        "spec": {**spec, "containers": [{"name": "probe", "image": image, "env": [
             {"name": "PROBE_PEERS", "value": ",".join(PEERS)}]}]}}
-    pod = PodState(uid="u1", namespace="kube-system", name="probe", node="node-1", obj=obj,
+    pod = PodState(uid="u1", namespace=namespace, name="probe", node="node-1", obj=obj,
                    ip="10.245.0.5", started=True)
     personality = personality_of(pod)
     assert isinstance(personality, Probe)
@@ -143,3 +167,67 @@ def test_the_report_is_one_json_line(tmp_path: Path) -> None:
     sim = Sim()
     run_probe(sim, tmp_path)
     assert "\n" not in sim.ended[0][1] and json.loads(sim.ended[0][1])["node"] == "node-1"
+
+
+# ---- DNS: what the script's lookups of kubernetes.default print ------------------------------
+
+TIMED_OUT = ";; connection timed out; no servers could be reached"
+
+
+def test_kubernetes_default_resolves_through_the_services_search_domain(tmp_path: Path) -> None:
+    code, report = run_probe(Sim(), tmp_path)
+    assert code == 0
+    assert report.dns is not None
+    assert report.dns.model_dump() == {
+        "name": "kubernetes.default.svc.cluster.local", "addresses": ["10.96.0.1"], "error": ""}
+
+
+@pytest.mark.parametrize("change", ["no kube-dns", "coredns unreachable", "coredns not ready",
+                                    "no coredns", "probe-fails"])
+def test_without_a_reachable_ready_coredns_behind_kube_dns_nslookup_times_out(
+        change: str, tmp_path: Path) -> None:
+    sim = Sim()
+    if change == "no kube-dns":
+        del sim.services[("kube-system", "kube-dns")]
+    elif change == "coredns unreachable":
+        sim.reachable_ips.discard(COREDNS_IP)
+    elif change == "coredns not ready":
+        sim.pods["coredns"] = running("coredns", COREDNS_IP, COREDNS, ready=False)
+    elif change == "no coredns":
+        del sim.pods["coredns"]
+    else:
+        sim.faults = Faults({"node-1": {Fault.PROBE_FAILS}})
+    code, report = run_probe(sim, tmp_path)
+    assert code == 1
+    assert report.dns is not None
+    assert report.dns.model_dump() == {"name": "kubernetes.default", "addresses": [],
+                                       "error": TIMED_OUT}
+
+
+def test_a_pod_without_the_cluster_search_list_asks_the_bare_name_only(tmp_path: Path) -> None:
+    """dnsPolicy None with no search domain: the name as given is outside CoreDNS's zones."""
+    code, report = run_probe(Sim(), tmp_path, dnsPolicy="None",
+                             dnsConfig={"nameservers": ["10.96.0.10"]})
+    assert code == 1
+    assert report.dns is not None and report.dns.addresses == []
+    assert report.dns.error == ("** server can't find kubernetes.default: SERVFAIL; "
+                                "** server can't find kubernetes.default: SERVFAIL")
+
+
+# ---- peers: an HTTP GET of /hostname on agnhost netexec's port 8080 --------------------------
+
+@pytest.mark.parametrize("container, reached", [
+    (ECHO, True),
+    ({**ECHO, "args": ["netexec"]}, True),  # netexec's default --http-port is 8080
+    ({**ECHO, "command": ["/agnhost"], "args": ["netexec", "--http-port", "8080"]}, True),
+    ({**ECHO, "args": ["netexec", "--http-port=9090"]}, False),
+    ({**ECHO, "args": ["pause"]}, False),
+    ({"name": "web", "image": "nginx:1.27"}, False),
+])
+def test_a_peer_answers_only_when_it_runs_agnhost_netexec_on_8080(
+        container: dict[str, Any], reached: bool, tmp_path: Path) -> None:
+    sim = Sim()
+    sim.pods["echo-1"] = running("echo-1", PEERS[1], container)
+    code, report = run_probe(sim, tmp_path)
+    assert report.peers == {PEERS[0]: True, PEERS[1]: reached}
+    assert code == (0 if reached else 1)
