@@ -54,7 +54,7 @@ REPORT_PATH = "/dev/termination-log"
 # it, with each search domain of the pod's resolv.conf in turn, as the pod's resolver would
 # (busybox's nslookup is not relied on to apply them). A server that does not answer at all
 # ends the lookup there. The addresses are those nslookup prints after the "Name:" line; the
-# server's own "Address:" line comes before it.
+# server's own "Server:" and "Address:" lines come before it, and are left out of the error.
 #
 # Peers are echo pods (agnhost netexec): each gets an HTTP GET of /hostname, which is what the
 # workloads on either overlay would see; no raw sockets, so the pod needs no capability.
@@ -94,7 +94,7 @@ if [ -n "${PROBE_DNS_NAME:-}" ]; then
   dns_error=
   if [ -z "$found" ]; then
     ok=false
-    dns_error=$(printf '%s\n' "$said" | clean)
+    dns_error=$(printf '%s\n' "$said" | sed '/^Server:/d; /^Address:/d' | clean)
     [ -n "$dns_error" ] || dns_error="nslookup printed nothing"
   fi
   dns=$(printf ',"dns":{"name":"%s","addresses":[%s],"error":"%s"}' \
