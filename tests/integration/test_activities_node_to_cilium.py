@@ -17,6 +17,8 @@ from activities.registry import MigrationActivities
 from plan.contract import (
     PROBE_LABEL,
     AgentStatus,
+    EchoMeshInput,
+    EchoMeshRemoval,
     HostCommandInput,
     LabelInput,
     NodeConfigInput,
@@ -27,12 +29,10 @@ from plan.contract import (
     StepError,
     VerifyInput,
 )
-from plan.facts import MIGRATION_LABEL
-from plan.policies import ClusterRef, Overlays, RebootPolicy, VerifyPolicy
-from plan.spec import DEFAULT_IMAGE, VerifyCheck
+from plan.policies import ClusterRef, ConnectivityPolicy, Overlays, RebootPolicy, VerifyPolicy
+from plan.spec import DEFAULT_ECHO_IMAGE, DEFAULT_IMAGE, VerifyCheck
 from sandbox.simulator.faults import Fault, read_faults, write_faults
 from tests.conftest import CILIUM_POOL, Sandbox
-from tests.helpers import deployment, ready_pods, wait_for
 
 pytestmark = pytest.mark.sandbox
 
@@ -46,7 +46,8 @@ NODE_CONFIG = NodeConfigInput(cluster=CLUSTER, namespace="kube-system", name="ci
     "cni-chaining-mode": "none",
     "cni-exclusive": "true",
 })
-CHECKS: list[VerifyCheck] = ["pod-ip-in-pool", "api-server", "peer-flannel", "peer-cilium"]
+CHECKS: list[VerifyCheck] = ["pod-ip-in-pool", "api-server", "dns", "peer-flannel",
+                             "peer-cilium"]
 ROLLBACK = ("rm -f /etc/cni/net.d/05-cilium.conflist && mv /etc/cni/net.d/10-flannel.conflist"
             ".cilium_bak /etc/cni/net.d/10-flannel.conflist")
 
@@ -149,24 +150,39 @@ def test_verify_passes_on_a_switched_node_and_fails_when_the_probe_reaches_nothi
         switched: tuple[NodeRef, RestartAgentInput, AgentStatus]) -> None:
     target = switched[0]
     env = ActivityEnvironment()
-    # A peer on flannel for certain: a pod on a node not switched to Cilium.
-    peer = deployment("peer", 1)
-    peer["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": {
-        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{
-            "matchExpressions": [{"key": MIGRATION_LABEL, "operator": "DoesNotExist"}]}]}}}
-    sandbox.kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", peer)
-    wait_for(lambda: ready_pods(sandbox, namespace, "app=peer"), "a pod on flannel")
+    # The echo mesh the run deploys: its pods on flannel nodes are the flannel peers; the
+    # switched node is the only one on Cilium, so there is no Cilium peer to call yet.
+    mesh = ConnectivityPolicy(namespace=f"echo-{namespace}", image=DEFAULT_ECHO_IMAGE,
+                              max_failed_requests=0, window_seconds=60, interval_seconds=5,
+                              sample_pairs=4)
+    deployed = env.run(steps.deploy_echo_mesh, EchoMeshInput(
+        cluster=CLUSTER, migration_id="r", policy=mesh, timeout_seconds=120))
+    assert deployed.desired > 1 and deployed.ready == deployed.desired
     request = VerifyInput(
-        target=target, policy=VerifyPolicy(image=IMAGE, checks=CHECKS, timeout_seconds=30),
+        target=target, policy=VerifyPolicy(image=IMAGE, checks=CHECKS, timeout_seconds=30,
+                                           echo_namespace=mesh.namespace),
         overlays=Overlays(cilium_namespace="kube-system", cilium_pools=[CILIUM_POOL],
                           flannel_network=FLANNEL_NETWORK))
+    try:
+        _verify_then_break(sandbox, env, steps, request, probe_fails)
+    finally:
+        assert env.run(steps.remove_echo_mesh, EchoMeshRemoval(
+            cluster=CLUSTER, migration_id="r", namespace=mesh.namespace))
 
+
+def _verify_then_break(sandbox: Sandbox, env: ActivityEnvironment, steps: MigrationActivities,
+                       request: VerifyInput, probe_fails: Any) -> None:
+    target = request.target
     result = env.run(steps.verify_node, request)
     assert result.passed
     assert result.pod_ip and ipaddress.ip_address(result.pod_ip) in ipaddress.ip_network(
         CILIUM_POOL)
     checks = {c.name: c for c in result.checks}
-    assert checks["peer-flannel"].detail.startswith("reached 10.244.")
+    assert checks["peer-flannel"].detail.startswith("http://10.244.")
+    assert checks["peer-flannel"].detail.endswith(" answered")
+    assert (checks["peer-cilium"].outcome, checks["peer-cilium"].detail) == (
+        "not-checked", "no Ready echo pod on cilium nodes yet")
+    assert checks["dns"].detail == "kubernetes.default.svc.cluster.local resolved to 10.96.0.1"
     assert list(checks) == CHECKS
 
     probe_fails(target.node)
@@ -175,7 +191,7 @@ def test_verify_passes_on_a_switched_node_and_fails_when_the_probe_reaches_nothi
     error = raised.value
     assert error.type == StepError.VERIFICATION_FAILED and error.non_retryable
     failed = {c["name"] for c in error.details[0]["checks"] if c["outcome"] == "failed"}
-    assert {"api-server", "peer-flannel"} <= failed and "pod-ip-in-pool" not in failed
+    assert {"api-server", "dns", "peer-flannel"} <= failed and "pod-ip-in-pool" not in failed
     assert "api-server" in error.message
     assert sandbox.kube.get("/api/v1/namespaces/kube-system/pods",
                             labelSelector=f"{PROBE_LABEL}=true")["items"] == []
