@@ -83,6 +83,9 @@ class Datapath:
     def service_proxy_started(self, node: NodeState) -> None:
         """kube-proxy runs on the node."""
 
+    def faults_changed(self) -> None:
+        """The fault file changed: faults the datapath plays itself apply from now on."""
+
     def endpoint_slices_changed(self) -> None:
         """An EndpointSlice appeared, changed or went away (only when `follows_services`)."""
 
@@ -244,6 +247,11 @@ class SimulatedDatapath(Datapath):
         overlays = {self._overlay(source, source_ip), self._overlay(target, target_ip)}
         if "cilium" not in overlays:
             return True
+        # Packets to a Cilium pod on another node cross Cilium's tunnel (the reply too, when
+        # the other end is the Cilium one); a node dropping that port cuts the exchange.
+        if source is not target and any(sim.faults.has(n.name, Fault.CILIUM_TUNNEL_BLOCKED)
+                                        for n in (source, target)):
+            return False
         cilium_node = source if self._overlay(source, source_ip) == "cilium" else target
         config = cilium_node.agent_config
         flannel_backend = next((n.flannel_backend for n in sim.nodes.values()

@@ -22,6 +22,9 @@ class Fault(StrEnum):
     AGENT_NEVER_READY = "agent-never-ready"  # the Cilium agent on the node never turns Ready
     PROBE_FAILS = "probe-fails"  # probe pods on the node reach nothing
     IGNORE_TERMINATION = "ignore-termination"  # containers ignore SIGTERM: full grace period
+    # A firewall on the node drops UDP to and from Cilium's tunnel port (the procedure's
+    # pitfall of a port left closed): traffic to or from its Cilium pods across nodes is lost.
+    CILIUM_TUNNEL_BLOCKED = "cilium-tunnel-blocked"
 
 
 class FaultFileError(ValueError):

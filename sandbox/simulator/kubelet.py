@@ -159,6 +159,7 @@ class Simulator:
         try:
             if self.faults.refresh():
                 self._power_cycle_recovered_nodes()
+                self.datapath.faults_changed()
         except FaultFileError as error:
             log.error("%s (ignoring all faults until it is fixed)", error)
         if self.settings.shared_kernel:

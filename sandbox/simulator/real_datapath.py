@@ -60,6 +60,7 @@ log = logging.getLogger("sandbox.simulator")
 
 CILIUM_CNI_TYPE = "cilium-cni"
 DEFAULT_TUNNEL_PORT = 8472  # Cilium's default for vxlan (`tunnel-port` unset)
+FAULT_CHAIN = "CILIUM-MIGRATE-FAULTS"  # a node's injected firewall rules
 SANDBOX_RETRY_SECONDS = 2.0  # the kubelet retries a failed pod sandbox; its back-off is longer
 PROBE_TIMEOUT_SECONDS = 60.0
 SERVICES_SYNC_SECONDS = 0.2  # kube-proxy's minSyncPeriod is 1 s; changes here are few
@@ -149,6 +150,39 @@ class RealDatapath(Datapath):
 
     def node_booted(self, node: NodeState) -> None:
         self._boot(node)
+        self._apply_faults(node)  # a node's firewall comes back with it
+
+    def faults_changed(self) -> None:
+        for node in self.sim.nodes.values():
+            if node.up:
+                self._apply_faults(node)
+
+    def _apply_faults(self, node: NodeState) -> None:
+        """`cilium-tunnel-blocked`: the node's filter table drops UDP to and from Cilium's
+        tunnel port, in a chain of its own that INPUT and OUTPUT jump to (emptied when the
+        fault is cleared)."""
+        namespace = self._node_ns(node)
+        port = int(node.agent_config.get("tunnel-port") or DEFAULT_TUNNEL_PORT)
+
+        def iptables(*args: str, must: bool = True) -> bool:
+            done = netns.run_in(namespace, ["iptables", "-w", *args])
+            if must and done.returncode != 0:
+                raise NetworkError(f"iptables {' '.join(args)}: {done.stderr.strip()}")
+            return done.returncode == 0
+
+        try:
+            iptables("-N", FAULT_CHAIN, must=False)  # already there after the first time
+            for hook in ("INPUT", "OUTPUT"):
+                if not iptables("-C", hook, "-j", FAULT_CHAIN, must=False):
+                    iptables("-I", hook, "-j", FAULT_CHAIN)
+            iptables("-F", FAULT_CHAIN)
+            # Cilium's port is known once its agent has a configuration (until then the
+            # default would be flannel's own port).
+            if node.agent_config and self.sim.faults.has(node.name, Fault.CILIUM_TUNNEL_BLOCKED):
+                for direction in ("--dport", "--sport"):
+                    iptables("-A", FAULT_CHAIN, "-p", "udp", direction, str(port), "-j", "DROP")
+        except NetworkError as error:
+            log.error("node %s: cannot apply its faults: %s", node.name, error)
 
     def pod_cidr_assigned(self, node: NodeState) -> None:
         assert node.pod_cidr is not None
@@ -390,6 +424,7 @@ class RealDatapath(Datapath):
         except NetworkError as error:
             return f"failed to set up the tunnel device cilium_vxlan on port {port}: {error}"
         self.tunnels[node.name] = None  # a new device: its peers are programmed again
+        self._apply_faults(node)
         self._guard_pools(config)
         self._route_pods(block, node.name)
         self.cilium_nodes_changed()
