@@ -9,6 +9,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+from temporalio.client import WorkflowFailureError
+
 from sandbox.simulator.faults import Fault
 from sandbox.toolchain import Toolchain
 from tests.conftest import CILIUM_POOL
@@ -19,6 +22,7 @@ from tests.integration.migration_support import (
     in_process_worker,
     migration_spec,
     pod_ips_outside,
+    progress_of,
     start_migration,
     wait_progress,
 )
@@ -64,7 +68,21 @@ async def test_a_migration_keeps_pods_talking_across_the_two_overlays(
                                 "the migration to complete", timeout=900, approver="alice")
             report = await handle.result()
         assert all(s.state is NodeState.MIGRATED for s in report.nodes.values())
-        # Every node's verify probe pinged a peer on each overlay for real.
+        # The monitor's echo pods called each other in every wave, across the overlays once
+        # there were two, and not one request failed.
+        for wave in report.waves:
+            figures = wave.connectivity
+            assert figures is not None and figures.unavailable is None, wave
+            assert figures.requests > 0 and figures.failed == 0, figures
+        assert "flannel-cilium" in report.waves[1].connectivity.by_kind  # type: ignore[union-attr]
+        # The canary had no echo pod on Cilium to call: not checked, and said so.
+        canary = {c.name: c for c in report.nodes[FIRST].verify}
+        assert canary["peer-cilium"].outcome == "not-checked"
+        assert canary["dns"].passed and canary["peer-flannel"].passed
+        # Finalize removed the echo mesh.
+        assert report.echo_mesh is not None and report.echo_mesh_removed
+        assert kube.get_or_none(f"/api/v1/namespaces/{report.echo_mesh.namespace}") is None
+        # Every node's verify probe called an echo pod on each overlay for real.
         after = wait_for_echo(kube, nodes=4, pool=CILIUM_POOL)
         matrix = dial_matrix(kube, after)
         assert all(matrix.values()), \
@@ -109,3 +127,48 @@ async def test_a_node_that_fails_verify_rolls_back_to_flannel_and_talks_again(
             assert all(matrix.values()), \
                 f"after the rollback, unreached: {[k for k, v in matrix.items() if not v]}"
             await handle.cancel()
+
+
+async def test_a_node_whose_cilium_tunnel_is_blocked_halts_the_rollout_naming_the_pairs(
+        temporal_env: Any, toolchain: Toolchain, tmp_path: Path) -> None:
+    """A migrated node's firewall starts dropping Cilium's tunnel port: the monitor, watching
+    the next wave, sees its echo pod's requests fail and halts the rollout within its window,
+    naming the pairs. The abort that follows removes the echo mesh."""
+    require_real_network()
+    name = "real-network-breakage"
+    state_dir = tmp_path / "state"
+    with fresh_sandbox(state_dir, workers=3, zones=1, network="real") as kube:
+        spec = migration_spec(name, approvals={"policy": "per-wave", "approvers": ["alice"]},
+                              rollout={"firstNodes": [FIRST]}, connectivity={"window": "30s"})
+        task_queue = f"real-network-{uuid.uuid4().hex[:8]}"
+        async with in_process_worker(temporal_env.client,
+                                     activity_context(state_dir, toolchain, name),
+                                     task_queue):
+            handle = await start_migration(temporal_env.client, spec, task_queue)
+            canary_done = await wait_progress(
+                handle, lambda p: p.waves and p.waves[0].state == "done",
+                "the canary wave to finish", timeout=600, approver="alice")
+            assert canary_done.waves[0].connectivity.failed == 0  # type: ignore[union-attr]
+            set_fault(state_dir, FIRST, Fault.CILIUM_TUNNEL_BLOCKED, True)
+            halted = await wait_progress(
+                handle, lambda p: p.halted is not None and p.halted.startswith("connectivity"),
+                "the monitor to halt the rollout", timeout=600, approver="alice")
+            wave = next(w for w in halted.waves if w.connectivity and w.connectivity.breached)
+            figures = wave.connectivity
+            assert figures is not None and figures.failed > spec.connectivity.max_failed_requests
+            # Every failed pair has the blocked node's Cilium pod at one end.
+            assert figures.failures and all(
+                FIRST in (f.source_node, f.target_node) for f in figures.failures)
+            reason = halted.halted or ""
+            assert f"({FIRST}, 10.245." in reason and "requests failed within 30s" in reason
+            later = [w for w in halted.waves if w.index > wave.index]
+            assert all(w.state == "pending" for w in later), "no new wave started"
+
+            set_fault(state_dir, FIRST, Fault.CILIUM_TUNNEL_BLOCKED, False)
+            await handle.cancel()
+            with pytest.raises(WorkflowFailureError):
+                await handle.result()
+            final = await progress_of(handle)
+        assert final.phase is Phase.CANCELLED
+        assert final.echo_mesh is not None and final.echo_mesh_removed
+        assert kube.get_or_none(f"/api/v1/namespaces/{final.echo_mesh.namespace}") is None
