@@ -129,9 +129,11 @@ def monitor_connectivity(kube: Kube, request: MonitorInput) -> ConnectivityFigur
         with _shielded():
             _run(kube, request, tally)
     except CancelledError:
-        details = activity.cancellation_details() if activity.in_activity() else None
-        if not (details and details.cancel_requested):
+        if not _cancel_requested():
             raise  # a worker shutting down or a lost heartbeat: retried, and resumed
+    # Registered with no_thread_cancel_exception, a cancel raises nothing: the same rule.
+    if _cancelled() and not _cancel_requested():
+        raise CancelledError("cancelled by the worker, not the workflow")
     return tally.picture(ended_at=datetime.now(UTC))
 
 
@@ -426,6 +428,13 @@ def _shielded() -> Iterator[None]:
             yield
     else:
         yield
+
+
+def _cancel_requested() -> bool:
+    """The workflow asked for the cancel (the wave is done), rather than a worker going away
+    or a heartbeat going unanswered."""
+    details = activity.cancellation_details() if activity.in_activity() else None
+    return bool(details and details.cancel_requested)
 
 
 def _cancelled() -> bool:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from temporalio import activity
 from temporalio.activity import ActivityCancellationDetails
 from temporalio.exceptions import CancelledError
 from temporalio.runtime import MetricBuffer, Runtime, TelemetryConfig
@@ -470,6 +471,31 @@ def test_a_worker_shutting_down_retries_instead_of_returning(
     with pytest.raises(CancelledError):
         run(kube, monitor_input(pairs=4), monkeypatch, rounds=1,
             cancel=lambda env: env.cancel(ActivityCancellationDetails(worker_shutdown=True)))
+
+
+@activity.defn(name="monitor", no_thread_cancel_exception=True)
+def monitor_without_thread_cancel(kube: FakeKube, request: MonitorInput) -> ConnectivityFigures:
+    return monitor_connectivity(kube, request)
+
+
+@pytest.mark.parametrize("requested", [True, False])
+def test_registered_without_thread_cancel_exceptions_the_same_rule_holds(
+        requested: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    kube = cluster(3)
+    EchoNetwork(kube)
+    env = ActivityEnvironment()
+    beats: list[dict[str, Any]] = []
+    env.on_heartbeat = lambda *details: beats.append(details[0])
+    monkeypatch.setattr(connectivity, "clock", lambda: float(len(beats)))
+    details = ActivityCancellationDetails(cancel_requested=requested,
+                                          worker_shutdown=not requested)
+    monkeypatch.setattr(connectivity, "pause", lambda seconds: env.cancel(details))
+    if requested:
+        figures = env.run(monitor_without_thread_cancel, kube, monitor_input(pairs=4))
+        assert figures.rounds == 1 and figures.requests == 4
+    else:
+        with pytest.raises(CancelledError):
+            env.run(monitor_without_thread_cancel, kube, monitor_input(pairs=4))
 
 
 def test_metrics_count_requests_and_failures_by_wave_and_kind(
