@@ -45,6 +45,10 @@ class FakeKube(Kube):
         self.eviction_errors: dict[str, ApiException] = {}
         self.kept_terminating: set[str] = set()  # pods ("namespace/name") that never go
         self.while_waiting: list[Callable[[FakeKube], None]] = []
+        # What answers the API server's pod proxy (GET .../pods/NAME:PORT/proxy/PATH): called
+        # with the pod ("namespace/name:port"), the path after proxy/ and the query; it returns
+        # the pod's JSON answer or raises the ApiException the API server would. None: no proxy.
+        self.pod_proxy: Callable[[str, str, dict[str, Any]], Any] | None = None
         self.waits = 0
         # The discovery documents, as a v1.35 server with a few groups answers them.
         self.discovery: dict[str, Obj] = {
@@ -104,6 +108,10 @@ class FakeKube(Kube):
         if method == "GET" and path in self.discovery:
             return copy.deepcopy(self.discovery[path])
         prefix, resource, namespace, name, sub = _parse(path)
+        if (method == "GET" and resource == "pods" and sub == "proxy"
+                and self.pod_proxy is not None):
+            rest = path.split("/proxy/", 1)[1] if "/proxy/" in path else ""
+            return self.pod_proxy(f"{namespace}/{name}", rest, dict(query or {}))
         key = (prefix, resource, namespace or "", name or "")
         if method == "GET" and name is None:
             return {"items": self._list(path, query or {}),
@@ -236,12 +244,15 @@ def _labels_match(obj: Obj, selector: str) -> bool:
 
 
 def _fields_match(obj: Obj, selector: str) -> bool:
-    """``dotted.path=value`` terms, comma-separated; a missing field is the empty string."""
+    """``dotted.path=value`` terms, comma-separated; a missing field is the empty string, and
+    booleans read "true"/"false", as the server formats them (``spec.unschedulable=true``)."""
     for term in filter(None, selector.split(",")):
         field, _, value = term.partition("=")
         current: Any = obj
         for part in field.split("."):
             current = current.get(part) if isinstance(current, dict) else None
+        if isinstance(current, bool):
+            current = str(current).lower()
         if str(current if current is not None else "") != value:
             return False
     return True
