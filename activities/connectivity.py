@@ -8,8 +8,9 @@ server's pod proxy. A round costs two lists, `sample_pairs` proxied calls and, p
 request, a re-read of its two ends: never one request per node, whatever the cluster's size.
 
 The step runs for one wave: the workflow cancels it when the wave's nodes are done, and it then
-returns its figures (it does not raise). It returns early, `breached`, once more than
-`max_failed_requests` failed within one `window_seconds`.
+returns its figures (it does not raise); a long wave's monitor also returns after
+`duration_seconds`, and the workflow starts the next. It returns early, `breached`, once more
+than `max_failed_requests` failed within one `window_seconds`, unless told only to count.
 """
 
 from __future__ import annotations
@@ -143,15 +144,16 @@ def _run(kube: Kube, request: MonitorInput, tally: Tally) -> None:
     # calls still out (each ends within its timeout on its own).
     pool = ThreadPoolExecutor(max_workers=min(DIAL_WORKERS, policy.sample_pairs),
                               thread_name_prefix="echo-dial")
+    ends = clock() + request.duration_seconds
     try:
-        while not _cancelled():
+        while not _cancelled() and clock() < ends:
             started = clock()
             if not _round(kube, request, tally, pool):
                 return  # cancelled while its calls were out: that round is not counted
             _heartbeat(tally)
-            if tally.figures.breached:
+            if tally.figures.breached and request.stop_on_breach:
                 return
-            _pause_until(started + policy.interval_seconds, tally)
+            _pause_until(min(started + policy.interval_seconds, ends), tally)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
@@ -229,7 +231,9 @@ def _close_round(tally: Tally, request: MonitorInput, pairs: int,
         tally.window.popleft()
     tally.add("rounds")
     tally.counts["worst_window"] = max(tally.counts.get("worst_window", 0), len(tally.window))
-    update: dict[str, Any] = {"breached": len(tally.window) > policy.max_failed_requests}
+    # Once breached, the figures say so for good: a window held too many failures.
+    update: dict[str, Any] = {"breached": tally.figures.breached
+                              or len(tally.window) > policy.max_failed_requests}
     if tally.counts.get("requests", 0):
         update["unavailable"] = None
     elif not pairs:

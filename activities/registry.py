@@ -14,6 +14,7 @@ from temporalio import activity
 from activities import (
     agent,
     chart_render,
+    connectivity,
     drain,
     echo_mesh,
     finalize,
@@ -36,6 +37,7 @@ from plan.contract import (
     CiliumStatus,
     CiliumWaitInput,
     ClusterRef,
+    ConnectivityFigures,
     CordonResult,
     DrainInput,
     DrainResult,
@@ -48,6 +50,7 @@ from plan.contract import (
     HelmResult,
     HostCommandInput,
     LabelInput,
+    MonitorInput,
     NodeConfigInput,
     NodeRef,
     NodeSnapshot,
@@ -165,6 +168,10 @@ class MigrationActivities:
     @activity.defn(name=Activity.REMOVE_ECHO_MESH)
     def remove_echo_mesh(self, request: EchoMeshRemoval) -> bool:
         return echo_mesh.remove_echo_mesh(self.context.kube(request.cluster), request)
+
+    @activity.defn(name=Activity.MONITOR_CONNECTIVITY)
+    def monitor_connectivity(self, request: MonitorInput) -> ConnectivityFigures:
+        return connectivity.monitor_connectivity(self.context.kube(request.cluster), request)
 
     @activity.defn(name=Activity.REMOVE_FLANNEL)
     def remove_flannel(self, request: RemoveFlannelInput) -> RemoveFlannelResult:

@@ -101,9 +101,11 @@ class EchoNetwork:
 
 
 def monitor_input(*, max_failed: int = 100, window: float = 60, interval: float = 5,
-                  pairs: int = 16, wave: int = 1) -> MonitorInput:
+                  pairs: int = 16, wave: int = 1, duration: float = 3600,
+                  stop_on_breach: bool = True) -> MonitorInput:
     return MonitorInput(
-        cluster=ClusterRef(name="c"), wave=wave,
+        cluster=ClusterRef(name="c"), wave=wave, duration_seconds=duration,
+        stop_on_breach=stop_on_breach,
         policy=ConnectivityPolicy(namespace=NS, image="agnhost", max_failed_requests=max_failed,
                                   window_seconds=window, interval_seconds=interval,
                                   sample_pairs=pairs),
@@ -384,6 +386,30 @@ def test_failures_spread_wider_than_the_window_do_not_breach(
     assert not figures.breached and figures.worst_window == 2
     assert (figures.rounds, figures.failed) == (5, 5)
     assert len(figures.failures) == 5
+
+
+def test_after_a_halt_the_monitor_only_counts_and_stays_breached(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rollout halted already: the wave's next monitor goes on counting until cancelled
+    instead of ending at every failure, and its figures keep saying a window was breached."""
+    kube = cluster(2)
+    network = EchoNetwork(kube)
+    network.dead |= {address(0, False), address(1, False)}
+    figures = run(kube, monitor_input(pairs=1, max_failed=0, window=12, interval=5,
+                                      stop_on_breach=False), monkeypatch, rounds=6).figures
+    assert (figures.rounds, figures.failed) == (6, 6)
+    assert figures.breached and figures.worst_window == 3
+
+
+def test_a_long_wave_gets_its_figures_every_duration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a cancel the step ends after its duration: a wave waiting days for a decision
+    records one result per duration, not one step that never ends."""
+    kube = cluster(3)
+    EchoNetwork(kube)
+    figures = run(kube, monitor_input(interval=5, duration=30), monkeypatch,
+                  rounds=1_000).figures
+    assert figures.rounds == 6 and figures.requests > 0 and figures.failed == 0
+    assert figures.ended_at is not None
 
 
 # ---- heartbeats, retries, cancellation -------------------------------------------------------
