@@ -242,20 +242,24 @@ def _install_host_packages(say: Callable[[str], None]) -> None:
         _apt_get(*install)
 
 
+def _writable_module(go: str, module: str, version: str, into: Path, what: str) -> Path:
+    """A writable copy of ``module`` at ``version`` (the module cache is read-only; the copy is
+    edited and cleaned up)."""
+    download = subprocess.run([go, "mod", "download", "-json", f"{module}@{version}"],
+                              cwd=into.parent, capture_output=True, text=True)
+    if download.returncode != 0:
+        raise ToolchainError(f"downloading {what} {version} failed:\n"
+                             f"{download.stdout.strip()}\n{download.stderr.strip()}")
+    shutil.copytree(json.loads(download.stdout)["Dir"], into, copy_function=shutil.copyfile)
+    for directory, _, _ in os.walk(into):
+        os.chmod(directory, 0o755)
+    return into
+
+
 def _build_flanneld(go: str) -> None:
     with tempfile.TemporaryDirectory(prefix="cilium-migrate-flannel-") as scratch:
-        download = subprocess.run(
-            [go, "mod", "download", "-json", f"github.com/flannel-io/flannel@{FLANNEL_VERSION}"],
-            cwd=scratch, capture_output=True, text=True,
-        )
-        if download.returncode != 0:
-            raise ToolchainError(f"downloading flannel {FLANNEL_VERSION} failed:\n"
-                                 f"{download.stdout.strip()}\n{download.stderr.strip()}")
-        source = Path(scratch) / "flannel"
-        # The module cache is read-only; the copy must be writable to edit main.go and clean up.
-        shutil.copytree(json.loads(download.stdout)["Dir"], source, copy_function=shutil.copyfile)
-        for directory, _, _ in os.walk(source):
-            os.chmod(directory, 0o755)
+        source = _writable_module(go, "github.com/flannel-io/flannel", FLANNEL_VERSION,
+                                  Path(scratch) / "flannel", what="flannel")
         main = source / "main.go"
         lines = main.read_text().splitlines(keepends=True)
         dropped = {f'_ "github.com/flannel-io/flannel/pkg/backend/{b}"'
@@ -334,19 +338,10 @@ def _directives(zdirectives: str) -> list[str]:
 
 def _build_coredns(go: str) -> None:
     with tempfile.TemporaryDirectory(prefix="cilium-migrate-coredns-") as scratch:
-        download = subprocess.run(
-            [go, "mod", "download", "-json", f"{_COREDNS_MODULE}@{COREDNS_VERSION}"],
-            cwd=scratch, capture_output=True, text=True,
-        )
-        if download.returncode != 0:
-            raise ToolchainError(f"downloading CoreDNS {COREDNS_VERSION} failed:\n"
-                                 f"{download.stdout.strip()}\n{download.stderr.strip()}")
-        source = Path(scratch) / "coredns"
-        # Built inside a writable copy of the module, so its own go.mod and go.sum pin every
-        # dependency exactly as upstream's release does.
-        shutil.copytree(json.loads(download.stdout)["Dir"], source, copy_function=shutil.copyfile)
-        for directory, _, _ in os.walk(source):
-            os.chmod(directory, 0o755)
+        # Built inside the module's copy, so its own go.mod and go.sum pin every dependency
+        # exactly as upstream's release does.
+        source = _writable_module(go, _COREDNS_MODULE, COREDNS_VERSION,
+                                  Path(scratch) / "coredns", what="CoreDNS")
         main = source / _COREDNS_MAIN_DIR / "main.go"
         main.parent.mkdir(parents=True)
         main.write_text(coredns_main(

@@ -11,11 +11,16 @@ import random
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from activities.kubeapi import Kube
+from sandbox import cluster
 from sandbox.network.plan import NetworkPlan, host_entries
 from sandbox.network.underlay import clean_up_prefix
+from sandbox.toolchain import Toolchain
+from tests.network.real_sandbox import require_real_network
 
 
 @pytest.fixture
@@ -62,3 +67,15 @@ def make_plan(prefix: str) -> Callable[..., NetworkPlan]:
             guarded=free_range(prefix, "10.200.0.0/13", 20, count=guarded))
 
     return make
+
+
+@pytest.fixture
+def real_sandbox(toolchain: Toolchain, tmp_path: Path) -> Iterator[tuple[Path, Kube]]:
+    """A 1+2 sandbox on the real network, down again afterwards: its state dir and a client."""
+    require_real_network()
+    state_dir = tmp_path / "state"
+    cluster.up(state_dir, nodes=3, control_planes=1, network="real")
+    try:
+        yield state_dir, Kube(str(state_dir / "kubeconfig"))
+    finally:
+        cluster.down(state_dir)

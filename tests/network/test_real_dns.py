@@ -4,35 +4,18 @@ busybox 1.37 nslookup the product's probe runs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from activities.kubeapi import Kube
-from sandbox import cluster
 from sandbox.nettools import busybox_path
 from sandbox.network import netns
 from sandbox.network.pod_dns import ETC_NETNS
-from sandbox.toolchain import Toolchain
 from sandbox.topology import API_SERVICE_IP, CLUSTER_DNS_IP, Topology
 from tests.helpers import wait_for
-from tests.network.real_sandbox import require_real_network
 
 NAMESPACE = "dns-test"
 KUBE_SYSTEM = "/api/v1/namespaces/kube-system"
-
-
-@pytest.fixture
-def dns_sandbox(toolchain: Toolchain, tmp_path: Path) -> Iterator[tuple[Path, Kube]]:
-    require_real_network()
-    state_dir = tmp_path / "state"
-    cluster.up(state_dir, nodes=3, control_planes=1, network="real")
-    try:
-        yield state_dir, Kube(str(state_dir / "kubeconfig"))
-    finally:
-        cluster.down(state_dir)
 
 
 def coredns_pods(kube: Kube) -> list[dict[str, Any]]:
@@ -80,8 +63,8 @@ def reboot(kube: Kube, node: str) -> None:
 
 
 def test_pods_resolve_service_names_through_coredns_also_after_it_moves(
-        dns_sandbox: tuple[Path, Kube]) -> None:
-    state_dir, kube = dns_sandbox
+        real_sandbox: tuple[Path, Kube]) -> None:
+    state_dir, kube = real_sandbox
     topology = Topology.load(state_dir / "topology.json")
     assert topology.network is not None
     # One replica, so that DNS answers after the reboot only if the move was followed.

@@ -8,10 +8,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from activities.kubeapi import Kube
 from sandbox import cluster
@@ -21,17 +18,6 @@ from sandbox.topology import Topology
 from tests.conftest import CHART, MIGRATION_VALUES
 from tests.helpers import wait_for
 from tests.network.real_sandbox import deploy_echo, dial_matrix, require_real_network, wait_for_echo
-
-
-@pytest.fixture
-def real_sandbox(toolchain: Toolchain, tmp_path: Path) -> Iterator[tuple[Path, Kube]]:
-    require_real_network()
-    state_dir = tmp_path / "state"
-    cluster.up(state_dir, nodes=3, control_planes=1, network="real")
-    try:
-        yield state_dir, Kube(str(state_dir / "kubeconfig"))
-    finally:
-        cluster.down(state_dir)
 
 
 def test_pods_reach_each_other_across_flannels_vxlan(real_sandbox: tuple[Path, Kube]) -> None:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 from sandbox.network import netns
@@ -183,10 +183,10 @@ except OSError as error:
 
 
 @contextmanager
-def tcp_server(namespace: str, address: str, port: int) -> Iterator[None]:
-    """A TCP server in ``namespace`` answering "apiserver" to each connection; returns once it
-    listens (it says so on stdout), so no test waits on a clock."""
-    server = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-c", _SERVER,
+def _serving(namespace: str, script: str, address: str, port: int) -> Iterator[None]:
+    """Runs a server ``script`` in ``namespace``; returns once it says it listens (on stdout),
+    so no test waits on a clock."""
+    server = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-c", script,
                                address, str(port)], stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
@@ -195,6 +195,11 @@ def tcp_server(namespace: str, address: str, port: int) -> Iterator[None]:
     finally:
         server.kill()
         server.wait()
+
+
+def tcp_server(namespace: str, address: str, port: int) -> AbstractContextManager[None]:
+    """A TCP server in ``namespace`` answering "apiserver" to each connection."""
+    return _serving(namespace, _SERVER, address, port)
 
 
 def tcp_get(namespace: str, address: str, port: int) -> str:
@@ -226,19 +231,9 @@ with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
 """
 
 
-@contextmanager
-def udp_server(namespace: str, address: str, port: int) -> Iterator[None]:
-    """A UDP server in ``namespace`` answering "dns" to each datagram; returns once bound."""
-    server = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-c",
-                               _UDP_SERVER, address, str(port)], stdout=subprocess.PIPE,
-                              text=True)
-    try:
-        assert server.stdout is not None
-        assert server.stdout.readline().strip() == "listening"
-        yield
-    finally:
-        server.kill()
-        server.wait()
+def udp_server(namespace: str, address: str, port: int) -> AbstractContextManager[None]:
+    """A UDP server in ``namespace`` answering "dns" to each datagram."""
+    return _serving(namespace, _UDP_SERVER, address, port)
 
 
 def udp_get(namespace: str, address: str, port: int) -> str:
