@@ -4,10 +4,12 @@ nodes, what a node costs in memory, and a continuous HTTP mesh during a whole mi
     PYTHONPATH=. .venv/bin/python bench/real_network_bench.py [--workers 3] [--interval 1]
         [--deadline SECONDS]
 
-The mesh: an agnhost echo pod on every node; every ``--interval`` seconds each Ready echo pod
-asks every other one for its hostname (agnhost `/dial`, through the API server's pod proxy), and
-each request is counted under the period it was sent in (a phase, or the wave being migrated)
-and the overlays of its two ends. Figures, not assertions (Linux, root). Whatever ends the run
+The product's own monitor (its echo mesh and `/dial` rounds, `activities.connectivity`)
+reports per wave at the end. The bench's mesh, apart from it: an agnhost echo pod on every
+node; every ``--interval`` seconds each Ready echo pod asks every other one for its hostname
+(agnhost `/dial`, through the API server's pod proxy), and each request is counted under the
+period it was sent in (a phase, or the wave being migrated) and the overlays of its two ends.
+Figures, not assertions (Linux, root). Whatever ends the run
 stops the sandbox and the dev server it started.
 """
 
@@ -153,6 +155,22 @@ class Mesh:
             print(f"  failed: {line}")
 
 
+def monitor_report(progress: Progress) -> None:
+    """What the product's own connectivity monitor counted in each wave (its echo mesh)."""
+    print("\nthe product's connectivity monitor (echo mesh, pod proxy /dial):")
+    print(f"{'wave':>4} {'nodes':>5} {'rounds':>6} {'requests':>8} {'failed':>6} "
+          f"{'worst window':>12} {'in maint.':>9} {'undelivered':>11}  by kind (requests/failed)")
+    for wave in progress.waves:
+        f = wave.connectivity
+        if f is None:
+            print(f"{wave.index:>4} {len(wave.nodes):>5}  not monitored")
+            continue
+        kinds = ", ".join(f"{k} {c.requests}/{c.failed}" for k, c in f.by_kind.items())
+        print(f"{wave.index:>4} {len(wave.nodes):>5} {f.rounds:>6} {f.requests:>8} "
+              f"{f.failed:>6} {f.worst_window:>12} {f.in_maintenance:>9} {f.unreachable:>11}  "
+              f"{kinds or f.unavailable or '-'}")
+
+
 def node_memory(state_dir: Path, kube: Kube) -> None:
     topology = Topology.load(state_dir / "topology.json")
     assert topology.network is not None
@@ -220,6 +238,7 @@ async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
         mesh.join(timeout=60)
         print(f"\nmigration {progress.phase} in {wall:.0f}s, {len(progress.waves)} waves")
         mesh.report()
+        monitor_report(progress)
     finally:
         cleaning_up()
         if mesh is not None:

@@ -87,6 +87,9 @@ class FakeCluster:
         self.rendered: list[ChartRenderInput] = []
         self.echo_mesh: str | None = None  # the mesh's namespace while it is deployed
         self.breaking_waves: set[int] = set()  # the monitor sees failed requests in these
+        # Set, a cancelled monitor says so (`monitor_stopping`) and returns only once released.
+        self.hold_monitor_stop: asyncio.Event | None = None
+        self.monitor_stopping = asyncio.Event()
 
     def facts(self) -> ClusterFacts:
         return ClusterFacts(
@@ -284,6 +287,9 @@ class FakeCluster:
                     await asyncio.sleep(0.05)
                     rounds += 1
             except asyncio.CancelledError:
+                if cluster.hold_monitor_stop is not None:
+                    cluster.monitor_stopping.set()
+                    await cluster.hold_monitor_stop.wait()
                 return ConnectivityFigures(
                     requests=3 * rounds + failed, failed=failed, rounds=rounds,
                     worst_window=failed, failures=failures, by_kind={

@@ -311,11 +311,19 @@ class ClusterMigrationWorkflow:
 
     async def _stop_watching(self, monitor: asyncio.Task[None]) -> None:
         """The wave's nodes are done: the running monitor is cancelled and returns what it
-        counted (it is cancelled with WAIT_CANCELLATION_COMPLETED: its result still arrives)."""
+        counted (it is cancelled with WAIT_CANCELLATION_COMPLETED: its result still arrives).
+
+        Shielded: an abort arriving meanwhile would otherwise be handed on to the monitor's
+        task, whose activity absorbs it (it waits for the step's own end), and the run would
+        go on as if never aborted. The abort waits for the figures, then goes on as an abort."""
         self._wave_moving = False
         if self._monitor is not None:
             self._monitor.cancel()
-        await monitor
+        try:
+            await asyncio.shield(monitor)
+        except asyncio.CancelledError:
+            await monitor
+            raise
 
     async def _migrate_node(self, node: str, wave: int, policies: NodePolicies) -> None:
         await self._gate(gate_names.node_gate(node))

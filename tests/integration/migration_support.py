@@ -123,6 +123,7 @@ async def wait_progress(handle: WorkflowHandle[Any, Progress], check: Any, what:
     """Queries until ``check(progress)``; approves gates on the way when ``approver`` is set."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    current = await progress_of(handle)
     while loop.time() < deadline:
         current = await progress_of(handle)
         if check(current):
@@ -136,7 +137,10 @@ async def wait_progress(handle: WorkflowHandle[Any, Progress], check: Any, what:
                     gate=gate, approver=approver, reason=f"reviewed {gate}"),
                     id=f"approve-{gate}")
         await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for: {what}")
+    states = {name: (n.state.value, n.step.value if n.step else None, n.blocker)
+              for name, n in current.nodes.items()}
+    raise AssertionError(f"timed out waiting for: {what}; phase {current.phase.value}, "
+                         f"halted {current.halted!r}, nodes {states}")
 
 
 def pod_ips_outside(kube: Kube, pools: list[str]) -> list[str]:

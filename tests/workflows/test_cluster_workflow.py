@@ -368,3 +368,24 @@ async def test_without_the_echo_mesh_nothing_is_deployed_or_watched(
     assert not any(step.endswith("echo-mesh") or step.startswith("monitor")
                    for step, _ in fake.log)
     assert report.echo_mesh is None and all(w.connectivity is None for w in report.waves)
+
+
+async def test_an_abort_while_a_waves_monitor_is_stopping_still_aborts(
+        temporal_env: Any, task_queue: str) -> None:
+    """The wave's nodes are done and its monitor is finishing when the abort comes: the run
+    gets the monitor's figures and ends aborted, the mesh removed; it does not go on."""
+    fake = FakeCluster(workers=2)
+    fake.hold_monitor_stop = asyncio.Event()
+    migration = spec(f"abort-monitor-{task_queue}", approvals={"policy": "none"})
+    async with build_worker(temporal_env.client, fake.activities(), task_queue=task_queue):
+        handle = await start(temporal_env, fake, migration, task_queue)
+        await asyncio.wait_for(fake.monitor_stopping.wait(), timeout=60)
+        await handle.cancel()
+        fake.hold_monitor_stop.set()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        final = await progress(handle)
+    assert final.phase is Phase.CANCELLED
+    assert final.waves[0].connectivity is not None  # the figures arrived before the end
+    assert fake.echo_mesh is None and final.echo_mesh_removed
+    assert fake.calls[("monitor-wave-2", "-")] == 0  # no wave after the abort
