@@ -78,3 +78,46 @@ async def test_finished_nodes_and_gate_waits_are_counted(temporal_env: Any) -> N
                    for labels, value in gates}
         assert counted.get("install") == 1 and counted.get("finalize") == 1, gates
         assert "temporal_" in text  # the SDK's own metrics come out of the same endpoint
+
+
+async def test_the_monitors_requests_are_exported_by_wave_and_pair_kind(
+        temporal_env: Any) -> None:
+    from tests.unit.test_activities_connectivity import EchoNetwork, cluster
+    from tests.workflows.test_connectivity_monitor import with_real_monitor
+
+    address = f"127.0.0.1:{free_port()}"
+    client = await connect(temporal_env.client.service_client.config.target_host,
+                           runtime=prometheus_runtime(address))
+    task_queue = f"metrics-{uuid.uuid4().hex[:8]}"
+    fake = FakeCluster(workers=1)
+    network = EchoNetwork(cluster(4, cilium={0, 1}))
+    network.dead.add("10.245.0.2")  # every request to echo-1 fails
+    migration = spec(f"metrics-monitor-{task_queue}", approvals={"policy": "none"},
+                     connectivity={"interval": "1s", "maxFailedRequests": 1_000})
+    async with build_worker(client, with_real_monitor(fake, network), task_queue=task_queue):
+        handle = await client.start_workflow(
+            ClusterMigrationWorkflow.run, MigrationInput(spec=migration),
+            id=cluster_workflow_id(migration.cluster.name), task_queue=task_queue)
+        report = await handle.result()
+        counted = {(w.index, kind): (c.requests, c.failed) for w in report.waves
+                   if w.connectivity for kind, c in w.connectivity.by_kind.items()}
+        assert any(failed for _, failed in counted.values())
+
+        def exported(name: str) -> dict[tuple[int, str], float]:
+            found = {}
+            for labels, value in samples(scrape(address), name):
+                wave, kind = (re.search(rf'{key}="([^"]+)"', labels) for key in ("wave", "kind"))
+                if wave and kind and f'task_queue="{task_queue}"' in labels:
+                    found[(int(wave.group(1)), kind.group(1))] = value
+            return found
+
+        # The runtime exports on its own schedule: poll until the counts are in.
+        for _ in range(100):
+            requests = exported("cilium_migrate_connectivity_requests")
+            if requests == {key: float(r) for key, (r, _) in counted.items()}:
+                break
+            await asyncio.sleep(0.1)
+        assert requests == {key: float(r) for key, (r, _) in counted.items()}
+        failed = exported("cilium_migrate_connectivity_failed_requests")
+        assert {k: v for k, v in failed.items() if v} == {
+            key: float(f) for key, (_, f) in counted.items() if f}
