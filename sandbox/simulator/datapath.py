@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sandbox.simulator")
 
-PROBE_DNS_NAME = "kubernetes.default"  # what the probe's script looks up
 KUBE_DNS = ("kube-system", "kube-dns")  # the Service a ClusterFirst pod's nameserver is
 PEER_HTTP_PORT = 8080  # the probe's `wget http://PEER:8080/hostname`
 
@@ -179,7 +178,9 @@ class SimulatedDatapath(Datapath):
         broken = sim.faults.has(node.name, Fault.PROBE_FAILS)
         reached = {peer: not broken and self.reachable(node, pod.ip or "", peer)
                    and self._serves_echo(peer) for peer in peers}
-        dns = self._dns_answer(node, pod, broken)
+        # The script looks a name up only when PROBE_DNS_NAME names one.
+        asked = pod.env("PROBE_DNS_NAME") or ""
+        dns = self._dns_answer(node, pod, broken, asked) if asked else None
         image = pod.containers()[0].get("image", "")
         status: int | None = None
         if broken:
@@ -191,8 +192,9 @@ class SimulatedDatapath(Datapath):
         report = {"podIP": pod.ip or "", "node": node.name,
                   "apiServer": {"status": status,
                                 "error": "" if status is not None else busybox.as_reported(said)},
-                  "dns": dns, "peers": reached}
-        passed = status is not None and bool(dns["addresses"]) and all(reached.values())
+                  **({"dns": dns} if dns is not None else {}), "peers": reached}
+        passed = (status is not None and (dns is None or bool(dns["addresses"]))
+                  and all(reached.values()))
         sim.complete_pod(pod, 0 if passed else 1, json.dumps(report, separators=(",", ":")))
 
     def _serves_echo(self, ip: str) -> bool:
@@ -202,15 +204,16 @@ class SimulatedDatapath(Datapath):
         return target is not None and any(netexec_http_port(c) == PEER_HTTP_PORT
                                           for c in target.containers())
 
-    def _dns_answer(self, node: NodeState, pod: PodState, broken: bool) -> dict[str, Any]:
-        """What the script's lookups of ``kubernetes.default`` find: the name as given, then
+    def _dns_answer(self, node: NodeState, pod: PodState, broken: bool,
+                    asked: str) -> dict[str, Any]:
+        """What the script's lookups of ``asked`` find: the name as given, then
         with each search domain of the pod's resolv.conf in order (busybox's nslookup applies
         none itself). Only the `kubernetes` Service's cluster name resolves, and only while
         kube-dns exists and a Ready CoreDNS pod is reachable from the probe."""
         resolv = pod_dns.resolv_conf(pod.spec, pod.namespace) or ""
         searches = next((line.split()[1:] for line in resolv.splitlines()
                          if line.startswith("search ")), [])
-        names = [PROBE_DNS_NAME, *(f"{PROBE_DNS_NAME}.{domain}" for domain in searches)]
+        names = [asked, *(f"{asked}.{domain}" for domain in searches)]
         servers = [] if broken or self.sim.service_cluster_ip(*KUBE_DNS) is None else [
             p for p in self.sim.pods.values() if p.started and not p.terminating and p.ip
             and p.container_statuses and all(c.get("ready") for c in p.container_statuses)
@@ -218,16 +221,15 @@ class SimulatedDatapath(Datapath):
             and self.reachable(node, pod.ip or "", p.ip)]
         if not servers:
             said: tuple[str, ...] = busybox.NSLOOKUP_NO_SERVER
-            return {"name": PROBE_DNS_NAME, "addresses": [],
-                    "error": busybox.nslookup_error(said)}
+            return {"name": asked, "addresses": [], "error": busybox.nslookup_error(said)}
         cluster_name = f"kubernetes.default.svc.{CLUSTER_DOMAIN}"
         if cluster_name in names:
             address = self.sim.service_cluster_ip("default", "kubernetes")
             return {"name": cluster_name, "addresses": [address] if address else [],
                     "error": ""}
         # Outside CoreDNS's zones (no `forward` in the sandbox) the name given is SERVFAIL.
-        rcode = "SERVFAIL" if names[-1] == PROBE_DNS_NAME else "NXDOMAIN"
-        return {"name": PROBE_DNS_NAME, "addresses": [],
+        rcode = "SERVFAIL" if names[-1] == asked else "NXDOMAIN"
+        return {"name": asked, "addresses": [],
                 "error": busybox.nslookup_error(busybox.nslookup_not_found(names[-1], rcode))}
 
     def reachable(self, source: NodeState, source_ip: str, target_ip: str) -> bool:

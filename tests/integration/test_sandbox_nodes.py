@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from plan.contract import ProbeReport
-from plan.spec import DEFAULT_IMAGE
+from plan.spec import DEFAULT_ECHO_IMAGE, DEFAULT_IMAGE
 from sandbox.simulator.faults import Fault, read_faults, write_faults
 from tests.conftest import CILIUM_POOL, Sandbox
 from tests.helpers import deployment, ready_pods, set_fault, wait_for
@@ -110,10 +110,16 @@ def finished(sandbox: Sandbox, namespace: str, name: str) -> dict[str, Any] | No
     return pod if pod["status"].get("phase") in ("Succeeded", "Failed") else None
 
 
-def pin(sandbox: Sandbox, namespace: str, name: str, node: str, replicas: int = 1
-        ) -> list[dict[str, Any]]:
-    sandbox.kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments",
-                        deployment(name, replicas, node=node))
+def pin(sandbox: Sandbox, namespace: str, name: str, node: str, replicas: int = 1,
+        echo: bool = False) -> list[dict[str, Any]]:
+    """``replicas`` pods on ``node``; ``echo``: agnhost netexec, which the probe's peers must
+    be (they answer its HTTP request)."""
+    wanted = deployment(name, replicas, node=node)
+    if echo:
+        wanted["spec"]["template"]["spec"]["containers"] = [{
+            "name": "echo", "image": DEFAULT_ECHO_IMAGE,
+            "args": ["netexec", "--http-port=8080", "--udp-port=-1"]}]
+    sandbox.kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", wanted)
     return list(wait_for(lambda: len(p := ready_pods(sandbox, namespace, f"app={name}"))
                          == replicas and p, f"{name} on {node}"))
 
@@ -287,8 +293,8 @@ def test_probe_reports_reachability_across_overlays(
         inject: Any) -> None:
     cilium_node, flannel_node = claim_worker(), claim_worker()
     move_to_cilium(sandbox, cilium_node)
-    peers = [pin(sandbox, namespace, "on-cilium", cilium_node)[0]["status"]["podIP"],
-             pin(sandbox, namespace, "on-flannel", flannel_node)[0]["status"]["podIP"]]
+    peers = [pin(sandbox, namespace, "on-cilium", cilium_node, echo=True)[0]["status"]["podIP"],
+             pin(sandbox, namespace, "on-flannel", flannel_node, echo=True)[0]["status"]["podIP"]]
 
     sandbox.kube.create(f"/api/v1/namespaces/{namespace}/pods",
                         probe_pod(cilium_node, "probe-ok", peers))

@@ -87,13 +87,15 @@ class RulesOfThisTest(SimulatedDatapath):
 
 
 def run_probe(sim: Sim, tmp_path: Path, image: str = DEFAULT_IMAGE,
-              namespace: str = "cilium-migrate", **spec: Any) -> tuple[int, ProbeReport]:
+              namespace: str = "cilium-migrate", dns_name: str = "kubernetes.default",
+              **spec: Any) -> tuple[int, ProbeReport]:
     node = NodeState(spec=NodeSpec(name="node-1", internal_ip="127.0.10.1", zone="a"),
                      host=HostFs(tmp_path))
     obj: dict[str, Any] = {
         "metadata": {"labels": {"cilium-migrate.io/probe": "true"}},
         "spec": {**spec, "containers": [{"name": "probe", "image": image, "env": [
-            {"name": "PROBE_PEERS", "value": ",".join(PEERS)}]}]}}
+            {"name": "PROBE_PEERS", "value": ",".join(PEERS)},
+            {"name": "PROBE_DNS_NAME", "value": dns_name}]}]}}
     pod = PodState(uid="u1", namespace=namespace, name="probe", node="node-1", obj=obj,
                    ip="10.245.0.5", started=True)
     personality = personality_of(pod)
@@ -231,3 +233,12 @@ def test_a_peer_answers_only_when_it_runs_agnhost_netexec_on_8080(
     code, report = run_probe(sim, tmp_path)
     assert report.peers == {PEERS[0]: True, PEERS[1]: reached}
     assert code == (0 if reached else 1)
+
+
+def test_a_probe_asked_for_no_lookup_reports_none_and_needs_none(tmp_path: Path) -> None:
+    """The script looks a name up only when PROBE_DNS_NAME names one (`dns` not among the
+    spec's checks): no `dns` in the report, and the exit code does not wait for one."""
+    # No CoreDNS reachable: a lookup would fail, and none is made.
+    code, report = run_probe(Sim(reachable_ips=set(PEERS)), tmp_path, dns_name="")
+    assert report.dns is None and report.peers == dict.fromkeys(PEERS, True)
+    assert code == 0
