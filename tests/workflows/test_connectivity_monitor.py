@@ -16,7 +16,7 @@ from tests.fakes import FakeCluster
 from tests.unit.test_activities_connectivity import EchoNetwork, cluster
 from tests.workflows.support import spec, start
 from worker.build import build_worker
-from workflows.progress import Phase
+from workflows.progress import Phase, Progress
 
 
 def with_real_monitor(fake: FakeCluster, network: EchoNetwork) -> list[Any]:
@@ -28,18 +28,24 @@ def with_real_monitor(fake: FakeCluster, network: EchoNetwork) -> list[Any]:
             if a.__temporal_activity_definition.name != Activity.MONITOR_CONNECTIVITY] + [monitor]
 
 
-async def test_each_waves_monitor_is_cancelled_when_its_nodes_are_done_and_reports(
-        temporal_env: Any) -> None:
-    fake = FakeCluster(workers=2)
-    network = EchoNetwork(cluster(4, cilium={0}))
+async def migrate(temporal_env: Any, fake: FakeCluster, network: EchoNetwork,
+                  name: str) -> Progress:
+    """A whole run with the real monitor, one round a second; its final report."""
     task_queue = f"monitor-{uuid.uuid4().hex[:8]}"
-    migration = spec(f"monitor-{task_queue}", approvals={"policy": "none"},
+    migration = spec(f"{name}-{task_queue}", approvals={"policy": "none"},
                      connectivity={"interval": "1s"})
     async with build_worker(temporal_env.client, with_real_monitor(fake, network),
                             task_queue=task_queue):
         handle = await start(temporal_env, fake, migration, task_queue)
-        report = await handle.result()
+        report: Progress = await handle.result()
     assert report.phase is Phase.COMPLETED
+    return report
+
+
+async def test_each_waves_monitor_is_cancelled_when_its_nodes_are_done_and_reports(
+        temporal_env: Any) -> None:
+    report = await migrate(temporal_env, FakeCluster(workers=2),
+                           EchoNetwork(cluster(4, cilium={0})), "monitor")
     for wave in report.waves:
         figures = wave.connectivity
         assert figures is not None and figures.failed == 0 and figures.ended_at is not None
@@ -47,17 +53,10 @@ async def test_each_waves_monitor_is_cancelled_when_its_nodes_are_done_and_repor
 
 async def test_on_the_simulated_network_the_monitor_reports_why_it_measured_nothing(
         temporal_env: Any) -> None:
-    fake = FakeCluster(workers=1)
     network = EchoNetwork(cluster(3))
     network.refuse_all = True
-    task_queue = f"monitor-{uuid.uuid4().hex[:8]}"
-    migration = spec(f"monitor-sim-{task_queue}", approvals={"policy": "none"},
-                     connectivity={"interval": "1s"})
-    async with build_worker(temporal_env.client, with_real_monitor(fake, network),
-                            task_queue=task_queue):
-        handle = await start(temporal_env, fake, migration, task_queue)
-        report = await handle.result()
-    assert report.phase is Phase.COMPLETED and not report.halted
+    report = await migrate(temporal_env, FakeCluster(workers=1), network, "monitor-sim")
+    assert not report.halted
     for wave in report.waves:
         figures = wave.connectivity
         assert figures is not None and (figures.requests, figures.failed) == (0, 0)
