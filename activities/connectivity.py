@@ -33,10 +33,10 @@ from temporalio.exceptions import CancelledError
 
 from activities.context import heartbeat, metric_meter, resumed
 from activities.kubeapi import Kube, condition_true, pod_ready, unschedulable
-from activities.pod_addresses import range_of
+from activities.pod_addresses import overlay_ranges, range_of
 from plan.contract import (
-    ECHO_APP,
     ECHO_PORT,
+    ECHO_SELECTOR,
     FAILURES_KEPT,
     PAIR_KINDS,
     ConnectivityFigures,
@@ -46,7 +46,6 @@ from plan.contract import (
     PairKind,
 )
 
-ECHO_SELECTOR = f"app.kubernetes.io/name={ECHO_APP}"
 # agnhost's /dial gives up on its target after 5 s (its HTTP client's timeout), so a call still
 # unanswered after this long was held up between the API server and the source pod.
 DIAL_TIMEOUT_SECONDS = 10.0
@@ -261,9 +260,7 @@ def in_service(kube: Kube, request: MonitorInput) -> list[Echo]:
                     labelSelector=ECHO_SELECTOR, resourceVersion="0")["items"]
     cordoned = {n["metadata"]["name"] for n in kube.get(
         "/api/v1/nodes", fieldSelector="spec.unschedulable=true", resourceVersion="0")["items"]}
-    ranges = {"cilium": request.overlays.cilium_pools,
-              "flannel": [request.overlays.flannel_network] if request.overlays.flannel_network
-              else []}
+    ranges = overlay_ranges(request.overlays)
     echoes = []
     for pod in pods:
         ip, node = (pod.get("status") or {}).get("podIP"), pod["spec"].get("nodeName")

@@ -20,6 +20,7 @@ from activities.context import heartbeat, step_error
 from activities.kubeapi import Kube, Obj, is_terminating
 from plan.contract import (
     ECHO_APP,
+    ECHO_LABELS,
     ECHO_PORT,
     MANAGED_BY,
     OWNER_CLUSTER_LABEL,
@@ -114,7 +115,7 @@ def _check_owner(namespace: Obj, cluster: str) -> None:
 def echo_daemonset(image: str, exclude_nodes: list[str]) -> Obj:
     """One netexec pod per node, tolerating every taint (the nodes being migrated are cordoned,
     and control-plane nodes are tainted), except on the nodes the run leaves alone."""
-    labels = {"app.kubernetes.io/name": ECHO_APP, **MANAGED_BY}
+    labels = {**ECHO_LABELS, **MANAGED_BY}
     pod_spec: dict[str, Any] = {
         "tolerations": [{"operator": "Exists"}],
         "automountServiceAccountToken": False,
@@ -146,7 +147,7 @@ def echo_daemonset(image: str, exclude_nodes: list[str]) -> Obj:
         "apiVersion": "apps/v1", "kind": "DaemonSet",
         "metadata": {"name": ECHO_APP, "labels": labels},
         "spec": {
-            "selector": {"matchLabels": {"app.kubernetes.io/name": ECHO_APP}},
+            "selector": {"matchLabels": ECHO_LABELS},
             # Nodes move one wave at a time; the mesh itself is changed all at once.
             "updateStrategy": {"type": "RollingUpdate",
                                "rollingUpdate": {"maxUnavailable": "100%"}},

@@ -10,12 +10,21 @@ from __future__ import annotations
 import ipaddress
 
 from activities.kubeapi import Kube, Obj
+from plan.policies import Overlays
 
 
 def range_of(ip: str, cidrs: list[str]) -> str | None:
     """The first of ``cidrs`` that holds ``ip``, if any."""
     address = ipaddress.ip_address(ip)
     return next((cidr for cidr in cidrs if address in ipaddress.ip_network(cidr)), None)
+
+
+def overlay_ranges(overlays: Overlays) -> dict[str, list[str]]:
+    """Each overlay's pod address ranges; flannel has none when discovery found no network."""
+    ranges = {"cilium": overlays.cilium_pools}
+    if overlays.flannel_network:
+        ranges["flannel"] = [overlays.flannel_network]
+    return ranges
 
 
 def running_pods(kube: Kube, namespaces: list[str] | None) -> list[Obj]:

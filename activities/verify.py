@@ -24,10 +24,10 @@ from pydantic import ValidationError
 from activities.context import get_node, heartbeat, record_node_event, step_error
 from activities.host import pod_name, termination
 from activities.kubeapi import Kube, Obj, object_key, pod_finished, pod_ready
-from activities.pod_addresses import range_of
+from activities.pod_addresses import overlay_ranges, range_of
 from plan.contract import (
-    ECHO_APP,
     ECHO_PORT,
+    ECHO_SELECTOR,
     MANAGED_BY,
     PROBE_LABEL,
     CheckResult,
@@ -37,7 +37,6 @@ from plan.contract import (
     VerifyInput,
     VerifyResult,
 )
-from plan.policies import Overlays
 
 # Where the script writes its report: the container's termination-message path.
 REPORT_PATH = "/dev/termination-log"
@@ -148,7 +147,7 @@ def _failed(name: str, detail: str) -> CheckResult:
 
 def _ip_in_pool(probe: Probe) -> CheckResult:
     expect = probe.request.expect
-    ranges = _ranges(probe.request.overlays).get(expect, [])
+    ranges = overlay_ranges(probe.request.overlays).get(expect, [])
     name = "pod-ip-in-pool"
     if probe.pod_ip is None:
         return _failed(name, f"the probe got no IP ({probe.problem or 'no report'})")
@@ -303,7 +302,7 @@ def _echo_pods(kube: Kube, request: VerifyInput) -> list[Obj]:
     if namespace is None:
         return []
     items: list[Obj] = kube.get(f"/api/v1/namespaces/{namespace}/pods",
-                                labelSelector=f"app.kubernetes.io/name={ECHO_APP}",
+                                labelSelector=ECHO_SELECTOR,
                                 fieldSelector="status.phase=Running")["items"]
     return items
 
@@ -311,7 +310,7 @@ def _echo_pods(kube: Kube, request: VerifyInput) -> list[Obj]:
 def peers_among(running: list[Obj], request: VerifyInput) -> dict[str, Peer | None]:
     """One Ready echo pod per overlay, on another node, the same one each time the cluster is
     alike (sorted by node, namespace and name)."""
-    ranges = _ranges(request.overlays)
+    ranges = overlay_ranges(request.overlays)
     candidates = sorted(
         (Peer(ip=p["status"]["podIP"], pod=object_key(p), node=p["spec"]["nodeName"])
          for p in running if _usable_peer(p, request.target.node)),
@@ -319,14 +318,6 @@ def peers_among(running: list[Obj], request: VerifyInput) -> dict[str, Peer | No
     return {overlay: next((peer for peer in candidates
                            if range_of(peer.ip, ranges.get(overlay, [])) is not None), None)
             for overlay in ("flannel", "cilium")}
-
-
-def _ranges(overlays: Overlays) -> dict[str, list[str]]:
-    """Each overlay's pod address ranges; flannel has none when discovery found no network."""
-    ranges = {"cilium": overlays.cilium_pools}
-    if overlays.flannel_network:
-        ranges["flannel"] = [overlays.flannel_network]
-    return ranges
 
 
 def _usable_peer(pod: Obj, node: str) -> bool:

@@ -31,6 +31,8 @@ PROBE_LABEL = "cilium-migrate.io/probe"
 # The echo mesh: its pods carry this app name, serve agnhost netexec on this port, and the
 # namespace and DaemonSet name the cluster (and the migration) that own them.
 ECHO_APP = "cilium-migrate-echo"
+ECHO_LABELS = {"app.kubernetes.io/name": ECHO_APP}
+ECHO_SELECTOR = f"app.kubernetes.io/name={ECHO_APP}"  # ECHO_LABELS as a label selector
 ECHO_PORT = 8080
 MANAGED_BY = {"app.kubernetes.io/managed-by": "cilium-migrate"}
 OWNER_CLUSTER_LABEL = "cilium-migrate.io/cluster"
