@@ -321,9 +321,11 @@ def peers_among(running: list[Obj], request: VerifyInput) -> dict[str, Peer | No
 
 
 def _usable_peer(pod: Obj, node: str) -> bool:
-    spec, labels = pod["spec"], pod["metadata"].get("labels") or {}
+    """A Ready echo pod with an address, on a pod network, on another node. (Probe pods are
+    never among them: the echo mesh's label selects the list.)"""
+    spec = pod["spec"]
     return (pod_ready(pod) and bool(pod["status"].get("podIP")) and not spec.get("hostNetwork")
-            and spec.get("nodeName") != node and labels.get(PROBE_LABEL) != "true")
+            and spec.get("nodeName") != node)
 
 
 def probe_pod(name: str, node: str, image: str, peers: dict[str, Peer | None],
