@@ -13,11 +13,11 @@ so what such a request can reach is the echo container itself.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from activities.context import heartbeat, step_error
 from activities.kubeapi import Kube, Obj, is_terminating
+from activities.rollout import daemonset_rolled_out, wait_rolled_out
 from plan.contract import (
     ECHO_APP,
     ECHO_LABELS,
@@ -31,9 +31,6 @@ from plan.contract import (
     StepError,
 )
 
-POLL_SECONDS = 2.0
-clock, pause = time.monotonic, time.sleep  # module attributes, so unit tests can stand in
-
 
 def deploy_echo_mesh(kube: Kube, request: EchoMeshInput) -> EchoMeshStatus:
     """Ensures the namespace and the DaemonSet as `echo_daemonset` describes them, then waits
@@ -41,23 +38,19 @@ def deploy_echo_mesh(kube: Kube, request: EchoMeshInput) -> EchoMeshStatus:
     controller scheduled one on. A mesh that is not complete by then is reported as it is, not
     failed: the monitor uses the pods that are Ready, and the run's progress shows the count."""
     policy = request.policy
-    namespace = _own_namespace(kube, request.cluster.name, policy.namespace, request.migration_id)
+    namespace = _own_namespace(kube, request.cluster.name, policy.namespace,
+                               request.migration_id, request.timeout_seconds)
     daemonsets = f"/apis/apps/v1/namespaces/{namespace}/daemonsets"
     wanted = echo_daemonset(policy.image, request.exclude_nodes)
     if kube.create(daemonsets, wanted) is None:
         # A retry, or a run that resumed: the spec may have changed the image or the exclusions.
         kube.patch(f"{daemonsets}/{ECHO_APP}", wanted, content_type="application/merge-patch+json")
-    deadline = clock() + request.timeout_seconds
-    while True:
-        daemonset = kube.get(f"{daemonsets}/{ECHO_APP}")
-        status = daemonset.get("status") or {}
-        desired, ready = status.get("desiredNumberScheduled", 0), status.get("numberReady", 0)
-        settled = status.get("observedGeneration", 0) >= daemonset["metadata"].get("generation", 1)
-        if (settled and ready >= desired) or clock() >= deadline:
-            return EchoMeshStatus(namespace=namespace, image=policy.image, desired=desired,
-                                  ready=ready)
-        heartbeat(desired=desired, ready=ready)
-        pause(POLL_SECONDS)
+    daemonset = wait_rolled_out(kube, daemonsets, ECHO_APP, daemonset_rolled_out,
+                                request.timeout_seconds)
+    status = daemonset.get("status") or {}
+    return EchoMeshStatus(namespace=namespace, image=policy.image,
+                          desired=status.get("desiredNumberScheduled", 0),
+                          ready=status.get("numberReady", 0))
 
 
 def remove_echo_mesh(kube: Kube, request: EchoMeshRemoval) -> bool:
@@ -71,16 +64,11 @@ def remove_echo_mesh(kube: Kube, request: EchoMeshRemoval) -> bool:
     _check_owner(found, request.cluster.name)
     if not is_terminating(found):
         kube.delete(path, {"propagationPolicy": "Background"})
-    deadline = clock() + request.timeout_seconds
-    while kube.get_or_none(path) is not None:
-        if clock() >= deadline:
-            return False
-        heartbeat(namespace=request.namespace, terminating=True)
-        pause(POLL_SECONDS)
-    return True
+    return _gone(kube, request.namespace, request.timeout_seconds)
 
 
-def _own_namespace(kube: Kube, cluster: str, name: str, migration_id: str) -> str:
+def _own_namespace(kube: Kube, cluster: str, name: str, migration_id: str,
+                   timeout: float) -> str:
     """The mesh's namespace, created if missing; one left terminating by an earlier removal is
     waited out first (nothing can be created in it)."""
     path = f"/api/v1/namespaces/{name}"
@@ -96,8 +84,16 @@ def _own_namespace(kube: Kube, cluster: str, name: str, migration_id: str) -> st
         _check_owner(found, cluster)
         if not is_terminating(found):
             return name
-        heartbeat(namespace=name, terminating=True)
-        pause(POLL_SECONDS)
+        if not _gone(kube, name, timeout):
+            raise RuntimeError(f"namespace {name} is still terminating after {timeout:.0f}s")
+
+
+def _gone(kube: Kube, namespace: str, timeout: float) -> bool:
+    """Waits, on a watch, until ``namespace`` no longer exists; False if it still does when
+    ``timeout`` is up."""
+    return bool(kube.wait("/api/v1/namespaces", lambda found: not found, timeout,
+                          on_tick=lambda: heartbeat(namespace=namespace, terminating=True),
+                          fieldSelector=f"metadata.name={namespace}"))
 
 
 def _check_owner(namespace: Obj, cluster: str) -> None:

@@ -120,6 +120,10 @@ class FakeKube(Kube):
             if (body.get("metadata") or {}).get("name") and (
                     (prefix, resource, namespace or "", body["metadata"]["name"]) in self.objects):
                 raise api_error(409, "already exists", "AlreadyExists")
+            if prefix == "/apis/apps/v1":
+                # The server starts a workload's generation at 1; its controller has observed
+                # none of it yet (no status.observedGeneration).
+                body = {**body, "metadata": {**(body.get("metadata") or {}), "generation": 1}}
             return self.add(path, body)
         if key not in self.objects:
             raise api_error(404, f"{resource} {name} not found", "NotFound")

@@ -9,7 +9,6 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import echo_mesh
 from activities.echo_mesh import deploy_echo_mesh, remove_echo_mesh
 from plan.contract import (
     OWNER_CLUSTER_LABEL,
@@ -40,37 +39,30 @@ def removal(timeout: float = 60) -> EchoMeshRemoval:
 
 
 @pytest.fixture
-def kube(monkeypatch: pytest.MonkeyPatch) -> FakeKube:
-    """A cluster whose time passes only while a step pauses."""
-    fake = FakeKube()
-    now = [0.0]
-
-    def pause(seconds: float) -> None:
-        now[0] += seconds
-        fake.pass_time()
-
-    monkeypatch.setattr(echo_mesh, "clock", lambda: now[0])
-    monkeypatch.setattr(echo_mesh, "pause", pause)
-    return fake
+def kube() -> FakeKube:
+    """A cluster whose time passes only while a step waits."""
+    return FakeKube()
 
 
 def daemonset_controller(desired: int, ready_after: int) -> Any:
-    """Schedules ``desired`` pods and reports them Ready once time passed ``ready_after``
-    times."""
+    """Schedules ``desired`` pods and reports them up to date, Ready and available once time
+    passed ``ready_after`` times."""
     passed = [0]
 
     def act(kube: FakeKube) -> None:
         passed[0] += 1
+        ready = desired if passed[0] >= ready_after else 0
         for key, obj in kube.objects.items():
             if key[1] == "daemonsets":
                 obj["status"] = {"observedGeneration": obj["metadata"].get("generation", 1),
                                  "desiredNumberScheduled": desired,
-                                 "numberReady": desired if passed[0] >= ready_after else 0}
+                                 "updatedNumberScheduled": desired,
+                                 "numberReady": ready, "numberAvailable": ready}
     return act
 
 
 def test_the_mesh_is_created_with_the_runs_labels_and_waits_for_its_pods(kube: FakeKube) -> None:
-    kube.while_waiting.append(daemonset_controller(desired=4, ready_after=2))
+    kube.while_waiting.append(daemonset_controller(desired=4, ready_after=1))
     status: EchoMeshStatus = ActivityEnvironment().run(
         deploy_echo_mesh, kube, deploy(exclude=["gpu-2", "gpu-1"]))
     assert (status.namespace, status.desired, status.ready) == (NAMESPACE, 4, 4)
