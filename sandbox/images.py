@@ -15,14 +15,21 @@ def image_name(container: dict[str, Any]) -> str:
     return reference.split(":", 1)[0]
 
 
-def netexec_http_port(container: dict[str, Any]) -> int | None:
-    """The port an agnhost container serves HTTP on with ``netexec`` (its ``--http-port``,
-    8080 unless given); None when the container does not run agnhost netexec."""
+def agnhost_args(container: dict[str, Any]) -> list[str] | None:
+    """What an agnhost container asks agnhost for: its command (without a leading ``agnhost``)
+    and args; None when the image is not agnhost."""
     if image_name(container) != "agnhost":
         return None
     argv = [str(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
     if argv and argv[0].rsplit("/", 1)[-1] == "agnhost":
         argv = argv[1:]
+    return argv
+
+
+def netexec_http_port(container: dict[str, Any]) -> int | None:
+    """The port an agnhost container serves HTTP on with ``netexec`` (its ``--http-port``,
+    8080 unless given); None when the container does not run agnhost netexec."""
+    argv = agnhost_args(container)
     if not argv or argv[0] != "netexec":
         return None
     port = str(AGNHOST_NETEXEC_HTTP_PORT)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sandbox.images import image_name
+from sandbox.images import agnhost_args
 from sandbox.nettools import NetworkTools
 from sandbox.network import cilium_tunnel, coredns, netns, pod_dns, service_proxy, underlay
 from sandbox.network.cni import (
@@ -545,12 +545,8 @@ class RealDatapath(Datapath):
 
 def _agnhost_argv(container: dict[str, Any], agnhost: Path) -> list[str] | None:
     """agnhost's image runs agnhost: the container's command (if any) and args."""
-    if image_name(container) != "agnhost":
-        return None
-    argv = [*(container.get("command") or []), *(container.get("args") or [])]
-    if argv and argv[0].rsplit("/", 1)[-1] == "agnhost":
-        argv = argv[1:]
-    return [str(agnhost), *argv]
+    args = agnhost_args(container)
+    return None if args is None else [str(agnhost), *args]
 
 
 def _stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
