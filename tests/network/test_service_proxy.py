@@ -16,7 +16,7 @@ from sandbox.network.service_proxy import (
     program_services,
     service_chain,
 )
-from tests.network.two_nodes import lab, run, tcp_get, tcp_server, udp_get, udp_server
+from tests.network.two_nodes import Lab, lab, run, tcp_get, tcp_server, udp_get, udp_server
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create namespaces"),
@@ -32,6 +32,18 @@ SVC = "KUBE-SVC-NPX46M4PTMTKRN6Y"  # what every kubeadm node calls default/kuber
 def _program_kubernetes(namespace: str, endpoints: list[tuple[str, int]]) -> None:
     program_services(namespace, [ServicePort(KUBERNETES, CLUSTER_IP, SERVICE_PORT, "tcp",
                                              endpoints)])
+
+
+def _node_pod_and_server(net: Lab) -> tuple[str, str, str]:
+    """Node ``a`` with a pod, and the API server's node ``x``. The underlay routes the pod
+    CIDR to its node (nothing masquerades pod traffic here) and has no route for the Service
+    range, so an unprogrammed ClusterIP fails at once."""
+    node = net.node("a", "198.18.200.2")
+    pod = net.pod(node, "pa", "10.245.1.5", "10.245.1.1", "lxca")
+    server = net.node("x", API[0])
+    ip("route", "add", "10.245.1.0/24", "via", "198.18.200.2", netns=net.underlay)
+    ip("route", "add", "unreachable", "10.96.0.0/12", netns=net.underlay)
+    return node, pod, server
 
 
 def _nat(namespace: str) -> list[str]:
@@ -51,13 +63,7 @@ def test_chain_names_are_kube_proxys() -> None:
 
 def test_the_node_and_its_pod_reach_the_api_server_through_the_cluster_ip() -> None:
     with lab() as net:
-        node = net.node("a", "198.18.200.2")
-        pod = net.pod(node, "pa", "10.245.1.5", "10.245.1.1", "lxca")
-        server = net.node("x", API[0])
-        # The underlay routes the pod CIDR to its node (nothing masquerades pod traffic here)
-        # and has no route for the Service range, so an unprogrammed ClusterIP fails at once.
-        ip("route", "add", "10.245.1.0/24", "via", "198.18.200.2", netns=net.underlay)
-        ip("route", "add", "unreachable", "10.96.0.0/12", netns=net.underlay)
+        node, pod, server = _node_pod_and_server(net)
 
         with tcp_server(server, *API):
             assert tcp_get(node, *API) == "apiserver"
@@ -126,11 +132,7 @@ def test_several_services_over_udp_and_tcp_in_one_sync() -> None:
     """kube-dns beside kubernetes: its UDP port reaches a UDP endpoint from the pod, each
     Service keeps its own chains, and a sync without a Service removes its rules."""
     with lab() as net:
-        node = net.node("a", "198.18.200.2")
-        pod = net.pod(node, "pa", "10.245.1.5", "10.245.1.1", "lxca")
-        server = net.node("x", API[0])
-        ip("route", "add", "10.245.1.0/24", "via", "198.18.200.2", netns=net.underlay)
-        ip("route", "add", "unreachable", "10.96.0.0/12", netns=net.underlay)
+        node, pod, server = _node_pod_and_server(net)
         kubernetes = ServicePort(KUBERNETES, CLUSTER_IP, SERVICE_PORT, "tcp", [API])
         dns = ServicePort("kube-system/kube-dns:dns", DNS_IP, 53, "udp", [DNS])
         dns_tcp = ServicePort("kube-system/kube-dns:dns-tcp", DNS_IP, 53, "tcp", [])
