@@ -60,6 +60,8 @@ class Settings:
     reboot_seconds: float = 3.0  # a node is NotReady this long while it reboots
     container_restart_seconds: float = 0.5  # after a boot, pods are NotReady this long
     lease_renew_seconds: float = 60.0
+    # The status manager's periodic sync: it writes again what others changed in a status.
+    status_sync_seconds: float = 10.0
     # Nodes are containers sharing this machine's kernel (kind): a reboot is a container restart,
     # which keeps the bootID and is recorded where the sandbox's `docker` reads it.
     shared_kernel: bool = False
@@ -125,6 +127,7 @@ class Simulator:
         for index, node in enumerate(self.nodes.values()):
             spread = self.settings.lease_renew_seconds * index / max(len(self.nodes), 1)
             self.later(spread, self._renew_lease, node)
+        self.later(self.settings.status_sync_seconds, self._sync_pod_statuses)
         log.info("simulating %d nodes", len(self.nodes))
         while not self._stop.is_set():
             self._dispatch_once()
@@ -533,6 +536,28 @@ class Simulator:
             pod.crashes = 0
         self.write(pod.node, self.kube.patch, pod.path + "/status", {"status": {
             "conditions": self._pod_conditions(ready), "containerStatuses": statuses}})
+
+    def _sync_pod_statuses(self) -> None:
+        """Every 10 s each kubelet's status manager compares the statuses the API server holds
+        with its own and writes its own again where they differ. That is how a pod's Ready
+        condition comes back after the node lifecycle controller set it False (it does so for
+        every pod of a node it saw NotReady, such as one rebooting), while the kubelet, up again,
+        had already reported the pod Ready: without this the pod stays unready for good, and a
+        PodDisruptionBudget counting it blocks every later drain."""
+        self.later(self.settings.status_sync_seconds, self._sync_pod_statuses)
+        for pod in list(self.pods.values()):
+            node = self.nodes[pod.node]
+            if (not node.up or not pod.started or pod.terminating or pod.completed
+                    or not pod.container_statuses):
+                continue
+            ours = all(c.get("ready") for c in pod.container_statuses)
+            held = next((c.get("status") == "True" for c in
+                         pod.obj.get("status", {}).get("conditions") or []
+                         if c.get("type") == "Ready"), None)
+            if held is not None and held != ours:
+                log.info("pod %s/%s: Ready is %s on the server, the kubelet says %s: writing it "
+                         "again", pod.namespace, pod.name, held, ours)
+                self.set_pod_ready(pod, ours)
 
     def crash_containers(self, pod: PodState, message: str) -> float:
         """The pod's containers exit with an error (``message`` as their termination message)

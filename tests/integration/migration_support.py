@@ -140,7 +140,33 @@ async def wait_progress(handle: WorkflowHandle[Any, Progress], check: Any, what:
     states = {name: (n.state.value, n.step.value if n.step else None, n.blocker)
               for name, n in current.nodes.items()}
     raise AssertionError(f"timed out waiting for: {what}; phase {current.phase.value}, "
-                         f"halted {current.halted!r}, nodes {states}")
+                         f"halted {current.halted!r}, nodes {states}\n"
+                         + await what_it_waits_on(handle))
+
+
+async def what_it_waits_on(handle: WorkflowHandle[Any, Any]) -> str:
+    """For a test that timed out: the run's pending steps and children, and where each
+    workflow's code waits (the SDK's built-in stack trace query), so a rare hang in CI says
+    where it hung."""
+    client: Client = handle._client  # noqa: SLF001
+    lines: list[str] = []
+    ids = [handle.id]
+    while ids:
+        workflow_id = ids.pop(0)
+        running = client.get_workflow_handle(workflow_id)
+        try:
+            described = (await running.describe()).raw_description
+            lines.append(f"== {workflow_id}")
+            for step in described.pending_activities:
+                lines.append(f"  step {step.activity_type.name}: state {step.state}, attempt "
+                             f"{step.attempt}, last failure {step.last_failure.message!r}")
+            for child in described.pending_children:
+                lines.append(f"  child {child.workflow_id}")
+                ids.append(child.workflow_id)
+            lines.append(await running.query("__stack_trace"))
+        except Exception as error:  # a diagnosis must not hide the timeout it explains
+            lines.append(f"  ({workflow_id}: {error})")
+    return "\n".join(lines)
 
 
 def pod_ips_outside(kube: Kube, pools: list[str]) -> list[str]:

@@ -109,7 +109,7 @@ async def test_happy_path_with_per_wave_approvals(
                                      task_queue):
             handle = await start_migration(temporal_env.client, spec, task_queue)
             await wait_progress(handle, lambda p: p.phase is Phase.COMPLETED,
-                                "the migration to complete", timeout=600, approver="alice")
+                                "the migration to complete", timeout=420, approver="alice")
             report = await handle.result()
             await record_history(handle)
 
@@ -177,7 +177,7 @@ async def test_a_pdb_blocks_a_drain_until_scaled_and_retried(
             await handle.execute_update(ClusterMigrationWorkflow.decide, DecideRequest(
                 node=db_node, decision=Decision.RETRY, operator="bob"))
             await wait_progress(handle, lambda p: p.phase is Phase.COMPLETED, "completion",
-                                timeout=600, approver="bob")
+                                timeout=420, approver="bob")
             report = await handle.result()
             await record_history(handle)
         assert report.nodes[db_node].state is NodeState.MIGRATED
@@ -201,7 +201,7 @@ async def test_failed_verification_stops_new_waves_and_rollback_restores_flannel
             blocked = await wait_progress(
                 handle, lambda p: p.nodes.get(bad) and p.nodes[bad].state is NodeState.BLOCKED
                 and p.nodes["worker-2"].state is NodeState.MIGRATED,
-                "the bad node to block while the rest of its wave finishes", timeout=600)
+                "the bad node to block while the rest of its wave finishes", timeout=420)
             assert blocked.nodes[bad].step is NodeStep.VERIFY
             assert not all(c.passed for c in blocked.nodes[bad].verify)
             assert kube.get(f"/api/v1/nodes/{bad}")["spec"].get("unschedulable")
@@ -365,7 +365,7 @@ async def test_finalize_waits_while_an_excluded_node_still_runs_flannel(
                                      activity_context(state_dir, toolchain, name), task_queue):
             handle = await start_migration(temporal_env.client, spec, task_queue)
             refused = await wait_progress(handle, lambda p: bool(p.not_migrated),
-                                          "finalize to refuse", timeout=600)
+                                          "finalize to refuse", timeout=420)
             assert refused.not_migrated == {"worker-3": "excluded"}
             assert refused.phase is Phase.MIGRATING
             assert kube.get_or_none(
@@ -375,7 +375,7 @@ async def test_finalize_waits_while_an_excluded_node_still_runs_flannel(
             await handle.execute_update(ClusterMigrationWorkflow.decide, DecideRequest(
                 node="worker-3", decision=Decision.RETRY, operator="erin"))
             await wait_progress(handle, lambda p: p.phase is Phase.COMPLETED, "completion",
-                                timeout=600)
+                                timeout=420)
             report = await handle.result()
             await record_history(handle, nodes=("worker-3",))
         assert report.nodes["worker-3"].state is NodeState.MIGRATED

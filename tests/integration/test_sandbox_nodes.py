@@ -258,6 +258,24 @@ def test_after_a_reboot_the_nodes_pods_are_not_ready_until_their_containers_run_
     assert [ready for _, ready in seen] == [True, False, True], seen
 
 
+def test_the_kubelet_writes_a_pods_ready_condition_again_after_a_controller_changed_it(
+        sandbox: Sandbox, namespace: str) -> None:
+    """The node lifecycle controller sets Ready=False on every pod of a node it saw NotReady,
+    and may do so after a rebooted node's kubelet already reported the pod Ready; the kubelet's
+    status sync writes its own status again. (Without it a PodDisruptionBudget counted the pod
+    unhealthy for good and blocked every later drain.)"""
+    sandbox.kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments",
+                        deployment("steady", 1))
+    pod = wait_for(lambda: ready_pods(sandbox, namespace, "app=steady"), "the pod to be Ready")[0]
+    path = f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}/status"
+    sandbox.kube.patch(path, {"status": {"conditions": [
+        {"type": "Ready", "status": "False", "reason": "NodeNotReady"}]}})
+    conditions = {c["type"]: c["status"] for c in sandbox.kube.get(path)["status"]["conditions"]}
+    assert conditions["Ready"] == "False" and conditions["ContainersReady"] == "True"
+    wait_for(lambda: ready_pods(sandbox, namespace, "app=steady"),
+             "the kubelet to report the pod Ready again", timeout=60)
+
+
 def test_rollback_through_node_shell_restores_flannel(
         sandbox: Sandbox, node_config: None, namespace: str, claim_worker: Any) -> None:
     node = claim_worker()
