@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import sys
 import time
 import uuid
@@ -20,48 +19,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' helpers
 
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from client.history_runs import fetch_runs  # noqa: E402
-from plan.facts import ClusterFacts, FlannelFacts, NodeFacts  # noqa: E402
-from tests.conftest import temporal_cli  # noqa: E402
-from tests.fakes import FakeCluster  # noqa: E402
+from tests.conftest import local_temporal  # noqa: E402
+from tests.fakes import LARGE_CILIUM_POOL, FakeCluster  # noqa: E402
 from tests.workflows.support import HistorySizes, history_sizes, spec, start_with  # noqa: E402
 from worker.build import build_worker  # noqa: E402
 from workflows.continuation import DEFAULT_CONTINUE_AS_NEW_AT  # noqa: E402
-from workflows.identity import SEARCH_ATTRIBUTES  # noqa: E402
 from workflows.progress import Phase  # noqa: E402
 
 HARD_LIMIT = 51_200
 
 
-class LargeFakeCluster(FakeCluster):
-    """The fake cluster with addresses that stay valid past 250 nodes."""
-
-    def facts(self) -> ClusterFacts:
-        pods = ipaddress.ip_network("10.64.0.0/10").subnets(new_prefix=24)
-        hosts = ipaddress.ip_network("127.16.0.0/12").hosts()
-        return ClusterFacts(
-            nodes=[NodeFacts(name=n, control_plane=n.startswith("cp"), zone="zone-a",
-                             boot_id=f"{n}-boot-0", pod_cidrs=[next(pods)],
-                             internal_ip=next(hosts)) for n in self.nodes],
-            flannel=FlannelFacts(namespace="kube-flannel", daemonset="kube-flannel-ds",
-                                 network="10.64.0.0/10"),
-            service_cidrs=["10.96.0.0/12"])
-
-
 async def main(nodes: int, max_unavailable: int, continue_as_new_at: int) -> None:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli(), data_converter=pydantic_data_converter,
-        ui=False, search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_extra_args=["--log-level", "error"])
+    env = await local_temporal("--log-level", "error")
     try:
-        fake = LargeFakeCluster(workers=nodes - 1)
+        fake = FakeCluster(workers=nodes - 1)
         task_queue = f"bench-{uuid.uuid4().hex[:6]}"
         migration = spec(f"bench-{task_queue}", approvals={"policy": "none"},
                          rollout={"maxUnavailable": max_unavailable},
-                         network={"podCIDRs": ["10.128.0.0/10"]})
+                         network={"podCIDRs": [LARGE_CILIUM_POOL]})
         async with build_worker(env.client, fake.activities(), task_queue=task_queue,
                                 max_concurrent_activities=64):
             started = time.monotonic()

@@ -32,7 +32,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' helpers
 
 from temporalio.client import Client, WorkflowHistory  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
@@ -54,14 +53,14 @@ from sandbox.cilium_release import ensure_default_release  # noqa: E402
 from sandbox.physical_bound import DEFAULT_GRACE_SECONDS, PlanBound, Timings, plan_bound  # noqa: E402
 from sandbox.simulator.kubelet import Settings  # noqa: E402
 from sandbox.toolchain import Toolchain, ensure_toolchain  # noqa: E402
-from tests.conftest import temporal_cli  # noqa: E402
+from tests.conftest import local_temporal  # noqa: E402
 from tests.integration.migration_support import (  # noqa: E402
     in_process_worker,
     migration_spec,
     progress_of,
     start_migration,
 )
-from workflows.identity import SEARCH_ATTRIBUTES, node_workflow_id  # noqa: E402
+from workflows.identity import node_workflow_id  # noqa: E402
 from workflows.progress import NodeState, Phase, Progress  # noqa: E402
 
 BUDGET_PER_NODE = 25  # issue 13: the product's requests per node, watches apart
@@ -220,9 +219,7 @@ async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
                    timeout=600.0 + args.nodes)
         print(f"sandbox with {args.nodes} nodes up in {time.monotonic() - started:.0f}s")
         stage("starting the Temporal dev server")
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_cli(), data_converter=pydantic_data_converter,
-            search_attributes=SEARCH_ATTRIBUTES, ui=False)
+        env = await local_temporal()
         name = "bench"
         spec = migration_spec(name, approvals={"policy": "none"},
                               rollout={"maxUnavailable": args.max_unavailable},

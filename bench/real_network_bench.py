@@ -30,7 +30,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' helpers
 
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from activities.context import ActivityContext  # noqa: E402
@@ -43,7 +42,7 @@ from sandbox.nettools import real_network_unsupported  # noqa: E402
 from sandbox.network import netns  # noqa: E402
 from sandbox.toolchain import ensure_toolchain  # noqa: E402
 from sandbox.topology import CLUSTER_CIDR, Topology  # noqa: E402
-from tests.conftest import CILIUM_POOL, temporal_cli  # noqa: E402
+from tests.conftest import CILIUM_POOL, local_temporal  # noqa: E402
 from tests.integration.migration_support import (  # noqa: E402
     in_process_worker,
     migration_spec,
@@ -51,7 +50,6 @@ from tests.integration.migration_support import (  # noqa: E402
     start_migration,
 )
 from tests.network.real_sandbox import deploy_echo, dial, echo_pods, wait_for_echo  # noqa: E402
-from workflows.identity import SEARCH_ATTRIBUTES  # noqa: E402
 from workflows.progress import NodeState, Phase, Progress  # noqa: E402
 
 
@@ -211,9 +209,7 @@ async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
         node_memory(state_dir, kube)
 
         stage("starting the Temporal dev server")
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_cli(), data_converter=pydantic_data_converter,
-            search_attributes=SEARCH_ATTRIBUTES, ui=False)
+        env = await local_temporal()
         name = "real-network-bench"
         spec = migration_spec(name, approvals={"policy": "none"})
         context = ActivityContext(kubeconfigs={name: str(cluster.worker_kubeconfig(state_dir))},

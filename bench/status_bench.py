@@ -24,18 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' helpers
 
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from client.status_view import render_summary  # noqa: E402
-from plan.facts import ClusterFacts, FlannelFacts, NodeFacts  # noqa: E402
-from tests.conftest import temporal_cli  # noqa: E402
-from tests.fakes import FakeCluster  # noqa: E402
+from tests.conftest import local_temporal  # noqa: E402
+from tests.fakes import LARGE_CILIUM_POOL, FakeCluster  # noqa: E402
 from tests.large_progress import large_progress  # noqa: E402
 from tests.workflows.support import spec, start, until  # noqa: E402
 from worker.build import build_worker  # noqa: E402
 from workflows.cluster import ClusterMigrationWorkflow  # noqa: E402
-from workflows.identity import SEARCH_ATTRIBUTES  # noqa: E402
 from workflows.progress_summary import (  # noqa: E402
     PAGE_LIMIT,
     NodesPageRequest,
@@ -44,23 +40,6 @@ from workflows.progress_summary import (  # noqa: E402
 )
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-class ManyNodes(FakeCluster):
-    """tests/fakes.py's cluster numbers node addresses for a few hundred nodes; this one numbers
-    them across 127.1.0.0/16 and leaves pod CIDRs out (a /24 each would not fit flannel's /16)."""
-
-    def facts(self) -> ClusterFacts:
-        facts = super().facts() if len(self.nodes) < 250 else None
-        if facts is not None:
-            return facts
-        return ClusterFacts(
-            nodes=[NodeFacts(name=n, control_plane=n.startswith("cp"), zone="zone-a",
-                             boot_id=f"{n}-boot-0", internal_ip=f"127.1.{i // 250}.{i % 250 + 2}")
-                   for i, n in enumerate(self.nodes)],
-            flannel=FlannelFacts(namespace="kube-flannel", daemonset="kube-flannel-ds",
-                                 network="10.244.0.0/16"),
-            service_cidrs=["10.96.0.0/12"])
 
 
 def timed(repeat: int, call: object) -> float:
@@ -97,15 +76,13 @@ def in_process(nodes: int, wave_size: int) -> None:
 
 
 async def on_server(nodes: int, wave_size: int) -> None:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli(), data_converter=pydantic_data_converter,
-        ui=False, search_attributes=SEARCH_ATTRIBUTES)
+    env = await local_temporal()
     try:
-        fake = ManyNodes(workers=nodes - 1)
+        fake = FakeCluster(workers=nodes - 1)
         task_queue = f"bench-{uuid.uuid4().hex[:6]}"
         migration = spec(f"bench-{task_queue}", approvals={"policy": "per-wave"},
                          rollout={"maxUnavailable": wave_size},
-                         network={"podCIDRs": ["10.64.0.0/11"]})  # 8,192 /24s
+                         network={"podCIDRs": [LARGE_CILIUM_POOL]})
         async with build_worker(env.client, fake.activities(), task_queue=task_queue):
             handle = await start(env, fake, migration, task_queue)
             await until(handle, lambda p: p.pending_gates == ["install"], "the install gate",

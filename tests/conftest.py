@@ -182,16 +182,22 @@ def temporal_cli() -> str:
     return temporal_binary()
 
 
-@pytest.fixture(scope="session")
-async def temporal_env() -> AsyncIterator[Any]:
+async def local_temporal(*extra_args: str) -> Any:
+    """A Temporal dev server of its own (the `temporal` CLI's), with the product's data
+    converter and search attributes; the caller shuts it down."""
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
     from workflows.identity import SEARCH_ATTRIBUTES
 
-    env = await WorkflowEnvironment.start_local(
+    return await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli(), data_converter=pydantic_data_converter,
-        ui=False, search_attributes=SEARCH_ATTRIBUTES)
+        ui=False, search_attributes=SEARCH_ATTRIBUTES, dev_server_extra_args=list(extra_args))
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[Any]:
+    env = await local_temporal()
     try:
         yield env
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 from collections import Counter
 from typing import Any
 
@@ -66,6 +67,12 @@ def fake_chart(request: HelmInput) -> InstalledChart:
                           source=chart.path or chart.repo or "")
 
 
+# Past this many nodes the fake cluster's addresses leave 10.244.0.0/16 (a /24 per node).
+SMALL_CLUSTER = 250
+LARGE_FLANNEL_NETWORK = "10.64.0.0/10"
+LARGE_CILIUM_POOL = "10.128.0.0/10"  # a /24 for each of 16,384 nodes, apart from flannel's
+
+
 class FakeCluster:
     """What the fake activities do to the world, for the test to check."""
 
@@ -92,6 +99,8 @@ class FakeCluster:
         self.monitor_stopping = asyncio.Event()
 
     def facts(self) -> ClusterFacts:
+        if len(self.nodes) > SMALL_CLUSTER:
+            return self._large_facts()
         return ClusterFacts(
             nodes=[NodeFacts(name=n, control_plane=n.startswith("cp"), zone="zone-a",
                              boot_id=f"{n}-boot-0", pod_cidrs=[f"10.244.{i}.0/24"],
@@ -99,6 +108,19 @@ class FakeCluster:
                    for i, n in enumerate(self.nodes)],
             flannel=FlannelFacts(namespace="kube-flannel", daemonset="kube-flannel-ds",
                                  network="10.244.0.0/16"),
+            service_cidrs=["10.96.0.0/12"])
+
+    def _large_facts(self) -> ClusterFacts:
+        """Up to Kubernetes' 5,000 nodes and beyond: flannel on a /10 with a /24 per node (a
+        spec's Cilium pool must then be LARGE_CILIUM_POOL), addresses across 127.16.0.0/12."""
+        pod_cidrs = ipaddress.ip_network(LARGE_FLANNEL_NETWORK).subnets(new_prefix=24)
+        hosts = ipaddress.ip_network("127.16.0.0/12").hosts()
+        return ClusterFacts(
+            nodes=[NodeFacts(name=n, control_plane=n.startswith("cp"), zone="zone-a",
+                             boot_id=f"{n}-boot-0", pod_cidrs=[next(pod_cidrs)],
+                             internal_ip=next(hosts)) for n in self.nodes],
+            flannel=FlannelFacts(namespace="kube-flannel", daemonset="kube-flannel-ds",
+                                 network=LARGE_FLANNEL_NETWORK),
             service_cidrs=["10.96.0.0/12"])
 
     def boot_of(self, node: str, strategy: str) -> tuple[str, str]:
