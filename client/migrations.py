@@ -173,6 +173,26 @@ async def with_running_steps(client: Client, migration_id: str,
                 node.state = record.state
 
 
+async def unfolded(client: Client, migration_id: str,
+                   nodes: list[NodeProgress]) -> list[NodeProgress]:
+    """``nodes`` with each folded record (a large migration's parent keeps of a migrated node
+    only its wave and state) replaced by the node workflow's result, which has the rest, for
+    at most MAX_NODES_ASKED nodes. A result that cannot be read leaves the folded record."""
+    async def result(node: str) -> NodeProgress | None:
+        handle = client.get_workflow_handle(node_workflow_id(migration_id, node),
+                                            result_type=NodeProgress)
+        try:
+            record: NodeProgress = await handle.result(rpc_timeout=NODE_ANSWER_TIMEOUT)
+        except (RPCError, WorkflowFailureError):
+            return None
+        return record
+
+    folded = [n.name for n in nodes if n.folded][:MAX_NODES_ASKED]
+    answers = await asyncio.gather(*(result(node) for node in folded))
+    whole = {node: record for node, record in zip(folded, answers, strict=True) if record}
+    return [whole.get(n.name, n) if n.folded else n for n in nodes]
+
+
 async def node_records(client: Client, migration_id: str,
                        nodes: list[str]) -> dict[str, NodeProgress]:
     """The record each node's NodeMigration workflow keeps of itself (its `progress` query),

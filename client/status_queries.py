@@ -43,12 +43,15 @@ class Reading:
     note: str | None = None  # why the reading is not the run's own summary, for the operator
 
     async def page(self, request: NodesPageRequest) -> NodesPage:
-        if self.full is not None:
-            return nodes_page(self.full, request)
-        page: NodesPage = await _query(self.migration, NODES_PAGE_QUERY, NodesPage, request)
-        if self.migration.running:  # the parent's records lack running nodes' current step
-            await migrations.with_running_steps(self.client, self.migration.handle.id,
-                                                page.nodes)
+        if self.full is not None:  # read whole, running steps included
+            page = nodes_page(self.full, request)
+        else:
+            page = await _query(self.migration, NODES_PAGE_QUERY, NodesPage, request)
+            if self.migration.running:  # the parent's records lack running nodes' step
+                await migrations.with_running_steps(self.client, self.migration.handle.id,
+                                                    page.nodes)
+        page.nodes = await migrations.unfolded(self.client, self.migration.handle.id,
+                                               page.nodes)
         return page
 
     async def nodes(self, request: NodesPageRequest, count: int | None = None) -> NodesPage:

@@ -85,7 +85,13 @@ with workflow.unsafe.imports_passed_through():
         PauseRequest,
     )
     from workflows.node import NodeMigrationWorkflow
-    from workflows.progress import NodeProgress, NodeState, Phase, Progress, WaveProgress
+    from workflows.progress import (
+        NodeProgress,
+        NodeState,
+        Phase,
+        Progress,
+        WaveProgress,
+    )
     from workflows.progress_summary import (
         NodesPage,
         NodesPageRequest,
@@ -121,6 +127,7 @@ class ClusterMigrationWorkflow:
                          else Progress(cluster=input.spec.cluster.name))
         self.gates = Gates(input.spec.approvals, carried.gates if carried else None)
         self.continue_as_new_at = input.continue_as_new_at
+        self.fold_migrated_above = input.fold_migrated_above
         self.cluster: ClusterRef = cluster_ref(input.spec.cluster)
         self.children: dict[str, workflow.ChildWorkflowHandle[NodeMigrationWorkflow,
                                                               NodeProgress]] = {}
@@ -351,7 +358,11 @@ class ClusterMigrationWorkflow:
             _count_node_finished(NodeState.FAILED)
             self.progress.halted = f"node {node} failed: {record.error}"
             return
-        self.progress.nodes[node] = result
+        # A large migration keeps of a migrated node only what it needs to go on and count;
+        # the node workflow's result holds the rest (and `status` reads it from there).
+        fold = (result.state is NodeState.MIGRATED
+                and len(self.progress.nodes) > self.fold_migrated_above)
+        self.progress.nodes[node] = result.folded_record() if fold else result
         _count_node_finished(result.state)
         if result.state is not NodeState.MIGRATED:
             self.progress.halted = (f"node {node} was {result.state.value}; resume to go on "
@@ -567,6 +578,7 @@ class ClusterMigrationWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(MigrationInput(
             spec=self.spec, continue_as_new_at=self.continue_as_new_at,
+            fold_migrated_above=self.fold_migrated_above,
             continued=Continuation(plan=plan, next_wave=next_wave, policies=policies,
                                    flannel=flannel, progress=self.progress,
                                    gates=self.gates.book())))

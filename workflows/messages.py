@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from plan.policies import ClusterRef, NodePolicies
 from plan.spec import MigrationSpec
 from workflows.continuation import DEFAULT_CONTINUE_AS_NEW_AT, Continuation
+from workflows.progress import FOLD_MIGRATED_ABOVE
 
 
 class Message(BaseModel):
@@ -43,6 +44,8 @@ class MigrationInput(Message):
     spec: MigrationSpec
     # Past this many events in its history the run continues as new, between two waves.
     continue_as_new_at: int = Field(default=DEFAULT_CONTINUE_AS_NEW_AT, ge=1)
+    # A migration of more nodes than this keeps its migrated nodes' records folded.
+    fold_migrated_above: int = Field(default=FOLD_MIGRATED_ABOVE, ge=0)
     # Set by the run this one continues: where it got to.
     continued: Continuation | None = None
 

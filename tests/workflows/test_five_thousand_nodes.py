@@ -15,7 +15,7 @@ from temporalio.api.enums.v1 import EventType
 from client.history_runs import fetch_runs
 from tests.cli.conftest import cli_env, run_cli
 from tests.conftest import local_temporal
-from tests.fakes import LARGE_CILIUM_POOL, FakeCluster
+from tests.fakes import LARGE_CILIUM_POOL, FakeCluster, passed_checks
 from tests.workflows.support import history_sizes, spec, start_with
 from tests.workflows.test_history_budget import (
     CHILD_EVENTS,
@@ -26,7 +26,7 @@ from tests.workflows.test_history_budget import (
 )
 from worker.build import build_worker
 from workflows.progress import NodeState, Phase
-from workflows.progress_summary import ProgressSummary
+from workflows.progress_summary import NodesPage, ProgressSummary
 
 NODES = 5_000
 MAX_UNAVAILABLE = 100
@@ -51,15 +51,19 @@ async def test_five_thousand_nodes_migrate_with_every_history_under_its_budget()
             report = await handle.result()
             sizes = await history_sizes(env.client, handle.id, fake.nodes)
             runs = await fetch_runs(env.client, handle.id)
+            address = cli_env(env.client.service_client.config.target_host)
             status = await run_cli("status", migration.cluster.name, "-o", "json",
-                                   env=cli_env(env.client.service_client.config.target_host),
-                                   timeout=120)
+                                   env=address, timeout=120)
+            listed = await run_cli("status", migration.cluster.name, "--nodes", "migrated",
+                                   "--limit", "3", "-o", "json", env=address, timeout=120)
     finally:
         await env.shutdown()
 
     assert report.phase is Phase.COMPLETED, report.error
     assert len(report.nodes) == NODES
     assert all(n.state is NodeState.MIGRATED for n in report.nodes.values())
+    # Whole records would not fit one payload: the result keeps each migrated node folded.
+    assert all(n.folded for n in report.nodes.values())
     assert set(fake.boot.values()) == {1}  # each node rebooted once, none twice across runs
     # The parent continued as new, and no run of it, nor any node's, nears the warning.
     assert len(runs) > 1 and sizes.longest <= WARNING_EVENTS, (sizes.runs, sizes.longest)
@@ -74,3 +78,9 @@ async def test_five_thousand_nodes_migrate_with_every_history_under_its_budget()
     assert status.code == 0, status
     summary = ProgressSummary.model_validate(json.loads(status.out))
     assert summary.nodes == NODES and summary.counts == {NodeState.MIGRATED.value: NODES}
+    # Listing nodes reads each folded record whole from the node's own workflow.
+    assert listed.code == 0, listed
+    page = NodesPage.model_validate(json.loads(listed.out))
+    assert page.total == NODES and len(page.nodes) == 3
+    assert all(not n.folded and n.boot_id_after and n.verify == passed_checks(n.name)
+               for n in page.nodes), page.nodes

@@ -13,7 +13,8 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 
 from client.history_runs import fetch_runs
-from tests.fakes import FakeCluster
+from client.migrations import unfolded
+from tests.fakes import FakeCluster, passed_checks
 from tests.workflows.support import (
     approve_all,
     history_sizes,
@@ -55,11 +56,22 @@ async def test_sixty_nodes_stay_within_the_event_budget_over_several_runs(
     migration = spec(f"budget-{task_queue}", approvals={"policy": "none"},
                      rollout={"maxUnavailable": 20})
     async with build_worker(temporal_env.client, fake.activities(), task_queue=task_queue):
-        # Low enough that the run continues as new after every wave.
-        handle = await start_with(temporal_env, migration, task_queue, continue_as_new_at=60)
+        # Low enough that the run continues as new after every wave, and that it folds its
+        # migrated nodes' records as a migration of thousands of nodes does.
+        handle = await start_with(temporal_env, migration, task_queue, continue_as_new_at=60,
+                                  fold_migrated_above=len(fake.nodes) - 1)
         report = await handle.result()
         sizes = await history_sizes(temporal_env.client, handle.id, fake.nodes)
         runs = await fetch_runs(temporal_env.client, handle.id)
+        sample = [report.nodes[n] for n in fake.nodes[:3]]
+        whole = await unfolded(temporal_env.client, handle.id, sample)
+
+    # The parent kept each migrated node folded; `status` reads the rest from the node's
+    # own workflow.
+    assert all(n.folded and n.boot_id_after is None and not n.verify
+               for n in report.nodes.values())
+    assert [(n.name, n.folded, n.boot_id_after, n.verify) for n in whole] == [
+        (n, False, f"{n}-boot-1", passed_checks(n)) for n in fake.nodes[:3]]
 
     assert report.phase is Phase.COMPLETED
     assert {n: s.state for n, s in report.nodes.items()} == dict.fromkeys(fake.nodes,
