@@ -53,6 +53,7 @@ from sandbox.cilium_release import ensure_default_release  # noqa: E402
 from sandbox.physical_bound import DEFAULT_GRACE_SECONDS, PlanBound, Timings, plan_bound  # noqa: E402
 from sandbox.simulator.kubelet import Settings  # noqa: E402
 from sandbox.toolchain import Toolchain, ensure_toolchain  # noqa: E402
+from sandbox.topology import node_cidr_mask  # noqa: E402
 from tests.conftest import local_temporal  # noqa: E402
 from tests.integration.migration_support import (  # noqa: E402
     in_process_worker,
@@ -221,9 +222,14 @@ async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
         stage("starting the Temporal dev server")
         env = await local_temporal()
         name = "bench"
+        # Past 256 nodes the sandbox's /16 is cut into smaller per-node blocks, and so must
+        # Cilium's pool be (the preflight refuses a pool without a block for every node).
+        mask = node_cidr_mask(args.nodes)
         spec = migration_spec(name, approvals={"policy": "none"},
                               rollout={"maxUnavailable": args.max_unavailable},
-                              drain={"timeout": "5m"}, reboot={"timeout": "5m"})
+                              drain={"timeout": "5m"}, reboot={"timeout": "5m"},
+                              cilium={"extraValues": {"ipam": {"operator": {
+                                  "clusterPoolIPv4MaskSize": mask}}}})
         evicted = evicted_grace_periods(Kube(str(state_dir / "kubeconfig")))
         task_queue = f"bench-{uuid.uuid4().hex[:6]}"
         context = ActivityContext(

@@ -34,7 +34,7 @@ from sandbox.network.netns import NetworkError
 from sandbox.network.plan import choose_plan
 from sandbox.processes import is_running, start_process, stop_process
 from sandbox.toolchain import Toolchain, ToolchainError, find_toolchain
-from sandbox.topology import CLUSTER_CIDR, Topology
+from sandbox.topology import CLUSTER_CIDR, Topology, node_cidr_mask
 
 MANIFESTS = Path(__file__).parent / "manifests"
 FLANNEL_BACKEND_DATA = "flannel.alpha.coreos.com/backend-data"
@@ -150,6 +150,7 @@ def up(state_dir: Path, nodes: int, control_planes: int = 1, zones: int = 1,
         _own_real_network(plan.prefix, state_dir)
     topology.save(state_dir / "topology.json")
     control_plane = ControlPlane(state_dir, toolchain, cluster_name,
+                                 node_cidr_mask=node_cidr_mask(len(topology.nodes)),
                                  **({"advertise_address": topology.network.gateway}
                                     if topology.network else {}))
     state = SandboxState(cluster_name=cluster_name, server="", shared_kernel=shared_kernel)

@@ -89,8 +89,10 @@ class ControlPlane:
     """Starts the four control-plane processes for one state directory and records their PIDs."""
 
     def __init__(self, state_dir: Path, toolchain: Toolchain, cluster_name: str,
-                 advertise_address: str = ADVERTISE_ADDRESS) -> None:
+                 advertise_address: str = ADVERTISE_ADDRESS,
+                 node_cidr_mask: int = NODE_CIDR_MASK) -> None:
         self.state_dir = state_dir
+        self.node_cidr_mask = node_cidr_mask
         self.advertise_address = advertise_address
         self.toolchain = toolchain
         self.cluster_name = cluster_name
@@ -211,7 +213,7 @@ class ControlPlane:
             f"--cluster-signing-key-file={paths.ca_key}",
             "--allocate-node-cidrs=true",
             f"--cluster-cidr={CLUSTER_CIDR}",
-            f"--node-cidr-mask-size={NODE_CIDR_MASK}",
+            f"--node-cidr-mask-size={self.node_cidr_mask}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--node-monitor-grace-period={NODE_MONITOR_GRACE_PERIOD}",
             "--v=1",

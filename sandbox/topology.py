@@ -12,6 +12,18 @@ from sandbox.network.plan import NetworkPlan
 # The ranges a kubeadm cluster with flannel uses; the migration's new Cilium range lies outside.
 CLUSTER_CIDR = "10.244.0.0/16"
 NODE_CIDR_MASK = 24
+CLUSTER_CIDR_PREFIX = 16
+
+
+def node_cidr_mask(nodes: int) -> int:
+    """The controller manager's `--node-cidr-mask-size`: kubeadm's /24 while the /16 holds a
+    block for every node (256), else the longest mask that does (a /26, 64 addresses, for
+    1,000 nodes). With too short a mask the node IPAM controller leaves the nodes past the
+    256th without a podCIDR, and flannel never runs on them."""
+    mask = NODE_CIDR_MASK
+    while 2 ** (mask - CLUSTER_CIDR_PREFIX) < nodes and mask < 30:
+        mask += 1
+    return mask
 SERVICE_CIDR = "10.96.0.0/12"
 # The `kubernetes` Service: its ClusterIP (the range's first address) and port.
 API_SERVICE_IP = "10.96.0.1"

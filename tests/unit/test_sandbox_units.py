@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from sandbox.simulator.ipam import CidrSet, ExhaustedError, HostLocal
 from sandbox.simulator.operator import operator_version
 from sandbox.simulator.personalities import agent_crds, go_duration
 from sandbox.simulator.selectors import InvalidSelector, selects
-from sandbox.topology import ApiServerAddress, Topology
+from sandbox.topology import CLUSTER_CIDR, ApiServerAddress, Topology, node_cidr_mask
 
 
 def test_active_cni_is_the_lexically_first_config(tmp_path: Path) -> None:
@@ -239,3 +240,12 @@ def test_the_sandbox_docker_inspects_node_containers_like_docker(
     out, err = capsys.readouterr()
     assert '"StartedAt": "' + record.startedAt in out
     assert err == "Error response from daemon: No such container: worker-9\n"
+
+
+def test_the_node_cidr_mask_leaves_a_pod_cidr_block_for_every_node() -> None:
+    cluster = ipaddress.ip_network(CLUSTER_CIDR)
+    for nodes in (1, 256, 257, 1000, 5000):
+        mask = node_cidr_mask(nodes)
+        assert 2 ** (mask - cluster.prefixlen) >= nodes, (nodes, mask)
+        # ... and no smaller a block than that needs: kubeadm's /24 while it fits.
+        assert mask == 24 or 2 ** (mask - 1 - cluster.prefixlen) < nodes, (nodes, mask)
