@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -71,6 +71,19 @@ class Kube:
 
     def get(self, path: str, **query: Any) -> Any:
         return self.request("GET", path, query=query or None)
+
+    def pages(self, path: str, limit: int, **query: Any) -> Iterator[list[Obj]]:
+        """A collection ``limit`` objects at a time (the server's `continue` token), in the
+        server's order (by namespace and name): a caller that finds what it wants early reads
+        no further."""
+        token: str | None = None
+        while True:
+            page = self.get(path, limit=limit, **({"continue": token} if token else {}),
+                            **query)
+            yield page["items"]
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
 
     def get_or_none(self, path: str) -> Obj | None:
         try:

@@ -211,6 +211,7 @@ CHECKS: dict[str, Callable[[Probe], CheckResult]] = {
 # Failures that a moment can cure: reachability, while a rebooted node's routes converge.
 CONVERGING = frozenset({"api-server", "dns", "peer-flannel", "peer-cilium"})
 DNS_NAME = "kubernetes.default"
+ECHO_PAGE = 100  # echo pods read at a time while looking for peers
 PROBE_PAUSE_SECONDS = 2.0
 clock, pause = time.monotonic, time.sleep  # module attributes, so unit tests can stand in
 
@@ -264,10 +265,9 @@ def verify_node(kube: Kube, request: VerifyInput) -> VerifyResult:
 def _probe_once(kube: Kube, request: VerifyInput, timeout: float) -> Probe:
     """One probe pod on the node, against peers chosen now; its report."""
     node = request.target.node
-    echo = _echo_pods(kube, request)
-    if not any(p["spec"].get("nodeName") == node for p in echo):
+    peers, seen_all, runs_echo = _find_peers(kube, request)
+    if seen_all and not runs_echo:
         get_node(kube, node)  # not even the echo mesh runs there: is the node still there?
-    peers = peers_among(echo, request)
     pods = f"/api/v1/namespaces/{request.namespace}/pods"
     name = pod_name("probe", node)
     dns = DNS_NAME if "dns" in request.policy.checks else None
@@ -295,21 +295,31 @@ def _probe_once(kube: Kube, request: VerifyInput, timeout: float) -> Probe:
     return read_report(request, peers, finished, last)
 
 
-def _echo_pods(kube: Kube, request: VerifyInput) -> list[Obj]:
-    """The echo mesh's running pods: only they serve the peer checks' requests, and listing
-    them, not every pod in the cluster, keeps a verify's cost flat as the cluster grows."""
+def _find_peers(kube: Kube, request: VerifyInput
+                ) -> tuple[dict[str, Peer | None], bool, bool]:
+    """A peer per overlay among the echo mesh's running pods (only they serve the peer
+    checks' requests), read a page at a time until each overlay has one: with thousands of
+    nodes a whole list would be megabytes for every verify. Also says whether every echo pod
+    was seen, and whether one runs on the node itself."""
+    found: dict[str, Peer | None] = {"flannel": None, "cilium": None}
     namespace = request.policy.echo_namespace
     if namespace is None:
-        return []
-    items: list[Obj] = kube.get(f"/api/v1/namespaces/{namespace}/pods",
-                                labelSelector=ECHO_SELECTOR,
-                                fieldSelector="status.phase=Running")["items"]
-    return items
+        return found, True, False
+    runs_echo = False
+    for items in kube.pages(f"/api/v1/namespaces/{namespace}/pods", ECHO_PAGE,
+                            labelSelector=ECHO_SELECTOR, fieldSelector="status.phase=Running"):
+        runs_echo = runs_echo or any(p["spec"].get("nodeName") == request.target.node
+                                     for p in items)
+        for overlay, peer in peers_among(items, request).items():
+            found[overlay] = found[overlay] or peer
+        if all(found.values()):
+            return found, False, runs_echo
+    return found, True, runs_echo
 
 
 def peers_among(running: list[Obj], request: VerifyInput) -> dict[str, Peer | None]:
-    """One Ready echo pod per overlay, on another node, the same one each time the cluster is
-    alike (sorted by node, namespace and name)."""
+    """One Ready echo pod per overlay among ``running``, on another node, the same one each
+    time the cluster is alike (sorted by node, namespace and name)."""
     ranges = overlay_ranges(request.overlays)
     candidates = sorted(
         (Peer(ip=p["status"]["podIP"], pod=object_key(p), node=p["spec"]["nodeName"])

@@ -114,8 +114,7 @@ class FakeKube(Kube):
             return self.pod_proxy(f"{namespace}/{name}", rest, dict(query or {}))
         key = (prefix, resource, namespace or "", name or "")
         if method == "GET" and name is None:
-            return {"items": self._list(path, query or {}),
-                    "metadata": {"resourceVersion": str(next(self._versions))}}
+            return self._page(self._list(path, query or {}), query or {})
         if method == "POST" and name is None:
             if (body.get("metadata") or {}).get("name") and (
                     (prefix, resource, namespace or "", body["metadata"]["name"]) in self.objects):
@@ -171,6 +170,19 @@ class FakeKube(Kube):
         return [copy.deepcopy(o) for o in found
                 if _labels_match(o, query.get("labelSelector", ""))
                 and _fields_match(o, query.get("fieldSelector", ""))]
+
+    def _page(self, items: list[Obj], query: dict[str, Any]) -> Obj:
+        """With ``limit``, at most that many objects in key order and a `continue` token
+        while more are left, as the API server pages a list."""
+        metadata: Obj = {"resourceVersion": str(next(self._versions))}
+        limit = int(query.get("limit") or 0)
+        if limit:
+            items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+            start = int(query.get("continue") or 0)
+            if start + limit < len(items):
+                metadata["continue"] = str(start + limit)
+            items = items[start:start + limit]
+        return {"items": items, "metadata": metadata}
 
     def _evict(self, key: Key, body: Obj) -> None:
         error = self.eviction_errors.get(f"{key[2]}/{key[3]}")

@@ -12,7 +12,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import verify
 from activities.kubeapi import Obj
-from activities.verify import CHECKS, Peer, Probe, judge, peers_among, read_report, verify_node
+from activities.verify import CHECKS, Peer, Probe, judge, read_report, verify_node
 from plan.contract import (
     ECHO_APP,
     PROBE_LABEL,
@@ -270,7 +270,7 @@ def test_peers_are_ready_echo_pods_on_other_nodes_one_per_overlay_in_a_stable_or
 
     def choose_peers(kube: FakeKube, request: VerifyInput) -> dict[str, Peer | None]:
         """As the step chooses them: among the echo pods the API lists as Running."""
-        return peers_among(verify._echo_pods(kube, request), request)
+        return verify._find_peers(kube, request)[0]
 
     assert choose_peers(kube, request()) == {
         "flannel": Peer(ip="10.244.3.3", pod=f"{ECHO_NAMESPACE}/a-flannel", node="node-3"),
@@ -279,6 +279,36 @@ def test_peers_are_ready_echo_pods_on_other_nodes_one_per_overlay_in_a_stable_or
     assert choose_peers(kube, request(flannel_network=None))["flannel"] is None
     # Without an echo mesh there is nothing to call.
     assert choose_peers(kube, request(echo_namespace=None)) == {"flannel": None, "cilium": None}
+
+
+def test_peers_are_read_a_page_at_a_time_and_no_further_than_both_overlays_need() -> None:
+    """At thousands of nodes a whole list of echo pods is megabytes for every verify: the step
+    stops reading once each overlay has a peer."""
+    def cluster_with_cilium_pod(position: int) -> FakeKube:
+        kube = FakeKube()
+        for i in range(1, 251):
+            on_cilium = i == position
+            ip = f"10.245.{i % 250}.2" if on_cilium else f"10.244.{i % 250}.2"
+            kube.add(f"/api/v1/namespaces/{ECHO_NAMESPACE}/pods",
+                     pod(f"echo-{i:03d}", f"node-{i + 1}", ip=ip, labels=ECHO_LABELS))
+        return kube
+
+    def lists(kube: FakeKube) -> int:
+        return sum(1 for method, path, _ in kube.requests
+                   if method == "GET" and path.endswith(f"{ECHO_NAMESPACE}/pods"))
+
+    early = cluster_with_cilium_pod(position=40)
+    peers, seen_all, _ = verify._find_peers(early, request())
+    assert peers["cilium"] == Peer(ip="10.245.40.2", pod=f"{ECHO_NAMESPACE}/echo-040",
+                                   node="node-41")
+    assert lists(early) == 1 and not seen_all
+
+    late = cluster_with_cilium_pod(position=240)
+    peers, _, _ = verify._find_peers(late, request())
+    assert peers["cilium"] is not None and peers["cilium"].node == "node-241"
+    assert lists(late) == 3  # 100 + 100 + 50 pods
+    # The flannel peer is the first page's, whichever page the Cilium one came from.
+    assert peers["flannel"] == verify._find_peers(early, request())[0]["flannel"]
 
 
 # ---- the step -----------------------------------------------------------------------------
