@@ -16,9 +16,10 @@ from activities.kubeapi import Kube, controller_of, is_terminating, object_key
 from activities.pod_addresses import range_of, running_pods
 from activities.rollout import (
     NOT_READY_YET,
+    daemonset_moves,
     daemonset_progress,
     daemonset_rolled_out,
-    wait_rolled_out,
+    wait_while_progressing,
 )
 from plan.contract import (
     DrainBlocker,
@@ -35,7 +36,8 @@ RBAC = "/apis/rbac.authorization.k8s.io/v1"
 
 
 def rollout_restart(kube: Kube, request: RolloutRestartInput) -> None:
-    """Restarts every pod of the DaemonSet once per ``restarted_at`` value, and waits."""
+    """Restarts every pod of the DaemonSet once per ``restarted_at`` value, and waits as long
+    as the rollout makes progress (``timeout_seconds`` is how long it may stand still)."""
     stamp = request.restarted_at or activity.info().scheduled_time.isoformat()
     daemonsets = f"/apis/apps/v1/namespaces/{request.namespace}/daemonsets"
     path = f"{daemonsets}/{request.daemonset}"
@@ -47,11 +49,11 @@ def rollout_restart(kube: Kube, request: RolloutRestartInput) -> None:
     if template.get(RESTARTED_AT) != stamp:
         kube.patch(path, {"spec": {"template": {"metadata": {"annotations": {
             RESTARTED_AT: stamp}}}}})
-    ds = wait_rolled_out(kube, daemonsets, request.daemonset, daemonset_rolled_out,
-                         request.timeout_seconds)
+    ds = wait_while_progressing(kube, daemonsets, request.daemonset, daemonset_rolled_out,
+                                daemonset_moves, request.timeout_seconds)
     if not daemonset_rolled_out(ds):
         raise ApplicationError(
-            f"rollout of {request.namespace}/{request.daemonset} not done after "
+            f"rollout of {request.namespace}/{request.daemonset} made no progress for "
             f"{request.timeout_seconds:.0f}s: {daemonset_progress(ds)}", type=NOT_READY_YET)
 
 

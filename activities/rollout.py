@@ -57,3 +57,33 @@ def wait_rolled_out(kube: Kube, collection: str, name: str, done: Callable[[Obj]
     kube.wait(collection, check, max(timeout, 0), on_tick=lambda: heartbeat(waiting_for=name),
               fieldSelector=f"metadata.name={name}")
     return seen
+
+
+def daemonset_moves(ds: Obj) -> tuple[int, int, int]:
+    """What grows while a DaemonSet's rollout goes on: pods on the new template, Ready ones,
+    available ones."""
+    status = ds.get("status", {})
+    return (status.get("updatedNumberScheduled", 0), status.get("numberReady", 0),
+            status.get("numberAvailable", 0))
+
+
+def wait_while_progressing(kube: Kube, collection: str, name: str, done: Callable[[Obj], bool],
+                           moves: Callable[[Obj], object], stall_seconds: float) -> Obj:
+    """Waits for ``done(object)`` for as long as the rollout moves: every change of
+    ``moves(object)`` starts a new ``stall_seconds``. A rolling restart of a DaemonSet with
+    thousands of pods, a few at a time, takes hours on a healthy cluster; what is wrong is a
+    rollout that stands still. Returns the object as last seen ({} when missing)."""
+    followed = kube.follow(collection, {"fieldSelector": f"metadata.name={name}"})
+
+    def current() -> Obj:
+        objects = followed.objects
+        return objects[0] if objects else {}
+
+    def moved_since(before: object) -> Callable[[list[Obj]], bool]:
+        return lambda items: bool(items) and (done(items[0]) or moves(items[0]) != before)
+
+    while not done(last := current()):
+        if not followed.wait(moved_since(moves(last)), max(stall_seconds, 0),
+                             on_tick=lambda: heartbeat(waiting_for=name)):
+            break
+    return current()

@@ -378,6 +378,8 @@ class RolloutRestartInput(StepModel):
     cluster: ClusterRef
     namespace: str
     daemonset: str = "cilium"
+    # How long the rollout may make no progress (no pod updated, Ready or available): it may
+    # last hours in all, a few agents at a time.
     timeout_seconds: float
     # Written to the pod template's restartedAt annotation; the same value twice restarts once.
     restarted_at: str = ""

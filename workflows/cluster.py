@@ -102,6 +102,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.steps import describe_failure, run_step, start_watch
 
 INSTALL_TIMEOUT = 900.0
+# The agents' rolling restart at finalize: 5,000 agents two at a time, each Ready within
+# 30 s, is about 21 hours.
+ROLLOUT_BOUND = timedelta(hours=24)
 # Runs recorded before the render step existed replay without it.
 RENDER_CHART_PATCH = "render-chart-before-preflight"
 # Runs recorded before a long run continued as new between waves went on in the same run.
@@ -412,11 +415,14 @@ class ClusterMigrationWorkflow:
             RecycleResult, timeout=timedelta(minutes=10), long=True)
         self.progress.values_diff = plan.values_diff
         await self._helm(plan.final_values)
+        # The step waits while the rollout moves (a few agents at a time: hours on thousands
+        # of nodes) and fails once it stands still for INSTALL_TIMEOUT; a lost worker is told
+        # by its heartbeats, not by this bound.
         await run_step(Activity.ROLLOUT_RESTART, RolloutRestartInput(
             cluster=self.cluster, namespace=self.spec.cilium.namespace,
             timeout_seconds=INSTALL_TIMEOUT,
             restarted_at=workflow.now().isoformat()),
-            type(None), timeout=timedelta(seconds=INSTALL_TIMEOUT), long=True)
+            type(None), timeout=ROLLOUT_BOUND, long=True)
         await run_step(Activity.DELETE_NODE_CONFIG, node_config(self.spec), type(None))
 
     async def _remove_flannel(self, flannel: FlannelFacts | None) -> None:

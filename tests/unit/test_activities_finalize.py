@@ -1,14 +1,18 @@
-"""Recycling pods left on flannel, without a cluster: which pods it evicts, which it only
-reports, and its own typed failure when budgets hold pods back."""
+"""The finalize steps without a cluster: which pods recycling evicts, which it only reports, and
+its own typed failure when budgets hold pods back; the agents' rolling restart, which waits as
+long as the rollout moves."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.finalize import recycle_pods
-from plan.contract import RecycleInput, RecycleResult, StepError
+from activities.finalize import recycle_pods, rollout_restart
+from activities.rollout import NOT_READY_YET
+from plan.contract import RecycleInput, RecycleResult, RolloutRestartInput, StepError
 from plan.policies import ClusterRef
 from tests.fake_kube import FakeKube, api_error, pod
 
@@ -51,3 +55,58 @@ def test_pods_a_budget_holds_back_fail_the_step_as_recycle_blocked() -> None:
     assert error.type == StepError.RECYCLE_BLOCKED and error.non_retryable
     assert [b["pod"] for b in error.details[0]] == ["apps/old"]
     assert "pod apps/old: Cannot evict pod" in error.message
+
+
+# ---- the agents' rolling restart --------------------------------------------------------------
+
+AGENTS = "/apis/apps/v1/namespaces/kube-system/daemonsets"
+
+
+def agents(desired: int) -> FakeKube:
+    kube = FakeKube()
+    kube.add(AGENTS, {"metadata": {"name": "cilium", "namespace": "kube-system", "generation": 1},
+                      "spec": {"template": {"metadata": {}}},
+                      "status": {"observedGeneration": 1, "desiredNumberScheduled": desired,
+                                 "updatedNumberScheduled": 0, "numberReady": desired,
+                                 "numberAvailable": desired}})
+    return kube
+
+
+def restart(kube: FakeKube, stall_seconds: float = 600) -> None:
+    ActivityEnvironment().run(rollout_restart, kube, RolloutRestartInput(
+        cluster=ClusterRef(name="c"), namespace="kube-system", timeout_seconds=stall_seconds,
+        restarted_at="2026-11-28T03:00:00Z"))
+
+
+def rolling(per_wait: int) -> Callable[[FakeKube], None]:
+    """The DaemonSet controller replacing ``per_wait`` agents while the step waits once."""
+    def act(kube: FakeKube) -> None:
+        status = kube.objects[("/apis/apps/v1", "daemonsets", "kube-system", "cilium")]["status"]
+        status["updatedNumberScheduled"] = min(status["updatedNumberScheduled"] + per_wait,
+                                               status["desiredNumberScheduled"])
+    return act
+
+
+def test_a_rollout_of_many_agents_a_few_at_a_time_is_waited_for_while_it_moves() -> None:
+    # 1,000 agents two at a time: 500 rounds, each within the stall window, never all of it.
+    kube = agents(1000)
+    kube.while_waiting.append(rolling(per_wait=2))
+
+    restart(kube)
+
+    ds = kube.get(f"{AGENTS}/cilium")
+    assert ds["status"]["updatedNumberScheduled"] == 1000
+    assert ds["spec"]["template"]["metadata"]["annotations"] == {
+        "kubectl.kubernetes.io/restartedAt": "2026-11-28T03:00:00Z"}
+    assert kube.waits >= 500
+
+
+def test_a_rollout_that_stands_still_for_the_stall_window_fails_to_be_retried() -> None:
+    kube = agents(10)
+    kube.while_waiting.append(rolling(per_wait=0))
+
+    with pytest.raises(ApplicationError) as raised:
+        restart(kube, stall_seconds=900)
+
+    assert raised.value.type == NOT_READY_YET
+    assert "made no progress for 900s: 10/10 ready, 0 up to date" in str(raised.value)
