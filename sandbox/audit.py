@@ -77,6 +77,9 @@ def count_requests(state_dir: Path, since: int = 0) -> RequestCounts:
     path = audit_log(state_dir)
     if not path.exists():
         return counts
+    if rotated := sorted(path.parent.glob(f"{path.stem}-*{path.suffix}")):
+        raise RuntimeError(f"the audit log was rotated ({rotated[0].name}): a count from "
+                           "a byte offset of audit.log would leave requests out")
     with path.open("rb") as log:
         log.seek(since)
         for line in log:

@@ -185,7 +185,10 @@ class ControlPlane:
             # decides where such a connection may go (see `sandbox.egress`).
             f"--egress-selector-config-file={egress.write_config(self.state_dir)}",
             f"--audit-log-path={audit.audit_log(self.state_dir)}",
-            "--audit-log-maxsize=0",  # never rotated: a count reads the whole run
+            # Never rotated, so a count reads the whole run. Up to Kubernetes 1.35, 0 is not
+            # "never": the rotation library then uses its own 100 MB (kubernetes#136478 made 0
+            # mean unlimited later), which a 1,000-node migration passes. So 1 TB.
+            "--audit-log-maxsize=1000000",
             "--v=1",
         ], self.log_dir)
         context = ssl.create_default_context(cafile=str(paths.ca_cert))
