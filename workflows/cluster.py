@@ -85,13 +85,7 @@ with workflow.unsafe.imports_passed_through():
         PauseRequest,
     )
     from workflows.node import NodeMigrationWorkflow
-    from workflows.progress import (
-        NodeProgress,
-        NodeState,
-        Phase,
-        Progress,
-        WaveProgress,
-    )
+    from workflows.progress import NodeProgress, NodeState, Phase, Progress, WaveProgress
     from workflows.progress_summary import (
         NodesPage,
         NodesPageRequest,
@@ -340,6 +334,7 @@ class ClusterMigrationWorkflow:
         await workflow.wait_condition(lambda: not self.progress.paused)
         record = self.progress.nodes[node]
         record.state, record.started_at = NodeState.RUNNING, workflow.now()
+        record.folded = False  # migrated once and now again (a catch-up): a live record
         migration_id = workflow.info().workflow_id
         handle = await workflow.start_child_workflow(
             NodeMigrationWorkflow.run, NodeMigrationInput(
