@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from sandbox.network.plan import NetworkPlan
 
 # The ranges a kubeadm cluster with flannel uses; the migration's new Cilium range lies outside.
 CLUSTER_CIDR = "10.244.0.0/16"
+NODE_RANGE = ipaddress.ip_network("198.18.0.0/15")  # the simulated nodes' InternalIPs
 NODE_CIDR_MASK = 24
 CLUSTER_CIDR_PREFIX = 16
 
@@ -92,8 +94,13 @@ class Topology(BaseModel):
                  prefix: str = "") -> Topology:
         """Names like kubeadm's: ``cp-1``, ``worker-1``...; zones assigned round-robin.
 
-        InternalIPs are in 127.0.0.0/8 so an accidental API-server-to-kubelet call (logs, exec)
-        stays on this machine and fails there.
+        InternalIPs are in NODE_RANGE, the range RFC 2544 sets aside for benchmarks: routed
+        nowhere, yet a valid endpoint address. Loopback was not: the EndpointSlice controller
+        refuses it, so a Service selecting host-network pods (Cilium's `hubble-peer` selects
+        the agents) never got endpoints, and the controller retried every sync with the
+        whole failing slice (13,089 failures, a 268 MB log in 37 minutes at 1,000 nodes). An
+        API-server-to-node call (logs, exec) goes through the egress selector to the
+        simulator (`sandbox.egress`), never onto the host's routes.
         """
         nodes: list[NodeSpec] = []
         for index in range(control_planes + workers):
@@ -103,7 +110,8 @@ class Topology(BaseModel):
             host = index + 2  # 127.0.x.1 looks like a gateway; start at .2
             nodes.append(NodeSpec(
                 name=name,
-                internal_ip=f"127.1.{host // 250}.{host % 250 + 2}",
+                internal_ip=str(NODE_RANGE.network_address + 256 * (host // 250)
+                                + host % 250 + 2),
                 zone=f"zone-{chr(ord('a') + index % zones)}",
                 control_plane=is_cp,
             ))

@@ -26,7 +26,13 @@ from sandbox.simulator.ipam import CidrSet, ExhaustedError, HostLocal
 from sandbox.simulator.operator import operator_version
 from sandbox.simulator.personalities import agent_crds, go_duration
 from sandbox.simulator.selectors import InvalidSelector, selects
-from sandbox.topology import CLUSTER_CIDR, ApiServerAddress, Topology, node_cidr_mask
+from sandbox.topology import (
+    CLUSTER_CIDR,
+    NODE_RANGE,
+    ApiServerAddress,
+    Topology,
+    node_cidr_mask,
+)
 
 
 def test_active_cni_is_the_lexically_first_config(tmp_path: Path) -> None:
@@ -141,13 +147,16 @@ def test_fault_file_round_trip_and_errors(tmp_path: Path) -> None:
     assert not book.has("worker-1", Fault.PROBE_FAILS)
 
 
-def test_topology_names_roles_zones_and_loopback_ips() -> None:
+def test_topology_names_roles_zones_and_unrouted_node_ips() -> None:
     topology = Topology.generate(workers=4, control_planes=2, zones=3)
     names = [n.name for n in topology.nodes]
     assert names == ["cp-1", "cp-2", "worker-1", "worker-2", "worker-3", "worker-4"]
     assert [n.zone for n in topology.nodes] == ["zone-a", "zone-b", "zone-c"] * 2
     assert len({n.internal_ip for n in topology.nodes}) == 6
-    assert all(n.internal_ip.startswith("127.") for n in topology.nodes)
+    # Valid endpoint addresses (not loopback), in the range set aside for benchmarks.
+    assert all(ipaddress.ip_address(n.internal_ip) in NODE_RANGE
+               and not ipaddress.ip_address(n.internal_ip).is_loopback for n in topology.nodes)
+    assert topology.nodes[0].internal_ip == "198.18.0.4"
     cp = topology.nodes[0]
     assert cp.labels()["node-role.kubernetes.io/control-plane"] == ""
     assert cp.taints() == [{"key": "node-role.kubernetes.io/control-plane",
