@@ -248,8 +248,12 @@ class ClusterMigrationWorkflow:
             try:
                 await asyncio.gather(*(self._migrate_node(node, wave.index, policies)
                                        for node in wave.nodes))
-            finally:
-                await self._stop_watching(monitor)
+            except GeneratorExit:
+                raise  # a worker evicting this run from its cache: nothing may be awaited
+            except BaseException:
+                await self._stop_watching(monitor)  # an abort, or a node's failure
+                raise
+            await self._stop_watching(monitor)
             health = await run_step(Activity.CHECK_HEALTH, self._health_input(flannel),
                                     HealthReport)
             if health.problems and not self.progress.halted:
