@@ -3,6 +3,7 @@ DaemonSet and requests between its pods through the API server's pod proxy."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from typing import Any
 
@@ -86,3 +87,20 @@ def dial_matrix(kube: Kube, pods: dict[str, dict[str, Any]]) -> dict[tuple[str, 
     """For every ordered pair of nodes: did the echo pod on the first reach the second's?"""
     return {(a, b): dial(kube, pods[a], pods[b]["status"]["podIP"]) == [
         pods[b]["metadata"]["name"]] for a in pods for b in pods if a != b}
+
+
+def converged_matrix(kube: Kube, pods: dict[str, dict[str, Any]],
+                     timeout: float = 60.0) -> dict[tuple[str, str], bool]:
+    """The dial matrix once every pair answers, or as it last was when ``timeout`` ends. Echo
+    pods turn Ready before every flanneld has programmed the others' VTEPs (each learns a node
+    from its annotations, as in any cluster a node just joined), so a first dial can fail."""
+    matrix: dict[tuple[str, str], bool] = {}
+
+    def every_pair() -> bool:
+        nonlocal matrix
+        matrix = dial_matrix(kube, pods)
+        return all(matrix.values())
+
+    with contextlib.suppress(AssertionError):  # the caller's assertion names the pairs
+        wait_for(every_pair, "every pair to answer", timeout)
+    return matrix

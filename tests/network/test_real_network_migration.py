@@ -26,7 +26,13 @@ from tests.integration.migration_support import (
     start_migration,
     wait_progress,
 )
-from tests.network.real_sandbox import deploy_echo, dial_matrix, require_real_network, wait_for_echo
+from tests.network.real_sandbox import (
+    converged_matrix,
+    deploy_echo,
+    dial_matrix,
+    require_real_network,
+    wait_for_echo,
+)
 from workflows.cluster import ClusterMigrationWorkflow
 from workflows.messages import DecideRequest, Decision
 from workflows.progress import NodeState, Phase
@@ -41,7 +47,8 @@ async def test_a_migration_keeps_pods_talking_across_the_two_overlays(
     with fresh_sandbox(tmp_path / "state", workers=3, zones=1, network="real") as kube:
         deploy_echo(kube)
         before = wait_for_echo(kube, nodes=4)
-        assert all(dial_matrix(kube, before).values()), "flannel carries every pair"
+        matrix = converged_matrix(kube, before)
+        assert all(matrix.values()), f"flannel carries every pair; unreached: {matrix}"
 
         spec = migration_spec(name, approvals={"policy": "per-wave", "approvers": ["alice"]},
                               rollout={"firstNodes": [FIRST]})

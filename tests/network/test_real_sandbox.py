@@ -17,7 +17,12 @@ from sandbox.toolchain import Toolchain
 from sandbox.topology import Topology
 from tests.conftest import CHART, MIGRATION_VALUES
 from tests.helpers import wait_for
-from tests.network.real_sandbox import deploy_echo, dial_matrix, require_real_network, wait_for_echo
+from tests.network.real_sandbox import (
+    converged_matrix,
+    deploy_echo,
+    require_real_network,
+    wait_for_echo,
+)
 
 
 def test_pods_reach_each_other_across_flannels_vxlan(real_sandbox: tuple[Path, Kube]) -> None:
@@ -39,7 +44,7 @@ def test_pods_reach_each_other_across_flannels_vxlan(real_sandbox: tuple[Path, K
     for node, pod in pods.items():
         assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network(
             nodes[node]["spec"]["podCIDR"]), "the flannel plugin's host-local range"
-    matrix = dial_matrix(kube, pods)
+    matrix = converged_matrix(kube, pods)
     assert matrix and all(matrix.values()), f"unreached: {[k for k, v in matrix.items() if not v]}"
 
 
