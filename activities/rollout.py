@@ -46,17 +46,9 @@ def daemonset_progress(ds: Obj) -> str:
 
 def wait_rolled_out(kube: Kube, collection: str, name: str, done: Callable[[Obj], bool],
                     timeout: float) -> Obj:
-    """Waits for ``done(object)``; returns the object as last seen ({} when missing)."""
-    seen: Obj = {}
-
-    def check(items: list[Obj]) -> bool:
-        nonlocal seen
-        seen = items[0] if items else {}
-        return bool(items) and done(seen)
-
-    kube.wait(collection, check, max(timeout, 0), on_tick=lambda: heartbeat(waiting_for=name),
-              fieldSelector=f"metadata.name={name}")
-    return seen
+    """Waits for ``done(object)`` at most ``timeout`` seconds in all; returns the object as last
+    seen ({} when missing). A wait during which nothing counts as progress."""
+    return wait_while_progressing(kube, collection, name, done, lambda _: None, timeout)
 
 
 def daemonset_moves(ds: Obj) -> tuple[int, int, int]:

@@ -14,18 +14,6 @@ from sandbox.network.plan import NetworkPlan
 CLUSTER_CIDR = "10.244.0.0/16"
 NODE_RANGE = ipaddress.ip_network("198.18.0.0/15")  # the simulated nodes' InternalIPs
 NODE_CIDR_MASK = 24
-CLUSTER_CIDR_PREFIX = 16
-
-
-def node_cidr_mask(nodes: int) -> int:
-    """The controller manager's `--node-cidr-mask-size`: kubeadm's /24 while the /16 holds a
-    block for every node (256), else the longest mask that does (a /26, 64 addresses, for
-    1,000 nodes). With too short a mask the node IPAM controller leaves the nodes past the
-    256th without a podCIDR, and flannel never runs on them."""
-    mask = NODE_CIDR_MASK
-    while 2 ** (mask - CLUSTER_CIDR_PREFIX) < nodes and mask < 30:
-        mask += 1
-    return mask
 SERVICE_CIDR = "10.96.0.0/12"
 # The `kubernetes` Service: its ClusterIP (the range's first address) and port.
 API_SERVICE_IP = "10.96.0.1"
@@ -40,6 +28,18 @@ ZONE_LABEL = "topology.kubernetes.io/zone"
 REGION_LABEL = "topology.kubernetes.io/region"
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 REGION = "sandbox-1"
+
+
+def node_cidr_mask(nodes: int) -> int:
+    """The controller manager's `--node-cidr-mask-size`: kubeadm's /24 while CLUSTER_CIDR holds
+    a block for every node (256), else the longest mask that does (a /26, 64 addresses, for
+    1,000 nodes). With too short a mask the node IPAM controller leaves the nodes past the
+    256th without a podCIDR, and flannel never runs on them."""
+    cluster_prefix = ipaddress.ip_network(CLUSTER_CIDR).prefixlen
+    mask = NODE_CIDR_MASK
+    while 2 ** (mask - cluster_prefix) < nodes and mask < 30:
+        mask += 1
+    return mask
 
 
 class NodeSpec(BaseModel):
@@ -107,7 +107,7 @@ class Topology(BaseModel):
             is_cp = index < control_planes
             ordinal = index + 1 if is_cp else index - control_planes + 1
             name = f"{prefix}{'cp' if is_cp else 'worker'}-{ordinal}"
-            host = index + 2  # 127.0.x.1 looks like a gateway; start at .2
+            host = index + 2  # an x.1 address looks like a gateway; start at .2
             nodes.append(NodeSpec(
                 name=name,
                 internal_ip=str(NODE_RANGE.network_address + 256 * (host // 250)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from plan.contract import NodeStep
+from plan.facts import ClusterFacts
 from plan.planner import MigrationPlan, make_plan
 from plan.policies import node_policies
 from tests.fakes import LARGE_CILIUM_POOL, FakeCluster, passed_checks
@@ -39,8 +40,9 @@ def finished(name: str, wave: int) -> NodeProgress:
         cordoned_by_us=True, verify=passed_checks(name))
 
 
-def large_plan() -> tuple[MigrationPlan, MigrationInput]:
-    """A 5,000-node plan on cloud-style node names, and the input of a run it continues."""
+def large_plan() -> tuple[MigrationPlan, MigrationInput, ClusterFacts]:
+    """A 5,000-node plan on cloud-style node names, the input of a run it continues, and the
+    facts it was made from."""
     facts = FakeCluster(workers=NODES - 1).facts()
     facts = facts.model_copy(update={"nodes": [n.model_copy(update={"name": cloud_name(i)})
                                                for i, n in enumerate(facts.nodes)]})
@@ -49,7 +51,7 @@ def large_plan() -> tuple[MigrationPlan, MigrationInput]:
                      network={"podCIDRs": [LARGE_CILIUM_POOL]})
     plan = make_plan(migration, facts)
     assert plan.can_run, plan.findings
-    return plan, MigrationInput(spec=migration)
+    return plan, MigrationInput(spec=migration), facts
 
 
 def migrated_cluster(plan: MigrationPlan, fold: bool) -> Progress:
@@ -69,14 +71,13 @@ def payload_size(value: object) -> int:
 
 def test_whole_records_of_five_thousand_nodes_would_not_fit_one_payload() -> None:
     # Why folding exists: the same cluster unfolded is over Temporal's 2 MB limit.
-    plan, _ = large_plan()
+    plan, _, _ = large_plan()
     assert payload_size(migrated_cluster(plan, fold=False)) > 2 * 1024 * 1024
 
 
 def test_a_folded_result_and_carried_state_fit_well_within_the_payload_limit() -> None:
-    plan, first = large_plan()
+    plan, first, facts = large_plan()
     progress = migrated_cluster(plan, fold=True)
-    facts = FakeCluster(workers=NODES - 1).facts()
     carried = first.model_copy(update={"continued": Continuation(
         plan=plan, next_wave=len(plan.waves), policies=node_policies(first.spec, facts),
         flannel=facts.flannel, progress=progress, gates=GateBook())})
