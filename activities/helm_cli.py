@@ -6,8 +6,11 @@ value), so it becomes the step's failure as is.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
+
+from temporalio import activity
 
 from activities.context import heartbeat, step_error
 from plan.contract import StepError
@@ -26,6 +29,10 @@ def run_helm(argv: list[str], timeout: float) -> str:
         said = ("not found (pass --helm PATH, or put helm on PATH)" if missing
                 else str(error))
         raise step_error(StepError.HELM_FAILED, f"cannot run {argv[0]}: {said}") from error
+    # Where helm runs: a later attempt on this host can tell whether it still does.
+    where = {"helm": argv[1], "helm_pid": process.pid, "host": socket.gethostname()}
+    if activity.in_activity():  # `cilium-migrate plan` renders the chart outside any step
+        heartbeat(**where)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -37,7 +44,7 @@ def run_helm(argv: list[str], timeout: float) -> str:
                 process.communicate()
                 raise step_error(StepError.HELM_FAILED,
                                  f"helm {argv[1]} did not finish within {timeout:.0f}s") from None
-            heartbeat(helm=argv[1])
+            heartbeat(**where)
         except BaseException:  # cancelled: do not leave helm running behind us
             process.kill()
             raise

@@ -27,6 +27,7 @@ T = TypeVar("T")
 STRATEGIC = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
 APPLY = "application/apply-patch+yaml"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 # A wait's watch is cut into windows this long: the server closes each, and the caller's
 # `on_tick` (its heartbeat) runs between them.
 WATCH_WINDOW_SECONDS = 5.0
@@ -52,9 +53,10 @@ class Kube:
 
     def request(self, method: str, path: str, body: Any = None,
                 query: dict[str, Any] | None = None, content_type: str | None = None,
-                timeout: float | tuple[float, float] = 30.0) -> Any:
+                timeout: float | tuple[float, float] = 30.0,
+                accept: str = "application/json") -> Any:
         """One request; returns the decoded JSON body, raises ApiException on an error status."""
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
         method, url, headers, body, _ = self.api.param_serialize(
@@ -71,6 +73,13 @@ class Kube:
 
     def get(self, path: str, **query: Any) -> Any:
         return self.request("GET", path, query=query or None)
+
+    def list_metadata(self, path: str, **query: Any) -> list[Obj]:
+        """A collection's objects without their contents (kind, metadata): the server answers
+        a PartialObjectMetadataList, so large objects (Helm's release Secrets) are not sent."""
+        items: list[Obj] = self.request("GET", path, query=query or None,
+                                        accept=METADATA_LIST)["items"] or []
+        return items
 
     def pages(self, path: str, limit: int, **query: Any) -> Iterator[list[Obj]]:
         """A collection ``limit`` objects at a time (the server's `continue` token), in the

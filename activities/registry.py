@@ -25,8 +25,9 @@ from activities import (
     nodes,
     verify,
 )
-from activities.context import ActivityContext
+from activities.context import ActivityContext, resumed
 from activities.discovery import discover_cluster
+from activities.helm_release import operation_of
 from activities.reboot.step import reboot_node
 from activities.reboot.strategies import strategies
 from plan.contract import (
@@ -134,8 +135,13 @@ class MigrationActivities:
 
     @activity.defn(name=Activity.HELM_UPGRADE)
     def helm_upgrade(self, request: HelmInput) -> HelmResult:
-        return helm.helm_upgrade(self.context.helm, self.context.kubeconfig(request.cluster),
-                                 request)
+        info = activity.info()
+        return helm.helm_upgrade(
+            self.context.helm, self.context.kubeconfig(request.cluster),
+            self.context.kube(request.cluster), request,
+            operation_of(info.workflow_id or "", info.workflow_run_id or "", info.activity_id,
+                         info.attempt),
+            resumed())
 
     @activity.defn(name=Activity.WAIT_FOR_CILIUM)
     def wait_for_cilium(self, request: CiliumWaitInput) -> CiliumStatus:

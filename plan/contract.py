@@ -523,6 +523,7 @@ class StepError:
     AGENT_NOT_READY = "AgentNotReady"
     HOST_COMMAND_FAILED = "HostCommandFailed"
     HELM_FAILED = "HelmFailed"
+    HELM_RELEASE_BUSY = "HelmReleaseBusy"  # pending, and not by this step: a human decides
     CHART_UNAVAILABLE = "ChartUnavailable"  # the chart could not be fetched (or helm run)
     CLUSTER_UNHEALTHY = "ClusterUnhealthy"
     NAMESPACE_NOT_OURS = "NamespaceNotOurs"  # the echo mesh's namespace belongs to someone else
