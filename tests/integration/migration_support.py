@@ -74,9 +74,10 @@ class WorkerProcess:
     """A worker in its own process, so a test can kill it as a crash would."""
 
     def __init__(self, address: str, task_queue: str, state_dir: Path, toolchain: Toolchain,
-                 name: str, log: Path, docker: str = "docker") -> None:
+                 name: str, log: Path, docker: str = "docker",
+                 kubeconfig: Path | None = None) -> None:
         self.command = [sys.executable, str(Path(__file__).with_name("worker_process.py")),
-                        address, task_queue, name, str(state_dir / "kubeconfig"),
+                        address, task_queue, name, str(kubeconfig or state_dir / "kubeconfig"),
                         str(toolchain["helm"]), docker]
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
