@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -27,7 +29,7 @@ from pydantic import BaseModel
 from activities.kubeapi import Kube
 from sandbox import pki
 from sandbox.bootstrap import publish_api_server
-from sandbox.controlplane import ControlPlane, ControlPlaneError
+from sandbox.controlplane import ControlPlane, ControlPlaneError, wait_healthy
 from sandbox.nettools import find_network_tools, real_network_unsupported
 from sandbox.network import underlay
 from sandbox.network.netns import NetworkError
@@ -295,6 +297,36 @@ def down(state_dir: Path) -> list[str]:
             stopped.append(name)
     _clean_up_network(state_dir.resolve())
     return stopped
+
+
+def crash_and_restart(state_dir: Path, components: list[str], down_seconds: float = 0.0,
+                      timeout: float = 120.0) -> None:
+    """Kills ``components`` (e.g. etcd, kube-apiserver) as a crash would (SIGKILL), keeps them
+    down ``down_seconds``, and starts each again, in the order given, with the command line it
+    ran and its data kept: what a control-plane machine's restart does to its clients. Returns
+    once the API server answers /readyz again."""
+    state_dir = state_dir.resolve()
+    state = SandboxState.load(state_dir)
+    commands = {}
+    for name in components:
+        pid = state.pids.get(name)
+        if pid is None or not is_running(pid, state.programs[name]):
+            raise SandboxError(f"{name} is not running in {state_dir}")
+        commands[name] = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+        os.kill(pid, signal.SIGKILL)
+    for name in components:
+        while is_running(state.pids[name], state.programs[name]):
+            time.sleep(0.05)
+    time.sleep(down_seconds)
+    for name in components:
+        state.pids[name] = start_process(name, [a.decode() for a in commands[name]],
+                                         state_dir / "logs")
+    state.save(state_dir)
+    paths = pki.PkiPaths(state_dir / "pki")
+    context = ssl.create_default_context(cafile=str(paths.ca_cert))
+    context.load_cert_chain(str(paths.client_cert(pki.ADMIN)), str(paths.client_key(pki.ADMIN)))
+    wait_healthy(f"{state.server}/readyz", "kube-apiserver",
+                 state_dir / "logs" / "kube-apiserver.log", timeout, context)
 
 
 def _topology(state_dir: Path) -> Topology | None:

@@ -69,7 +69,7 @@ def write_kubeconfig_file(path: Path, cluster_name: str, cluster: dict[str, str]
     return path
 
 
-def _wait_healthy(url: str, what: str, log: Path, timeout: float,
+def wait_healthy(url: str, what: str, log: Path, timeout: float,
                   context: ssl.SSLContext | None = None) -> None:
     deadline = time.monotonic() + timeout
     last_error = ""
@@ -130,7 +130,7 @@ class ControlPlane:
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE  # their serving certs are self-signed on the fly
         for name in ("controller-manager", "scheduler"):
-            _wait_healthy(f"https://127.0.0.1:{self.ports[name]}/healthz", f"kube-{name}",
+            wait_healthy(f"https://127.0.0.1:{self.ports[name]}/healthz", f"kube-{name}",
                           self.log_dir / f"kube-{name}.log", timeout, insecure)
 
     def _start_etcd(self, timeout: float) -> None:
@@ -148,7 +148,7 @@ class ControlPlane:
             "--unsafe-no-fsync",
             "--log-level=warn",
         ], self.log_dir)
-        _wait_healthy(f"{client}/health", "etcd", self.log_dir / "etcd.log", timeout)
+        wait_healthy(f"{client}/health", "etcd", self.log_dir / "etcd.log", timeout)
 
     def _start_apiserver(self, timeout: float) -> None:
         paths = self.pki
@@ -194,7 +194,7 @@ class ControlPlane:
         context = ssl.create_default_context(cafile=str(paths.ca_cert))
         context.load_cert_chain(str(paths.client_cert(pki.ADMIN)),
                                 str(paths.client_key(pki.ADMIN)))
-        _wait_healthy(f"{self.server}/readyz", "kube-apiserver",
+        wait_healthy(f"{self.server}/readyz", "kube-apiserver",
                       self.log_dir / "kube-apiserver.log", timeout, context)
 
     def _start_controller_manager(self) -> None:
