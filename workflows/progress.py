@@ -61,9 +61,12 @@ class NodeState(StrEnum):
 
 class Approval(BaseModel):
     gate: str
-    approver: str
+    approver: str  # the name the client claimed (`approve --as`); the workflow cannot check it
     reason: str = ""
     at: datetime
+    # The ID of the Update that approved: the key to its accepted event in history, which holds
+    # the identity of the client connection that sent it. None in approvals recorded before.
+    update_id: str | None = None
 
 
 class NodeProgress(BaseModel):
