@@ -8,8 +8,6 @@ request the migration refuses prints the workflow's reason and exits 2.
 from __future__ import annotations
 
 import argparse
-import getpass
-import os
 import shlex
 import sys
 import uuid
@@ -20,7 +18,13 @@ from typing import Any
 from client import exit_codes, migrations
 from client.errors import CommandError
 from client.plan_commands import add_kube_flags, read_spec
-from client.temporal_flags import add_temporal_flags, connection_flags, open_client, run
+from client.temporal_flags import (
+    add_temporal_flags,
+    connection_flags,
+    login_name,
+    open_client,
+    run,
+)
 from worker.build import TASK_QUEUE
 from workflows.identity import APPROVE_UPDATE, DECIDE_UPDATE, PAUSE_UPDATE, RESUME_UPDATE
 from workflows.messages import ApproveRequest, DecideRequest, Decision, PauseRequest
@@ -74,20 +78,11 @@ def _command(parser: argparse.ArgumentParser,
 
 def _operator_flags(parser: argparse.ArgumentParser, who: str = "operator") -> None:
     parser.add_argument("--reason", default="", help="recorded in the migration's history")
-    parser.add_argument("--as", dest="operator", default=_user(),
-                        help=f"{who} name (default: $USER, %(default)s)")
+    parser.add_argument("--as", dest="operator", default=login_name(),
+                        help=f"{who} name, recorded as given (default: $USER, %(default)s)")
     parser.add_argument("--request-id", help="update ID: a request repeated with the same ID "
                         "is answered once (default for approve: the gate and approver; "
                         "otherwise new each time)")
-
-
-def _user() -> str:
-    if os.environ.get("USER"):
-        return os.environ["USER"]
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry in some containers
-        return "unknown"
 
 
 def _next(args: argparse.Namespace, command: str) -> str:

@@ -12,6 +12,7 @@ import yaml
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from client import exit_codes, migrations, status_queries
+from client.approval_senders import ApprovalSenders
 from client.errors import CommandError
 from client.rendering import OUTPUT_FORMATS, dump
 from client.status_view import Screen, render_list, render_nodes, render_summary
@@ -101,9 +102,10 @@ async def _status(args: argparse.Namespace) -> int:
                            exit_codes.INVALID_INPUT)
     client = await open_client(args)
     cluster = args.cluster or await migrations.the_running_cluster(client)
+    senders = ApprovalSenders(client)
     if not args.watch:
         migration, reading = await _read(client, cluster)
-        frame = await _format(migration, reading, args)
+        frame = await _format(migration, reading, args, senders)
         _warn(reading)
         print(frame)
         return exit_codes.OK
@@ -113,7 +115,7 @@ async def _status(args: argparse.Namespace) -> int:
             migration, reading = await _read(client, cluster)
             if not warned:
                 warned = _warn(reading)
-            screen.show(await _format(migration, reading, args))
+            screen.show(await _format(migration, reading, args, senders))
             if not migration.running:
                 completed = migration.description.status is WorkflowExecutionStatus.COMPLETED
                 return exit_codes.OK if completed else exit_codes.BLOCKED
@@ -135,7 +137,7 @@ def _warn(reading: status_queries.Reading) -> bool:
 
 
 async def _format(migration: migrations.Migration, reading: status_queries.Reading,
-                  args: argparse.Namespace) -> str:
+                  args: argparse.Namespace, senders: ApprovalSenders) -> str:
     summary = reading.summary
     if _listing_nodes(args):
         _check_wave(summary, args.wave)
@@ -144,6 +146,9 @@ async def _format(migration: migrations.Migration, reading: status_queries.Readi
         if args.output != "table":
             return dump(page, args.output).rstrip("\n")
         return render_nodes(summary, page, _which(args))
+    # Beside each approver's claimed name, the identity of the client that sent the approval.
+    summary.approvals.items = await senders.fill(
+        migration.handle.id, migration.description.run_id, summary.approvals.items)
     if args.output != "table":
         return dump(summary, args.output).rstrip("\n")
     wave = summary.current_wave

@@ -15,7 +15,7 @@ from typing import TextIO
 
 from client.rendering import table
 from plan.contract import ConnectivityFigures
-from workflows.progress import NodeProgress, NodeState
+from workflows.progress import Approval, NodeProgress, NodeState
 from workflows.progress_summary import ATTENTION_STATES, NodesPage, ProgressSummary, WaveRun
 
 # How a verify check's outcome reads; "not checked" is neither a pass nor a failure.
@@ -128,8 +128,7 @@ def render_summary(summary: ProgressSummary, wave_nodes: NodesPage | None = None
         earlier = summary.approvals.total - len(latest)
         out += ["", "Approvals:" + (f" (the latest; {earlier} earlier, -o yaml shows "
                                     f"{len(summary.approvals.items)})" if earlier else "")]
-        out += [f"  {a.gate:<16} {a.approver:<12} {a.at:%Y-%m-%d %H:%M:%S}"
-                + (f"  {a.reason}" if a.reason else "") for a in latest]
+        out += _indented(_approval_table(latest))
     return "\n".join(out)
 
 
@@ -164,6 +163,18 @@ def _attention(node: NodeProgress, cluster: str, connection: str, detailed: bool
     out.append(f"  decide with: cilium-migrate decide {cluster} "
                f"{shlex.quote(node.name)} retry|rollback|skip{connection}")
     return out
+
+
+def _approval_table(approvals: list[Approval]) -> str:
+    """The approver as claimed (`--as`) beside the identity the sending client declared:
+    two self-declared names, which agree only if nobody lied (README: Who may approve)."""
+    return table([[a.gate, a.approver, a.client_identity or "-", f"{a.at:%Y-%m-%d %H:%M:%S}",
+                   a.reason] for a in approvals],
+                 ["gate", "approver", "client", "approved at", "reason"])
+
+
+def _indented(text: str) -> list[str]:
+    return [f"  {line}".rstrip() for line in text.splitlines()]
 
 
 def _node_table(nodes: Iterable[NodeProgress], now: datetime) -> list[str]:

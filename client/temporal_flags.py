@@ -3,6 +3,9 @@
 The flags and environment variables are the Temporal CLI's own (`temporal options`), resolved in
 its order: flag, then environment, then the profile in its config file (`temporal config set`),
 then the defaults. So an operator who already uses `temporal` needs no new configuration.
+
+Each connection also names itself (`--identity`): Temporal records that identity with the
+requests it takes, e.g. in the accepted event of an approval, where `status` shows it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import argparse
 import asyncio
 import atexit
 import contextlib
+import getpass
 import os
+import socket
 import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -31,6 +36,7 @@ from worker.metrics import start_tracing
 DEFAULT_ADDRESS = "localhost:7233"
 DEFAULT_NAMESPACE = "default"
 CONNECT_TIMEOUT = 10.0
+IDENTITY_ENV = "CILIUM_MIGRATE_IDENTITY"
 
 
 def add_temporal_flags(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +60,9 @@ def add_temporal_flags(parser: argparse.ArgumentParser) -> None:
                        "TEMPORAL_TLS_SERVER_NAME)")
     group.add_argument("--profile", help="profile of the Temporal CLI config file "
                        "(env TEMPORAL_PROFILE; default: default)")
+    group.add_argument("--identity", help="how this client names itself to Temporal, which "
+                       "records it with each request (e.g. beside an approval); self-declared, "
+                       f"like --as (env {IDENTITY_ENV}; default: USER@HOST cilium-migrate)")
 
 
 @dataclass(frozen=True)
@@ -62,11 +71,14 @@ class TemporalTarget:
     namespace: str
     api_key: str | None = None
     tls: bool | TLSConfig = False
+    identity: str | None = None  # None: the SDK's own (pid@host)
 
     def connect_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"tls": self.tls}
         if self.api_key:
             options["api_key"] = self.api_key
+        if self.identity:
+            options["identity"] = self.identity
         return options
 
 
@@ -91,7 +103,23 @@ def resolve_target(args: argparse.Namespace) -> TemporalTarget:
                                  or base.server_root_ca_cert))
     elif tls_profile is not None and not args.tls:
         tls = _profile_tls(tls_profile)
-    return TemporalTarget(address, namespace, api_key, tls)
+    identity = (getattr(args, "identity", None) or os.environ.get(IDENTITY_ENV)
+                or default_identity())
+    return TemporalTarget(address, namespace, api_key, tls, identity)
+
+
+def default_identity() -> str:
+    """Who runs this command, where: the SDK's default (pid@host) names no person."""
+    return f"{login_name()}@{socket.gethostname()} cilium-migrate"
+
+
+def login_name() -> str:
+    if os.environ.get("USER"):
+        return os.environ["USER"]
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        return "unknown"
 
 
 def connection_flags(args: argparse.Namespace) -> str:

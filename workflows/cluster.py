@@ -437,8 +437,12 @@ class ClusterMigrationWorkflow:
 
     @workflow.update(name=APPROVE_UPDATE)
     def approve(self, request: ApproveRequest) -> str:
+        # The Update's ID links the approval to its accepted event in history, where the server
+        # wrote the sending client's identity (the SDK does not hand the handler that identity).
+        # Only the run's state changes, no command does: older histories replay unpatched.
+        update = workflow.current_update_info()
         approval = self.gates.approve(request.gate, request.approver, request.reason,
-                                      workflow.now())
+                                      workflow.now(), update.id if update else None)
         self.progress.approvals.append(approval)
         self.progress.pending_gates = list(self.gates.pending)
         return f"gate {request.gate} approved by {request.approver}"

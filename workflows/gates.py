@@ -96,9 +96,11 @@ class Gates:
                             f"pre-approval; pending gates: {waiting}")
         raise GateError(f"no gate {gate!r} in this migration; pending gates: {waiting}")
 
-    def approve(self, gate: str, approver: str, reason: str, at: datetime) -> Approval:
+    def approve(self, gate: str, approver: str, reason: str, at: datetime,
+                update_id: str | None = None) -> Approval:
         self.check(gate, approver)
-        approval = Approval(gate=gate, approver=approver, reason=reason, at=at)
+        approval = Approval(gate=gate, approver=approver, reason=reason, at=at,
+                            update_id=update_id)
         self.approved[gate] = approval
         if gate in self.pending:
             self.pending.remove(gate)

@@ -61,9 +61,15 @@ class NodeState(StrEnum):
 
 class Approval(BaseModel):
     gate: str
-    approver: str
+    approver: str  # the name the client claimed (`approve --as`); the workflow cannot check it
     reason: str = ""
     at: datetime
+    # The ID of the Update that approved: the key to its accepted event in history, which holds
+    # the identity of the client connection that sent it. None in approvals recorded before.
+    update_id: str | None = None
+    # Never set by the workflow, which is not told who sent an Update: the client sets it from
+    # the accepted event (client/approval_senders.py). As self-declared as the approver.
+    client_identity: str | None = None
 
 
 class NodeProgress(BaseModel):

@@ -4,6 +4,8 @@ one line and exit 2; a repeated request (same update ID) is answered once."""
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 
 from tests.cli.conftest import UNREACHABLE_ADDRESS, Cli, Migrations
 from tests.fakes import FakeCluster
@@ -41,6 +43,31 @@ async def test_approvals_accept_the_pending_gate_and_refuse_the_rest(
     progress = await migrations.until(name, lambda p: len(p.approvals) == 2, "two approvals")
     assert [(a.gate, a.approver, a.reason) for a in progress.approvals] == [
         ("install", "alice", "values reviewed"), ("wave-1", "alice", "")]
+
+
+async def test_status_shows_who_claimed_an_approval_and_which_client_sent_it(
+        cli: Cli, migrations: Migrations) -> None:
+    name = migrations.name()
+    spec = migrations.spec(name, approvals={"policy": "per-wave", "approvers": ["alice"]})
+    await cli("start", "-f", str(spec))
+    await migrations.until(name, lambda p: p.pending_gates == ["install"], "the install gate")
+
+    # Anyone may claim to be alice; the connection names itself too, just as freely.
+    approved = await cli("approve", name, "install", "--identity", "carol via jump-1")
+    await migrations.until(name, lambda p: p.pending_gates == ["wave-1"], "the wave-1 gate")
+    by_default = await cli("approve", name, "wave-1", CILIUM_MIGRATE_IDENTITY="")
+    await migrations.until(name, lambda p: len(p.approvals) == 2, "two approvals")
+    table, as_json = await asyncio.gather(cli("status", name), cli("status", name, "-o", "json"))
+
+    assert approved.code == 0 and by_default.code == 0, (approved, by_default)
+    default = f"alice@{socket.gethostname()} cilium-migrate"
+    items = json.loads(as_json.out)["approvals"]["items"]
+    assert [(a["gate"], a["approver"], a["client_identity"], a["update_id"]) for a in items] == [
+        ("install", "alice", "carol via jump-1", "approve/install/alice"),
+        ("wave-1", "alice", default, "approve/wave-1/alice")]
+    rows = [line.split() for line in table.out.splitlines()]
+    assert ["install", "alice", "carol", "via", "jump-1"] in [row[:5] for row in rows]
+    assert ["wave-1", "alice", *default.split()] in [row[:4] for row in rows]
 
 
 async def test_pause_and_resume_are_refused_when_they_change_nothing(

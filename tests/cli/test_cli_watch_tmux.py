@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import uuid
@@ -74,7 +75,9 @@ async def test_watch_redraws_in_place_and_ends_with_the_run(
     assert approved.code == 0, approved
     later = await tmux.until(lambda s: f"approve {name} wave-1" in s, "the wave-1 gate")
     assert f"approve {name} install" not in later
-    assert "install          alice" in later  # the approval, now in the same frame
+    # The approval, now in the same frame: the claimed name, then the sending client.
+    assert any(line.split()[:3] == ["install", "alice", f"alice@{socket.gethostname()}"]
+               for line in later.splitlines()), later
 
     aborted = await cli("abort", name)
     assert aborted.code == 0, aborted

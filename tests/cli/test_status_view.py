@@ -65,7 +65,10 @@ def progress() -> Progress:
                                                          reason="needs 2 healthy, has 2")]),
                "w3": NodeProgress(name="w3", wave=2)},
         pending_gates=["node/w3"],
-        approvals=[Approval(gate="install", approver="alice", reason="ok", at=START)])
+        approvals=[Approval(gate="install", approver="alice", reason="ok", at=START,
+                            update_id="approve/install/alice",
+                            client_identity="mallory@jump-1 cilium-migrate"),
+                   Approval(gate="wave-1", approver="bob", at=START + timedelta(minutes=1))])
 
 
 def test_the_view_says_what_waits_and_the_command_that_unblocks_it() -> None:
@@ -95,7 +98,12 @@ def test_the_view_says_what_waits_and_the_command_that_unblocks_it() -> None:
     node_rows = [line.split()[:5] for line in lines if line.startswith("w")]
     assert node_rows == [["w2", "2", "blocked", "drain", "3m07s"],
                          ["w3", "2", "pending", "-", "-"]]
-    assert "  install          alice        2025-03-01 10:00:00  ok" in lines
+    # The claimed approver beside the client that sent it (unknown: "-"); they may differ.
+    approvals = lines[lines.index("Approvals:") + 1:]
+    assert approvals == [
+        "  GATE     APPROVER  CLIENT                         APPROVED AT          REASON",
+        "  install  alice     mallory@jump-1 cilium-migrate  2025-03-01 10:00:00  ok",
+        "  wave-1   bob       -                              2025-03-01 10:01:00"]
 
 
 def test_the_view_names_the_installed_chart_once_helm_ran() -> None:

@@ -72,7 +72,8 @@ def test_api_key_implies_tls_and_an_unknown_profile_is_an_input_error(
     monkeypatch.setenv("TEMPORAL_API_KEY", "secret")
     target = resolve_target(parse())
     assert (target.api_key, target.tls) == ("secret", True)
-    assert target.connect_options() == {"tls": True, "api_key": "secret"}
+    assert target.connect_options() == {"tls": True, "api_key": "secret",
+                                        "identity": target.identity}
     with pytest.raises(CommandError) as error:
         resolve_target(parse("--profile", "nope"))
     assert error.value.exit_code == 1
@@ -82,3 +83,18 @@ def test_suggested_commands_repeat_the_connection_flags_typed() -> None:
     assert connection_flags(parse()) == ""
     assert connection_flags(parse("--address", "a:1", "--namespace", "n")) == (
         " --address a:1 --namespace n")
+
+
+def test_the_client_names_its_user_and_host_unless_told_otherwise(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    monkeypatch.setenv("USER", "carol")
+    monkeypatch.delenv("CILIUM_MIGRATE_IDENTITY", raising=False)
+    default = resolve_target(parse())
+    assert default.identity == f"carol@{socket.gethostname()} cilium-migrate"
+    assert default.connect_options()["identity"] == default.identity
+
+    monkeypatch.setenv("CILIUM_MIGRATE_IDENTITY", "change-bot")
+    assert resolve_target(parse()).identity == "change-bot"
+    assert resolve_target(parse("--identity", "carol via jump-1")).identity == "carol via jump-1"

@@ -15,6 +15,7 @@ from workflows.gates import (
     PREFLIGHT_GATE,
     REMOVE_FLANNEL_GATE,
     ROLLOUT_GATE,
+    GateBook,
     GateError,
     Gates,
     node_gate,
@@ -70,6 +71,19 @@ def test_approval_records_who_why_and_when() -> None:
     assert (approval.gate, approval.approver, approval.reason, approval.at) == (
         INSTALL_GATE, "alice", "values reviewed", AT)
     assert book.approved[INSTALL_GATE] is approval
+    assert approval.update_id is None  # no Update named: nothing to find its sender by
+
+
+def test_approval_keeps_the_update_id_and_older_carried_approvals_still_load() -> None:
+    book = gates(policy="per-phase")
+    book.open(INSTALL_GATE)
+    approval = book.approve(INSTALL_GATE, "alice", "", AT, update_id="approve/install/alice")
+    assert approval.update_id == "approve/install/alice"
+    # A run recorded before the field existed carries its approvals without it.
+    older = GateBook.model_validate({"planned": [INSTALL_GATE], "approved": {INSTALL_GATE: {
+        "gate": INSTALL_GATE, "approver": "bob", "reason": "", "at": AT.isoformat()}}})
+    assert older.approved[INSTALL_GATE].update_id is None
+    assert older.approved[INSTALL_GATE].approver == "bob"
 
 
 def test_refusals_say_why() -> None:
