@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from sandbox.audit import audit_log
 from sandbox.controlplane import write_kubeconfig_file
 from sandbox.toolchain import Toolchain
 from tests.conftest import REPO
@@ -93,6 +94,30 @@ def can_i(toolchain: Toolchain, kubeconfig: Path, verb: str, resource: str,
     if result.stdout.strip() not in ("yes", "no"):
         raise AssertionError(f"kubectl auth can-i {verb} {resource}: {result.stderr}")
     return result.stdout.strip() == "yes"
+
+
+@dataclass(frozen=True)
+class Request:
+    verb: str
+    resource: str  # with its subresource: "pods/eviction"; a path for non-resource URLs
+    namespace: str | None
+    code: int  # the answer's HTTP status
+
+
+def requests_of(state_dir: Path, user: str = USER) -> list[Request]:
+    """Every request ``user`` made, from the sandbox's audit log (it records the worker
+    chart's namespace's service accounts), each once with the status it was answered."""
+    answered: dict[str, Request] = {}
+    for line in audit_log(state_dir).read_text().splitlines():
+        event = json.loads(line)
+        if event["user"].get("username") != user or "responseStatus" not in event:
+            continue
+        ref = event.get("objectRef") or {}
+        resource = (f"{ref['resource']}/{ref['subresource']}" if ref.get("subresource")
+                    else ref.get("resource") or event["requestURI"].split("?", 1)[0])
+        answered[event["auditID"]] = Request(event["verb"], resource, ref.get("namespace"),
+                                             int(event["responseStatus"].get("code", 0)))
+    return list(answered.values())
 
 
 # ---- what a set of RBAC rules allows, as the API server's escalation check reads them --------
