@@ -2,8 +2,9 @@
 
 The API server writes one JSON line per request stage (``--audit-log-path``). The policy keeps
 it cheap: Metadata level (no bodies), no RequestReceived stage, and only the users whose traffic
-a benchmark or test compares (the product's worker, the node simulator, the admin); controllers
-and the scheduler are not recorded. A request then leaves one line, or two for a watch or
+a benchmark or test compares (the product's worker, the node simulator, the admin, and service
+accounts: a worker acting with its Helm chart's RBAC); controllers and the scheduler are not
+recorded. A request then leaves one line, or two for a watch or
 another long-running request (ResponseStarted when it opens, ResponseComplete when it closes),
 so counting goes by audit ID.
 """
@@ -26,14 +27,18 @@ def audit_log(state_dir: Path) -> Path:
     return state_dir / AUDIT_LOG
 
 
-def write_policy(path: Path, users: Iterable[str]) -> Path:
-    """An audit policy recording ``users``' requests at Metadata level, nobody else's."""
+def write_policy(path: Path, users: Iterable[str], groups: Iterable[str] = ()) -> Path:
+    """An audit policy recording the requests of ``users`` and of members of ``groups`` at
+    Metadata level, nobody else's."""
+    recorded: list[dict[str, object]] = [{"level": "Metadata", "users": sorted(users)}]
+    if groups := sorted(groups):
+        recorded.append({"level": "Metadata", "userGroups": groups})
     policy = {
         "apiVersion": "audit.k8s.io/v1",
         "kind": "Policy",
         "omitStages": ["RequestReceived"],
         "omitManagedFields": True,
-        "rules": [{"level": "Metadata", "users": sorted(users)}, {"level": "None"}],
+        "rules": [*recorded, {"level": "None"}],
     }
     path.write_text(yaml.safe_dump(policy, sort_keys=False))
     return path

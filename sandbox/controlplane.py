@@ -34,8 +34,11 @@ ADVERTISE_ADDRESS = "192.0.2.10"
 # node lifecycle controller is told to wait longer than that before calling a node lost.
 NODE_MONITOR_GRACE_PERIOD = "300s"
 
-# The users whose requests the audit log records (see `sandbox.audit`).
+# The users whose requests the audit log records (see `sandbox.audit`), and the groups: the
+# service accounts of the namespace the worker's Helm chart is installed in, so a test acting
+# with the chart's ServiceAccount can tell what it asked for and what RBAC refused.
 AUDITED = (pki.WORKER, pki.NODE_SIMULATOR, pki.ADMIN)
+AUDITED_GROUPS = ("system:serviceaccounts:cilium-migrate",)
 
 
 class ControlPlaneError(RuntimeError):
@@ -153,7 +156,7 @@ class ControlPlane:
     def _start_apiserver(self, timeout: float) -> None:
         paths = self.pki
         policy = audit.write_policy(self.state_dir / audit.AUDIT_POLICY,
-                                    [identity.user for identity in AUDITED])
+                                    [identity.user for identity in AUDITED], AUDITED_GROUPS)
         self.pids["kube-apiserver"] = start_process("kube-apiserver", [
             str(self.toolchain["kube-apiserver"]),
             f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",

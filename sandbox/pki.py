@@ -40,7 +40,8 @@ NODE_SIMULATOR = ClientIdentity("node-simulator", "cilium-migrate:node-simulator
 # The product's worker, so the API server's audit log tells its requests from everyone else's.
 # Cluster-admin rights, as a worker run with an operator's kubeconfig has: installing Cilium
 # grants ClusterRoles, which RBAC allows only to a user holding every right granted (the reason
-# deploy/worker.yaml binds Helm's rights apart). What the sandbox needs is a name of its own.
+# the worker's Helm chart, deploy/cilium-migrate-worker, binds Helm's rights apart). What the
+# sandbox needs is a name of its own.
 WORKER = ClientIdentity("worker", "cilium-migrate-worker", ("system:masters",))
 
 CLIENT_IDENTITIES = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, NODE_SIMULATOR, WORKER)
