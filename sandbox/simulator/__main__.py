@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import functools
 import logging
 import signal
@@ -44,6 +45,10 @@ def main() -> None:
                  reboot_seconds=args.reboot_seconds,
                  lease_renew_seconds=args.lease_renew_seconds,
                  shared_kernel=args.shared_kernel), datapath=datapath)
+    # A crash in C code (no Python traceback) still leaves every thread's stack in the log, and
+    # `kill -USR1 PID` writes them too: where a stuck simulator waits.
+    faulthandler.enable()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     signal.signal(signal.SIGTERM, lambda *_: simulator.stop())
     signal.signal(signal.SIGINT, lambda *_: simulator.stop())
     simulator.run()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from temporalio import activity
 from client.dev_commands import server_command
 from plan.contract import Activity, DrainInput, DrainResult
 from sandbox import cluster
-from sandbox.processes import free_port
+from sandbox.processes import free_port, is_running
 from sandbox.simulator.faults import Fault
 from sandbox.toolchain import Toolchain
 from tests.chaos.matrix import reboots
@@ -77,16 +79,22 @@ async def test_the_kubernetes_control_plane_restarting_mid_drain_and_mid_reboot_
             handle = await start_migration(temporal_env.client, spec, task_queue)
             await wait_progress(handle, lambda p: p.nodes.get(canary) and
                                 p.nodes[canary].step is NodeStep.DRAIN, "the drain", 300)
-            wait_for(lambda: any(p["metadata"].get("deletionTimestamp") for p in
-                                 kube.get("/api/v1/namespaces/slow/pods")["items"]),
-                     "the eviction to be under way", 60)
+            # Waits off the event loop: the worker runs on it, in this process.
+            await asyncio.to_thread(
+                wait_for, lambda: any(p["metadata"].get("deletionTimestamp") for p in
+                                      kube.get("/api/v1/namespaces/slow/pods")["items"]),
+                "the eviction to be under way", 60)
             await asyncio.to_thread(cluster.crash_and_restart, state_dir, CONTROL_PLANE,
                                     DOWN_SECONDS)
 
             set_fault(state_dir, canary, Fault.REBOOT_NEVER_COMPLETES, True)
             await wait_progress(handle, lambda p: p.nodes[canary].step is NodeStep.REBOOT,
                                 "the reboot", 300)
-            wait_for(lambda: not node_ready(kube, canary), "the node to go down", 120)
+            try:
+                await asyncio.to_thread(wait_for, lambda: not node_ready(kube, canary),
+                                        "the node to go down", 120)
+            except AssertionError as error:
+                raise AssertionError(f"{error}; {simulator_state(state_dir)}") from None
             await asyncio.to_thread(cluster.crash_and_restart, state_dir, CONTROL_PLANE,
                                     DOWN_SECONDS)
             set_fault(state_dir, canary, Fault.REBOOT_NEVER_COMPLETES, False)  # power comes on
@@ -96,6 +104,16 @@ async def test_the_kubernetes_control_plane_restarting_mid_drain_and_mid_reboot_
         assert all(s.state is NodeState.MIGRATED for s in report.nodes.values())
         assert reboots(state_dir, before) == dict.fromkeys(before, 1)
         assert not any(n["spec"].get("unschedulable") for n in kube.get("/api/v1/nodes")["items"])
+
+
+def simulator_state(state_dir: Path) -> str:
+    """For a failure: whether the node simulator still runs (its stacks then go to its log)."""
+    state = cluster.SandboxState.load(state_dir)
+    pid = state.pids["node-simulator"]
+    if not is_running(pid, state.programs["node-simulator"]):
+        return f"the node simulator (pid {pid}) is not running"
+    os.kill(pid, signal.SIGUSR1)
+    return f"the node simulator (pid {pid}) runs; its threads' stacks are in its log"
 
 
 class DevServer:
