@@ -23,6 +23,10 @@ _CLOSED = (EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, EventType.EVENT_TYPE_AC
            EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED)
 
 
+_RUN_ENDS = (EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+             EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW)
+
+
 def _time(event: HistoryEvent) -> datetime:
     return event.event_time.ToDatetime()
 
@@ -80,11 +84,13 @@ def _scheduled_id(event: HistoryEvent) -> int:
     return event.activity_task_canceled_event_attributes.scheduled_event_id
 
 
-def parent_timeline(history: WorkflowHistory) -> ParentTimeline:
-    timeline = ParentTimeline(activities=activity_spans(history))
+def parent_timeline(runs: list[WorkflowHistory]) -> ParentTimeline:
+    """The phases, children and steps of a migration across every run of its chain: a run that
+    continued as new carries its phase on, without setting the attribute again."""
+    timeline = ParentTimeline(activities=[a for run in runs for a in activity_spans(run)])
     phase, since = FIRST_PHASE, None
     started: dict[str, datetime] = {}
-    for event in history.events:
+    for event in (event for run in runs for event in run.events):
         when = _time(event)
         kind = event.event_type
         if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
@@ -102,6 +108,6 @@ def parent_timeline(history: WorkflowHistory) -> ParentTimeline:
             child = event.child_workflow_execution_completed_event_attributes
             workflow_id = child.workflow_execution.workflow_id
             timeline.children[workflow_id] = (started[workflow_id], when)
-        elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED and since is not None:
+        elif kind in _RUN_ENDS and since is not None:
             timeline.phases.append((phase, since, when))
     return timeline

@@ -47,6 +47,7 @@ from bench.lifecycle import (  # noqa: E402
     stop_children,
 )  # noqa: E402
 from bench.proc import rss_mib  # noqa: E402
+from client.history_runs import fetch_runs  # noqa: E402
 from plan.contract import Activity  # noqa: E402
 from sandbox import audit, cluster, pki  # noqa: E402
 from sandbox.cilium_release import ensure_default_release  # noqa: E402
@@ -65,6 +66,7 @@ from workflows.identity import node_workflow_id  # noqa: E402
 from workflows.progress import NodeState, Phase, Progress  # noqa: E402
 
 BUDGET_PER_NODE = 25  # issue 13: the product's requests per node, watches apart
+MONITOR = "monitor"
 CLEANUP_SECONDS = 30.0
 TOP_REQUESTS = 15
 NODE_STEPS = {Activity.DRAIN_NODE: "drain", Activity.RESTART_AGENT: "restart_agent",
@@ -124,15 +126,31 @@ async def child_histories(client: Client, parent: str, nodes: list[str]
     return dict(await asyncio.gather(*(one(n) for n in nodes)))
 
 
-def print_requests(counts: audit.RequestCounts, nodes: int, wall: float) -> None:
+def monitor_or_steps(uri: str) -> str:
+    """The connectivity monitor's requests: its calls through the pod proxy and its two lists
+    a round (`activities.connectivity`). They follow the waves' duration, not the node count."""
+    if "/proxy/dial" in uri or "spec.unschedulable" in uri or (
+            "cilium-migrate-echo" in uri and "resourceVersion=0" in uri):
+        return MONITOR
+    return ""
+
+
+def print_requests(counts: audit.RequestCounts, nodes: int, wall: float,
+                   waves_seconds: float) -> None:
     worker = pki.WORKER.user
     requests, watches = counts.total(worker), counts.total(worker, watches=True)
+    monitor = counts.total(worker, tag=MONITOR)
+    steps = requests - monitor
     print(f"\nthe product's API requests ({worker}, from the audit log): {requests} "
-          f"({requests / nodes:.1f} per node, budget {BUDGET_PER_NODE}), "
-          f"plus {watches} watches ({watches / nodes:.1f} per node)")
+          f"({requests / nodes:.1f} per node), plus {watches} watches "
+          f"({watches / nodes:.1f} per node)")
+    print(f"  the steps: {steps} ({steps / nodes:.1f} per node, budget {BUDGET_PER_NODE}); "
+          f"the connectivity monitor: {monitor} ({monitor / max(waves_seconds, 1):.1f} per "
+          f"second of waves, {monitor / nodes:.1f} per node)")
     ranked = sorted(counts.of(worker).items(), key=lambda item: -item[1])
     for key, n in ranked[:TOP_REQUESTS]:
-        print(f"  {n / nodes:7.2f}/node {n:7d}  {key.verb:<8} {key.resource}")
+        print(f"  {n / nodes:7.2f}/node {n:7d}  {key.verb:<8} {key.resource}"
+              + (f" ({key.tag})" if key.tag else ""))
     rest = sum(n for _, n in ranked[TOP_REQUESTS:])
     if rest:
         print(f"  {rest / nodes:7.2f}/node {rest:7d}  {len(ranked) - TOP_REQUESTS} other kinds "
@@ -143,9 +161,9 @@ def print_requests(counts: audit.RequestCounts, nodes: int, wall: float) -> None
           f"{counts.total(simulator, watches=True)} watches")
 
 
-def print_time(progress: Progress, parent: WorkflowHistory,
+def print_time(progress: Progress, runs: list[WorkflowHistory],
                children: dict[str, WorkflowHistory], bound: PlanBound, wall: float) -> None:
-    timeline = parent_timeline(parent)
+    timeline = parent_timeline(runs)
     phases = timeline.phase_seconds()
     phase_bound = {Phase.INSTALLING.value: bound.install,
                    Phase.MIGRATING.value: sum(bound.waves),
@@ -168,7 +186,7 @@ def print_time(progress: Progress, parent: WorkflowHistory,
           "slowest node's steps (actual/bound)")
     waves_seconds = 0.0
     for index, wave in enumerate(progress.waves):
-        ids = {node_workflow_id(parent.workflow_id, n): n for n in wave.nodes}
+        ids = {node_workflow_id(runs[0].workflow_id, n): n for n in wave.nodes}
         times = [timeline.children[i] for i in ids if i in timeline.children]
         if not times:
             continue
@@ -190,9 +208,12 @@ def print_time(progress: Progress, parent: WorkflowHistory,
           f"{migrating - waves_seconds:.1f}s")
 
 
-def print_histories(parent: WorkflowHistory, children: dict[str, WorkflowHistory]) -> None:
+def print_histories(runs: list[WorkflowHistory], children: dict[str, WorkflowHistory]) -> None:
     sizes = sorted(len(h.events) for h in children.values())
-    print(f"\nhistory events: parent {len(parent.events)}; children {len(sizes)}: "
+    parent = sum(len(run.events) for run in runs)
+    print(f"\nhistory events: parent {parent} ({parent / len(children):.1f} per node) in "
+          f"{len(runs)} runs ({', '.join(str(len(run.events)) for run in runs)}); "
+          f"children {len(sizes)}: "
           f"min {sizes[0]}, median {statistics.median(sizes):.0f}, max {sizes[-1]}, "
           f"total {sum(sizes)}")
 
@@ -244,8 +265,8 @@ async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
         progress = await wait_completed(env.client, handle.id, stage)
         wall = time.monotonic() - started
         stage("reading the audit log and the histories")
-        counts = audit.count_requests(state_dir, since)
-        parent = await handle.fetch_history()
+        counts = audit.count_requests(state_dir, since, tag=monitor_or_steps)
+        runs = await fetch_runs(env.client, handle.id)
         children = await child_histories(env.client, handle.id, list(progress.nodes))
         settings = Settings(reboot_seconds=args.reboot_seconds)
         timings = Timings(exit_delay=settings.exit_delay,
@@ -257,9 +278,10 @@ async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
 
         print(f"\nmigration of {args.nodes} nodes in {len(progress.waves)} waves "
               f"(maxUnavailable {args.max_unavailable}, reboot {args.reboot_seconds:g}s)")
-        print_time(progress, parent, children, bound, wall)
-        print_requests(counts, args.nodes, wall)
-        print_histories(parent, children)
+        print_time(progress, runs, children, bound, wall)
+        print_requests(counts, args.nodes, wall,
+                       parent_timeline(runs).phase_seconds().get(Phase.MIGRATING.value, 0.0))
+        print_histories(runs, children)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"\nworker memory: it runs in this process (with the bench's own clients), "
               f"RSS {rss_before or 0:.0f} MiB before the run, peak {peak:.0f} MiB "

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -49,6 +49,7 @@ class RequestKey:
     user: str
     verb: str  # get, list, watch, create, update, patch, delete, deletecollection, ...
     resource: str  # "pods", "pods/eviction", "nodes/status", or the path of a non-resource URL
+    tag: str = ""  # what the counting caller's `tag` made of the request, if anything
 
 
 @dataclass
@@ -60,10 +61,12 @@ class RequestCounts:
     def of(self, user: str) -> Counter[RequestKey]:
         return Counter({key: n for key, n in self.counts.items() if key.user == user})
 
-    def total(self, user: str, *, watches: bool = False) -> int:
-        """A user's requests: without watches, or only its watches."""
+    def total(self, user: str, *, watches: bool = False, tag: str | None = None) -> int:
+        """A user's requests: without watches, or only its watches; only those tagged ``tag``
+        when given."""
         return sum(n for key, n in self.counts.items()
-                   if key.user == user and (key.verb == "watch") == watches)
+                   if key.user == user and (key.verb == "watch") == watches
+                   and (tag is None or key.tag == tag))
 
     def users(self) -> set[str]:
         return {key.user for key in self.counts}
@@ -75,8 +78,10 @@ def mark(state_dir: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def count_requests(state_dir: Path, since: int = 0) -> RequestCounts:
-    """Counts the requests logged after byte ``since`` of the sandbox's audit log."""
+def count_requests(state_dir: Path, since: int = 0,
+                   tag: Callable[[str], str] | None = None) -> RequestCounts:
+    """Counts the requests logged after byte ``since`` of the sandbox's audit log; ``tag``
+    sorts them further by their request URI (say, which part of a program made them)."""
     counts = RequestCounts()
     seen: set[str] = set()
     path = audit_log(state_dir)
@@ -96,7 +101,10 @@ def count_requests(state_dir: Path, since: int = 0) -> RequestCounts:
             if audit_id in seen:
                 continue
             seen.add(audit_id)
-            counts.counts[_key(event)] += 1
+            key = _key(event)
+            if tag is not None:
+                key = replace(key, tag=tag(str(event.get("requestURI", ""))))
+            counts.counts[key] += 1
     return counts
 
 
