@@ -23,8 +23,10 @@ from activities.registry import activities
 from client.migrations import with_running_steps
 from plan.spec import MigrationSpec
 from sandbox import cluster
+from sandbox.simulator.faults import Fault
 from sandbox.toolchain import Toolchain
 from tests.conftest import CHART
+from tests.helpers import set_fault, wait_for
 from worker.build import build_worker
 from workflows.cluster import ClusterMigrationWorkflow
 from workflows.identity import cluster_workflow_id, node_workflow_id
@@ -92,12 +94,37 @@ class WorkerProcess:
         self.process.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, and SIGKILL if it has not ended within 30 s."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def slow_pod_node(kube: Kube, state_dir: Path) -> str:
+    """Starts a pod that ignores SIGTERM (25 s grace period), so a drain of its node stays
+    busy for a while; returns that node."""
+    kube.create("/api/v1/namespaces", {"metadata": {"name": "slow"}})
+    kube.create("/apis/apps/v1/namespaces/slow/deployments", {
+        "metadata": {"name": "slow"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "slow"}},
+                 "template": {"metadata": {"labels": {"app": "slow"}}, "spec": {
+                     "terminationGracePeriodSeconds": 25,
+                     "containers": [{"name": "slow", "image": "busybox"}]}}}})
+    node: str = wait_for(lambda: next((
+        p["spec"]["nodeName"] for p in kube.get(
+            "/api/v1/namespaces/slow/pods", labelSelector="app=slow")["items"]
+        if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+    ), None), "the slow pod")
+    set_fault(state_dir, node, Fault.IGNORE_TERMINATION, True)
+    return node
 
 
 async def start_migration(client: Client, spec: MigrationSpec, task_queue: str

@@ -27,6 +27,7 @@ from tests.integration.migration_support import (
     pod_ips_outside,
     progress_of,
     record_history,
+    slow_pod_node,
     start_migration,
     wait_progress,
 )
@@ -239,17 +240,7 @@ async def test_worker_crashes_during_drain_and_reboot_do_not_reboot_twice(
     name = "crash"
     state_dir = tmp_path / "state"
     with fresh_sandbox(state_dir, workers=2, zones=1) as kube:
-        # A pod that ignores SIGTERM keeps the canary's drain busy for its grace period.
-        kube.create("/api/v1/namespaces", {"metadata": {"name": "slow"}})
-        kube.create("/apis/apps/v1/namespaces/slow/deployments", {
-            "metadata": {"name": "slow"},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "slow"}},
-                     "template": {"metadata": {"labels": {"app": "slow"}}, "spec": {
-                         "terminationGracePeriodSeconds": 25,
-                         "containers": [{"name": "slow", "image": "busybox"}]}}}})
-        canary = wait_for(lambda: (p := running_pods(kube, "slow", "app=slow")) and
-                          p[0]["spec"]["nodeName"], "slow pod")
-        set_fault(state_dir, canary, Fault.IGNORE_TERMINATION, True)
+        canary = slow_pod_node(kube, state_dir)  # the canary's drain stays busy a while
         before = boot_ids(kube)
         spec = migration_spec(name, approvals={"policy": "none"},
                               rollout={"firstNodes": [canary]})

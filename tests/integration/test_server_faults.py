@@ -30,7 +30,9 @@ from tests.integration.migration_support import (
     fresh_sandbox,
     in_process_worker,
     migration_spec,
+    slow_pod_node,
     start_migration,
+    stop_process,
     wait_progress,
 )
 from tests.workflows.support import spec as fake_spec
@@ -56,19 +58,7 @@ async def test_the_kubernetes_control_plane_restarting_mid_drain_and_mid_reboot_
     name = "apiserver-restarts"
     state_dir = tmp_path / "state"
     with fresh_sandbox(state_dir, workers=2, zones=1) as kube:
-        # A pod that ignores SIGTERM keeps the canary's drain busy for its grace period.
-        kube.create("/api/v1/namespaces", {"metadata": {"name": "slow"}})
-        kube.create("/apis/apps/v1/namespaces/slow/deployments", {
-            "metadata": {"name": "slow"},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "slow"}},
-                     "template": {"metadata": {"labels": {"app": "slow"}}, "spec": {
-                         "terminationGracePeriodSeconds": 25,
-                         "containers": [{"name": "slow", "image": "busybox"}]}}}})
-        canary = wait_for(lambda: next((
-            p["spec"]["nodeName"] for p in kube.get(
-                "/api/v1/namespaces/slow/pods", labelSelector="app=slow")["items"]
-            if p["status"].get("phase") == "Running"), None), "the slow pod")
-        set_fault(state_dir, canary, Fault.IGNORE_TERMINATION, True)
+        canary = slow_pod_node(kube, state_dir)  # the canary's drain stays busy a while
         before = {n["metadata"]["name"]: n["status"]["nodeInfo"]["bootID"]
                   for n in kube.get("/api/v1/nodes")["items"]}
         spec = migration_spec(name, approvals={"policy": "none"},
@@ -134,13 +124,7 @@ class DevServer:
                                             stdin=subprocess.DEVNULL, start_new_session=True)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     async def client(self) -> Any:
         for _ in range(300):
