@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from client import (
     demo_commands,
@@ -19,8 +20,18 @@ from client import (
 )
 
 
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse, except that a usage error exits 1 (bad input) instead of argparse's 2, which
+    scripts read as "refused" (client/exit_codes.py). Subcommand parsers are of this class too:
+    add_subparsers makes them with the parent's class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(exit_codes.INVALID_INPUT, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandLineParser(
         prog="cilium-migrate",
         description="Zero-downtime Flannel to Cilium migration as a durable Temporal workflow.")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")

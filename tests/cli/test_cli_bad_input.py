@@ -1,0 +1,97 @@
+"""Garbage in every argument: the CLI answers with the documented exit code (client/exit_codes.py,
+README "Exit codes") and one line on stderr, never a traceback.
+
+Most cases call `client.cli.main` in this process (an exception other than SystemExit escaping
+it is the traceback a user would see), with the Temporal address pointing at a closed port;
+the bytes an operator's shell passes reach it as Python makes them of non-UTF-8 argv
+(surrogate escapes), and one subprocess run checks that path from real bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from client import exit_codes
+from client.cli import main
+from tests.cli.conftest import REPO, UNREACHABLE_ADDRESS
+
+
+@dataclass
+class Outcome:
+    code: int
+    err: str
+
+
+@pytest.fixture
+def call(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+         ) -> Callable[..., Outcome]:
+    """``call(*argv)`` runs the CLI in this process against an unreachable Temporal server."""
+    for name in [n for n in os.environ if n.startswith("TEMPORAL_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TEMPORAL_ADDRESS", UNREACHABLE_ADDRESS)
+    monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(REPO / ".no-temporal.toml"))
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
+
+    def run(*argv: str) -> Outcome:
+        capsys.readouterr()
+        try:
+            code = main(list(argv))
+        except SystemExit as exit:
+            code = int(exit.code or 0)
+        return Outcome(code, capsys.readouterr().err)
+    return run
+
+
+Call = Callable[..., Outcome]
+
+
+def assert_refused(outcome: Outcome, code: int = exit_codes.INVALID_INPUT) -> None:
+    assert outcome.code == code, outcome
+    assert "Traceback" not in outcome.err
+    assert "error: " in outcome.err.splitlines()[-1], outcome
+
+
+USAGE_ERRORS = [
+    (),
+    ("nope",),
+    ("--bogus",),
+    ("plan",),
+    ("plan", "-f"),
+    ("plan", "-f", "x.yaml", "-o", "xml"),
+    ("schema", "extra"),
+    ("approve",),
+    ("approve", "a"),
+    ("approve", "a", "b", "c"),
+    ("decide", "a", "n", "maybe"),
+    ("decide", "a", "n"),
+    ("abort", "a", "--wait", "x"),
+    ("status", "--nodes", ""),
+    ("status", "--wave", "-1"),
+    ("status", "--wave", "1e9"),
+    ("status", "--wave", "9" * 5000),
+    ("status", "--limit", "0"),
+    ("status", "--interval", "x"),
+    ("list", "-o", ""),
+    ("history",),
+    ("history", "export", "a"),
+    ("replay",),
+    ("worker", "--max-concurrent-activities", "x"),
+    ("worker", "--log-level", "loud"),
+    ("dev", "--port", "x"),
+    ("sandbox",),
+    ("sandbox", "up"),
+    ("sandbox", "fault", "set", "n", "zzz"),
+    ("demo", "--port", "x"),
+]
+
+
+@pytest.mark.parametrize("argv", USAGE_ERRORS, ids=" ".join)
+def test_usage_errors_exit_1_not_argparse_2(call: Call, argv: tuple[str, ...]) -> None:
+    outcome = call(*argv)
+
+    assert_refused(outcome)
+    assert "usage: cilium-migrate" in outcome.err
