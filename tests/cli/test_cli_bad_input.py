@@ -10,14 +10,17 @@ the bytes an operator's shell passes reach it as Python makes them of non-UTF-8 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from client import exit_codes
 from client.cli import main
-from tests.cli.conftest import REPO, UNREACHABLE_ADDRESS
+from tests.cli.conftest import REPO, UNREACHABLE_ADDRESS, cli_env
 
 
 @dataclass
@@ -95,3 +98,39 @@ def test_usage_errors_exit_1_not_argparse_2(call: Call, argv: tuple[str, ...]) -
 
     assert_refused(outcome)
     assert "usage: cilium-migrate" in outcome.err
+
+
+NOT_UTF8 = os.fsdecode(b"\xff\xfe")  # what Python makes of argv bytes that are not UTF-8
+
+
+@pytest.mark.parametrize("argv", [
+    ("status", NOT_UTF8),
+    ("abort", NOT_UTF8),
+    ("approve", "a", NOT_UTF8),
+    ("approve", "a", "g", "--as", NOT_UTF8),
+    ("approve", "a", "g", "--reason", NOT_UTF8),
+    ("approve", "a", "g", "--request-id", NOT_UTF8),
+    ("decide", "a", NOT_UTF8, "retry"),
+    ("list", "--namespace", NOT_UTF8),
+    ("list", "--address", NOT_UTF8),
+    ("list", "--api-key", NOT_UTF8),
+    ("history", "export", "a", "-o", "-", "--run-id", NOT_UTF8),
+    ("replay", "x.json", "--workflow-id", NOT_UTF8),
+    ("sandbox", "up", "--nodes", "1", "--cluster-name", NOT_UTF8),
+], ids=lambda argv: " ".join(argv).replace(NOT_UTF8, "<bytes>"))
+def test_text_that_is_not_utf8_is_refused_by_name(call: Call, argv: tuple[str, ...]) -> None:
+    outcome = call(*argv)
+
+    assert_refused(outcome)
+    assert "not valid UTF-8 text" in outcome.err
+
+
+def test_raw_bytes_from_a_shell(tmp_path: Path) -> None:
+    env = {**cli_env(UNREACHABLE_ADDRESS), "KUBECONFIG": "/nonexistent/kubeconfig"}
+    done = subprocess.run([sys.executable, "-m", "client.cli", "approve", b"prod\xff", "wave-1"],
+                          cwd=REPO, env=env, capture_output=True, timeout=60)
+
+    assert done.returncode == exit_codes.INVALID_INPUT, done
+    assert b"Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        b"cilium-migrate approve: error: argument cluster: not valid UTF-8 text: 'prod\\udcff'")
