@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _print_any_file_name()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -93,6 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         code = known if known is not None else exit_codes.INVALID_INPUT
     sys.stdout.flush()
     return code
+
+
+def _print_any_file_name() -> None:
+    """A file name need not be UTF-8, and we print the ones we are given. Under a UTF-8 locale
+    (or PYTHONIOENCODING=utf-8) Python's stdout refuses such a name with UnicodeEncodeError;
+    print it escaped instead, as stderr already does."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 if __name__ == "__main__":

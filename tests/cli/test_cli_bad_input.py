@@ -125,6 +125,16 @@ def test_text_that_is_not_utf8_is_refused_by_name(call: Call, argv: tuple[str, .
     assert "not valid UTF-8 text" in outcome.err
 
 
+def test_a_file_name_that_is_not_utf8_is_still_a_file_name(call: Call, tmp_path: Path) -> None:
+    history = tmp_path / f"run-{NOT_UTF8}.json"
+    history.write_text("not json")
+
+    outcome = call("replay", str(history))
+
+    assert_refused(outcome)
+    assert "is not JSON" in outcome.err
+
+
 def test_raw_bytes_from_a_shell(tmp_path: Path) -> None:
     env = {**cli_env(UNREACHABLE_ADDRESS), "KUBECONFIG": "/nonexistent/kubeconfig"}
     done = subprocess.run([sys.executable, "-m", "client.cli", "approve", b"prod\xff", "wave-1"],
@@ -134,3 +144,19 @@ def test_raw_bytes_from_a_shell(tmp_path: Path) -> None:
     assert b"Traceback" not in done.stderr
     assert done.stderr.splitlines()[-1] == (
         b"cilium-migrate approve: error: argument cluster: not valid UTF-8 text: 'prod\\udcff'")
+
+
+def test_a_replayed_file_name_that_is_not_utf8_prints_under_a_strict_utf8_stdout(
+        tmp_path: Path) -> None:
+    saved = REPO / "tests/histories/before-bounded-history__cilium-migrate__happy__node__cp-1.json"
+    history = os.path.join(os.fsencode(tmp_path), b"run-\xff.json")
+    with open(history, "wb") as copy:
+        copy.write(saved.read_bytes())
+    env = {**cli_env(UNREACHABLE_ADDRESS), "PYTHONIOENCODING": "utf-8"}  # an en_US.UTF-8 locale
+
+    done = subprocess.run([sys.executable, "-m", "client.cli", "replay", history], cwd=REPO,
+                          env=env, capture_output=True, timeout=120)
+
+    assert done.returncode == exit_codes.OK, done
+    assert done.stdout.endswith(b"run-\\udcff.json: replays cleanly "
+                                b"(cilium-migrate/happy/node/cp-1)\n")
