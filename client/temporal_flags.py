@@ -113,6 +113,9 @@ async def open_client_at(target: TemporalTarget, runtime: Runtime | None = None)
             CONNECT_TIMEOUT)
     except (TimeoutError, RuntimeError, RPCError, OSError) as error:
         raise unreachable(target.address, error) from None
+    except ValueError as error:  # the SDK's parse of the address: "invalid port number", ...
+        raise CommandError(f"invalid Temporal address {target.address!r}: {_reason(error)} "
+                           "(expected HOST:PORT)", exit_codes.INVALID_INPUT) from None
 
 
 def unreachable(address: str, error: BaseException) -> CommandError:

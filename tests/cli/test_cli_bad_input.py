@@ -160,3 +160,22 @@ def test_a_replayed_file_name_that_is_not_utf8_prints_under_a_strict_utf8_stdout
     assert done.returncode == exit_codes.OK, done
     assert done.stdout.endswith(b"run-\\udcff.json: replays cleanly "
                                 b"(cilium-migrate/happy/node/cp-1)\n")
+
+
+@pytest.mark.parametrize("address", ["::::", "host:99999999", "127.0.0.1:-1", "exa mple:7233"])
+def test_an_address_that_is_no_address_is_bad_input(call: Call, address: str) -> None:
+    outcome = call("list", "--address", address)
+
+    assert_refused(outcome)
+    assert f"error: invalid Temporal address {address!r}: invalid target URL" in outcome.err
+
+
+def test_bytes_in_the_environment_are_bad_input(call: Call,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEMPORAL_ADDRESS", NOT_UTF8)
+
+    assert_refused(call("list"))
+
+
+def test_a_closed_port_is_unreachable(call: Call) -> None:
+    assert_refused(call("status", "prod"), exit_codes.UNREACHABLE)
