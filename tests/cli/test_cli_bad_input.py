@@ -179,3 +179,10 @@ def test_bytes_in_the_environment_are_bad_input(call: Call,
 
 def test_a_closed_port_is_unreachable(call: Call) -> None:
     assert_refused(call("status", "prod"), exit_codes.UNREACHABLE)
+
+
+def test_an_approval_by_nobody_is_bad_input(call: Call) -> None:
+    outcome = call("approve", "prod", "wave-1", "--as", "")
+
+    assert_refused(outcome)
+    assert outcome.err == "error: --as: String should have at least 1 character\n"
