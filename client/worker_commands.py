@@ -72,7 +72,10 @@ async def _worker(args: argparse.Namespace) -> int:
     if args.metrics_address:
         from worker.metrics import prometheus_runtime
 
-        runtime = prometheus_runtime(args.metrics_address)
+        try:
+            runtime = prometheus_runtime(args.metrics_address)
+        except ValueError as error:  # the SDK's: a bad address, or one already in use
+            raise CommandError(f"--metrics-address {args.metrics_address}: {error}") from None
     client = await open_client(args, runtime=runtime)
     stop = asyncio.Event()
     stop_on_signals(stop)

@@ -10,6 +10,7 @@ the bytes an operator's shell passes reach it as Python makes them of non-UTF-8 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -186,3 +187,17 @@ def test_an_approval_by_nobody_is_bad_input(call: Call) -> None:
 
     assert_refused(outcome)
     assert outcome.err == "error: --as: String should have at least 1 character\n"
+
+
+@pytest.mark.parametrize("address", ["garbage", "127.0.0.1:99999999", "in-use"])
+def test_a_metrics_address_the_worker_cannot_serve_is_bad_input(call: Call,
+                                                                address: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        if address == "in-use":
+            address = f"127.0.0.1:{taken.getsockname()[1]}"
+        outcome = call("worker", "--metrics-address", address)
+
+    assert_refused(outcome)
+    assert f"error: --metrics-address {address}: " in outcome.err
