@@ -17,7 +17,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from client import exit_codes
+from client import argument_types, exit_codes
 from client.errors import CommandError
 from client.temporal_flags import TemporalTarget, open_client_at, run
 from client.worker_commands import add_worker_flags, worker_options
@@ -33,8 +33,10 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     dev.add_argument("--db-file", type=Path, default=STATE_DIR / "temporal.db",
                      help="the server's persistent state (default: %(default)s)")
     dev.add_argument("--ip", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    dev.add_argument("--port", type=int, default=7233, help="gRPC port (default: %(default)s)")
-    dev.add_argument("--ui-port", type=int, help="Web UI port (default: port + 1000)")
+    dev.add_argument("--port", type=argument_types.port, default=7233,
+                     help="gRPC port (default: %(default)s)")
+    dev.add_argument("--ui-port", type=argument_types.port,
+                     help="Web UI port (default: port + 1000)")
     dev.add_argument("--headless", action="store_true", help="no Web UI")
     add_worker_flags(dev)
     dev.set_defaults(run=lambda args: run(args, _dev(args)))
@@ -64,6 +66,8 @@ async def _dev(args: argparse.Namespace) -> int:
         args.helm = _sandbox_helm() or args.helm
     options = worker_options(args)
     ui_port = args.ui_port or args.port + 1000
+    if ui_port > argument_types.MAX_PORT and not args.headless:
+        raise CommandError(f"the Web UI's port would be {ui_port}; pass --ui-port or --headless")
     host = "localhost" if args.ip in ("127.0.0.1", "0.0.0.0") else args.ip
     args.address = f"{host}:{args.port}"  # for `run`'s error messages
     for port in (args.port, *(() if args.headless else (ui_port,))):

@@ -201,3 +201,34 @@ def test_a_metrics_address_the_worker_cannot_serve_is_bad_input(call: Call,
 
     assert_refused(outcome)
     assert f"error: --metrics-address {address}: " in outcome.err
+
+
+@pytest.mark.parametrize("argv", [
+    ("status", "prod", "--watch", "--interval", "-5"),
+    ("status", "prod", "--watch", "--interval", "nan"),
+    ("status", "prod", "--watch", "--interval", "inf"),
+    ("status", "prod", "--watch", "--interval", "0"),
+    ("worker", "--max-concurrent-activities", "-1"),
+    ("dev", "--port", "-1"),
+    ("dev", "--port", "99999999"),
+    ("dev", "--ui-port", "-3"),
+    ("demo", "--workers", "-3"),
+    ("demo", "--workers", "0"),
+    ("demo", "--port", "70000"),
+    ("sandbox", "up", "--nodes", "1", "--reboot-seconds", "-1"),
+    ("sandbox", "up", "--nodes", "1", "--reboot-seconds", "nan"),
+], ids=" ".join)
+def test_numbers_out_of_range_are_usage_errors_before_anything_starts(
+        call: Call, argv: tuple[str, ...]) -> None:
+    outcome = call(*argv)
+
+    assert_refused(outcome)
+    assert "usage: cilium-migrate" in outcome.err
+
+
+def test_a_dev_port_without_room_for_the_web_ui_names_the_way_out(call: Call) -> None:
+    outcome = call("dev", "--port", "65000")
+
+    assert_refused(outcome)
+    assert outcome.err == ("error: the Web UI's port would be 66000; pass --ui-port or "
+                           "--headless\n")
