@@ -93,7 +93,10 @@ def _spec(directory: Path, chart: Path) -> Path:
 
 def _demo(args: argparse.Namespace) -> int:
     directory = (args.dir or Path(tempfile.mkdtemp(prefix="cilium-migrate-demo-"))).resolve()
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f"--dir {directory}: {error.strerror}") from None
     started = time.monotonic()
     toolchain = ensure_toolchain(print_progress)
     release = ensure_default_release(toolchain["helm"], print_progress)

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 from temporalio.client import Client
 
@@ -74,11 +75,10 @@ async def _dev(args: argparse.Namespace) -> int:
         if _in_use(args.ip, port):
             raise CommandError(f"port {port} on {args.ip} is in use (is a server already "
                                "running? then run `cilium-migrate worker` alone)")
-    args.db_file.parent.mkdir(parents=True, exist_ok=True)
     log_file = args.db_file.with_suffix(".log")
     print(f"starting the Temporal dev server (state {args.db_file}, log {log_file})...",
           file=sys.stderr, flush=True)
-    with log_file.open("ab") as server_log:
+    with _server_log(args.db_file, log_file) as server_log:
         # Its own session: Ctrl-C reaches us only, and we stop the worker before the server.
         server = subprocess.Popen(server_command(args, ui_port), stdout=server_log,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -138,7 +138,22 @@ def _sandbox_helm() -> str | None:
         return None
 
 
+def _server_log(db_file: Path, log_file: Path) -> BinaryIO:
+    """The server's log beside its state file, which must be able to live there."""
+    if db_file.is_dir():
+        raise CommandError(f"--db-file {db_file} is a directory; name the file in it")
+    try:
+        db_file.parent.mkdir(parents=True, exist_ok=True)
+        return log_file.open("ab")
+    except OSError as error:
+        raise CommandError(f"--db-file {db_file}: cannot write beside it: "
+                           f"{error.strerror}") from None
+
+
 def _in_use(ip: str, port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)
-        return probe.connect_ex((ip if ip != "0.0.0.0" else "127.0.0.1", port)) == 0
+        try:
+            return probe.connect_ex((ip if ip != "0.0.0.0" else "127.0.0.1", port)) == 0
+        except OSError as error:  # a name that does not resolve
+            raise CommandError(f"--ip {ip}: {error.strerror or error}") from None

@@ -232,3 +232,36 @@ def test_a_dev_port_without_room_for_the_web_ui_names_the_way_out(call: Call) ->
     assert_refused(outcome)
     assert outcome.err == ("error: the Web UI's port would be 66000; pass --ui-port or "
                            "--headless\n")
+
+
+def free_port() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
+def test_dev_refuses_state_it_cannot_keep_and_an_address_it_cannot_bind(
+        call: Call, tmp_path: Path) -> None:
+    dev = ("dev", "--headless", "--port", free_port())
+
+    not_creatable = call(*dev, "--db-file", "/proc/no-such-process/temporal.db")
+    a_directory = call(*dev, "--db-file", str(tmp_path))
+    unresolvable = call(*dev, "--ip", "no-such-host.invalid")
+
+    assert_refused(not_creatable)
+    assert "error: --db-file /proc/no-such-process/temporal.db: cannot write beside it" in (
+        not_creatable.err)
+    assert_refused(a_directory)
+    assert f"error: --db-file {tmp_path} is a directory" in a_directory.err
+    assert_refused(unresolvable)
+    assert "error: --ip no-such-host.invalid: " in unresolvable.err
+
+
+def test_demo_refuses_a_state_directory_that_is_a_file(call: Call, tmp_path: Path) -> None:
+    a_file = tmp_path / "state"
+    a_file.write_text("")
+
+    outcome = call("demo", "--dir", str(a_file), "--no-wait")
+
+    assert_refused(outcome)
+    assert f"error: --dir {a_file}: File exists" in outcome.err
