@@ -212,10 +212,16 @@ def _read(path: str | None, what: str) -> bytes | None:
     if not path:
         return None
     try:
-        return Path(path).read_bytes()
+        data = Path(path).read_bytes()
     except OSError as error:
         raise CommandError(f"cannot read {what} {path}: {error.strerror}",
                            exit_codes.INVALID_INPUT) from None
+    # The SDK parses these only while connecting, and reports a bad one as a failed
+    # connection: "cannot reach Temporal" (exit 3) for what is a wrong file.
+    if b"-----BEGIN " not in data:
+        raise CommandError(f"{what} {path} is not PEM (no -----BEGIN line)",
+                           exit_codes.INVALID_INPUT)
+    return data
 
 
 def _reason(error: BaseException) -> str:

