@@ -9,19 +9,28 @@ the bytes an operator's shell passes reach it as Python makes them of non-UTF-8 
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import io
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from client import exit_codes
-from client.cli import main
-from tests.cli.conftest import REPO, UNREACHABLE_ADDRESS, cli_env
+from client.cli import build_parser, main
+from tests.cli.conftest import REPO, UNREACHABLE_ADDRESS, Migrations, cli_env
+from tests.cli.conftest import Cli as ServerCli
 
 
 @dataclass
@@ -294,3 +303,108 @@ def test_files_that_are_missing_directories_binary_or_unreadable(
     assert_refused(outcome)
     if kind != "binary":
         assert str(bad_files[kind]) in outcome.err
+
+
+# --- garbage that reaches the server ---------------------------------------------------------
+
+
+async def test_garbage_the_server_refuses(cli: ServerCli, migrations: Migrations,
+                                          tmp_path: Path) -> None:
+    name = migrations.name()
+    await cli("start", "-f", str(migrations.spec(name, approvals={"policy": "per-wave"})))
+    await migrations.until(name, lambda p: p.pending_gates, "a gate")
+
+    results = await asyncio.gather(
+        cli("status", "no-such-cluster"),
+        cli("status", name, "--namespace", "no-such-namespace"),
+        cli("approve", name, "install", "--request-id", "x" * 100_000),
+        cli("history", "export", name, "-o", "-", "--run-id", "not-a-run-id"),
+        cli("history", "export", name, "-o", str(tmp_path)),
+        cli("history", "export", name, "-o", str(tmp_path / "missing" / "h.json")),
+        cli("start", "-f", str(migrations.spec(migrations.name())), "--task-queue", ""),
+        cli("decide", name, "no-such-node", "retry"))
+
+    expected = [exit_codes.NOT_FOUND] * 2 + [exit_codes.INVALID_INPUT] * 5 + [exit_codes.BLOCKED]
+    assert [result.code for result in results] == expected, results
+    for result in results:
+        assert "Traceback" not in result.err, result
+        assert result.err.splitlines()[-1].startswith("error: "), result
+
+
+# --- fuzzing: any argv of the client commands ends in a documented exit code ------------------
+
+# Commands with effects on this machine (dev and demo start servers, sandbox writes its state
+# dir, worker configures the process's logging) have their cases above; these only read files
+# and talk to Temporal.
+FUZZED_COMMANDS = [("plan",), ("schema",), ("start",), ("approve",), ("pause",), ("resume",),
+                   ("decide",), ("abort",), ("status",), ("list",), ("history", "export"),
+                   ("history", "replay"), ("replay",)]
+DOCUMENTED_CODES = {exit_codes.OK, exit_codes.INVALID_INPUT, exit_codes.BLOCKED,
+                    exit_codes.UNREACHABLE, exit_codes.NOT_FOUND}
+
+
+def command_parser(words: tuple[str, ...]) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = build_parser()
+    for word in words:
+        [subcommands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        parser = subcommands.choices[word]
+    return parser
+
+
+FUZZ_DIR = Path(tempfile.mkdtemp(prefix="cli-fuzz-"))
+(FUZZ_DIR / "spec.yaml").write_text("cluster: {name: fuzz}\n")
+(FUZZ_DIR / "binary").write_bytes(bytes(range(256)))
+FILES = [str(FUZZ_DIR / "spec.yaml"), str(FUZZ_DIR / "binary"), str(FUZZ_DIR / "missing"),
+         str(FUZZ_DIR), "/proc/self/mem", "-"]
+values = st.one_of(
+    st.text(st.characters(blacklist_characters="\x00"), max_size=30),  # argv holds no NUL
+    st.integers(min_value=-(10**30), max_value=10**30).map(str),
+    st.sampled_from(["nan", "inf", "-inf", "0", "-0", "1e9", "0x10", "9" * 5000, "",
+                     NOT_UTF8, f"prod{NOT_UTF8}", "::::", "127.0.0.1:99999"]),
+    st.sampled_from(FILES))
+
+
+def value_for(action: argparse.Action) -> st.SearchStrategy[str]:
+    """Anything, or often one of the action's own choices, so that parsing gets past it."""
+    if action.choices:
+        return st.sampled_from(sorted(map(str, action.choices))) | values
+    return values
+
+
+@st.composite
+def argvs(draw: st.DrawFn) -> list[str]:
+    """A command with its positionals given (mostly), some of its flags with values, and now
+    and then a stray token."""
+    words = draw(st.sampled_from(FUZZED_COMMANDS))
+    actions = [a for a in command_parser(words)._actions if a.dest != "help"]
+    argv = list(words)
+    for action in actions:
+        if not action.option_strings and draw(st.integers(0, 9)):
+            argv.append(draw(value_for(action)))
+    for action in draw(st.lists(st.sampled_from([a for a in actions if a.option_strings]),
+                                max_size=4)):
+        argv.append(draw(st.sampled_from(action.option_strings)))
+        if action.nargs != 0:
+            argv.append(draw(value_for(action)))
+    if not draw(st.integers(0, 4)):
+        argv.insert(draw(st.integers(len(words), len(argv))), draw(values))
+    return argv
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(argvs())
+def test_fuzz_arguments_end_in_a_documented_exit_code(argv: list[str]) -> None:
+    environment = {name: value for name, value in os.environ.items()
+                   if not name.startswith("TEMPORAL_")}
+    environment.update(TEMPORAL_ADDRESS=UNREACHABLE_ADDRESS, KUBECONFIG="/nonexistent/config",
+                       TEMPORAL_CONFIG_FILE=str(REPO / ".no-temporal.toml"))
+    err = io.StringIO()
+    with mock.patch.dict(os.environ, environment, clear=True), \
+            contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exit:
+            code = int(exit.code or 0)
+
+    assert code in DOCUMENTED_CODES, (code, err.getvalue())
+    assert code == exit_codes.OK or "error: " in err.getvalue(), err.getvalue()
