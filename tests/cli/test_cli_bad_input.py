@@ -408,3 +408,17 @@ def test_fuzz_arguments_end_in_a_documented_exit_code(argv: list[str]) -> None:
 
     assert code in DOCUMENTED_CODES, (code, err.getvalue())
     assert code == exit_codes.OK or "error: " in err.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("state", [b"{not json", b'{"a": 1}', bytes(range(256)), b"[]"])
+@pytest.mark.parametrize("command", ["status", "down"])
+def test_a_damaged_sandbox_state_file_is_named_not_a_traceback(
+        call: Call, tmp_path: Path, command: str, state: bytes) -> None:
+    (tmp_path / "state.json").write_bytes(state)
+
+    outcome = call("sandbox", command, "--state-dir", str(tmp_path))
+
+    assert_refused(outcome)
+    assert f"{tmp_path / 'state.json'}" in outcome.err
+    assert "if that sandbox still runs, stop its processes by hand" in outcome.err
+
