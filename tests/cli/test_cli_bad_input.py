@@ -422,3 +422,11 @@ def test_a_damaged_sandbox_state_file_is_named_not_a_traceback(
     assert f"{tmp_path / 'state.json'}" in outcome.err
     assert "if that sandbox still runs, stop its processes by hand" in outcome.err
 
+
+def test_a_fault_that_cannot_be_written_is_named(call: Call) -> None:
+    outcome = call("sandbox", "fault", "set", "worker-1", "probe-fails", "--state-dir",
+                   "/proc/no-such-process")
+
+    assert_refused(outcome)
+    assert outcome.err == ("error: cannot write /proc/no-such-process/faults.yaml: No such file "
+                           "or directory\n")
