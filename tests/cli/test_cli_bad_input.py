@@ -1,5 +1,6 @@
 """Garbage in every argument: the CLI answers with the documented exit code (client/exit_codes.py,
-README "Exit codes") and one line on stderr, never a traceback.
+README "Exit codes") and an `error:` line on stderr, never a traceback. A hypothesis fuzz of
+the same: tests/cli/test_cli_fuzz.py.
 
 Most cases call `client.cli.main` in this process (an exception other than SystemExit escaping
 it is the traceback a user would see), with the Temporal address pointing at a closed port;
@@ -9,26 +10,19 @@ the bytes an operator's shell passes reach it as Python makes them of non-UTF-8 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
-import io
 import os
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from client import exit_codes
-from client.cli import build_parser, main
+from client.cli import main
 from tests.cli.conftest import REPO, UNREACHABLE_ADDRESS, Migrations, cli_env
 from tests.cli.conftest import Cli as ServerCli
 
@@ -305,6 +299,28 @@ def test_files_that_are_missing_directories_binary_or_unreadable(
         assert str(bad_files[kind]) in outcome.err
 
 
+@pytest.mark.parametrize("state", [b"{not json", b'{"a": 1}', bytes(range(256)), b"[]"])
+@pytest.mark.parametrize("command", ["status", "down"])
+def test_a_damaged_sandbox_state_file_is_named_not_a_traceback(
+        call: Call, tmp_path: Path, command: str, state: bytes) -> None:
+    (tmp_path / "state.json").write_bytes(state)
+
+    outcome = call("sandbox", command, "--state-dir", str(tmp_path))
+
+    assert_refused(outcome)
+    assert f"{tmp_path / 'state.json'}" in outcome.err
+    assert "if that sandbox still runs, stop its processes by hand" in outcome.err
+
+
+def test_a_fault_that_cannot_be_written_is_named(call: Call) -> None:
+    outcome = call("sandbox", "fault", "set", "worker-1", "probe-fails", "--state-dir",
+                   "/proc/no-such-process")
+
+    assert_refused(outcome)
+    assert outcome.err == ("error: cannot write /proc/no-such-process/faults.yaml: No such file "
+                           "or directory\n")
+
+
 # --- garbage that reaches the server ---------------------------------------------------------
 
 
@@ -332,104 +348,3 @@ async def test_garbage_the_server_refuses(cli: ServerCli, migrations: Migrations
     for result in results[:-1]:
         assert "Traceback" not in result.err, result
         assert result.err.splitlines()[-1].startswith("error: "), result
-
-
-# --- fuzzing: any argv of the client commands ends in a documented exit code ------------------
-
-# Commands with effects on this machine (dev and demo start servers, sandbox writes its state
-# dir, worker configures the process's logging) have their cases above; these only read files
-# and talk to Temporal.
-FUZZED_COMMANDS = [("plan",), ("schema",), ("start",), ("approve",), ("pause",), ("resume",),
-                   ("decide",), ("abort",), ("status",), ("list",), ("history", "export"),
-                   ("history", "replay"), ("replay",)]
-DOCUMENTED_CODES = {exit_codes.OK, exit_codes.INVALID_INPUT, exit_codes.BLOCKED,
-                    exit_codes.UNREACHABLE, exit_codes.NOT_FOUND}
-
-
-def command_parser(words: tuple[str, ...]) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = build_parser()
-    for word in words:
-        [subcommands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-        parser = subcommands.choices[word]
-    return parser
-
-
-FUZZ_DIR = Path(tempfile.mkdtemp(prefix="cli-fuzz-"))
-(FUZZ_DIR / "spec.yaml").write_text("cluster: {name: fuzz}\n")
-(FUZZ_DIR / "binary").write_bytes(bytes(range(256)))
-FILES = [str(FUZZ_DIR / "spec.yaml"), str(FUZZ_DIR / "binary"), str(FUZZ_DIR / "missing"),
-         str(FUZZ_DIR), "/proc/self/mem", "-"]
-values = st.one_of(
-    st.text(st.characters(blacklist_characters="\x00"), max_size=30),  # argv holds no NUL
-    st.integers(min_value=-(10**30), max_value=10**30).map(str),
-    st.sampled_from(["nan", "inf", "-inf", "0", "-0", "1e9", "0x10", "9" * 5000, "",
-                     NOT_UTF8, f"prod{NOT_UTF8}", "::::", "127.0.0.1:99999"]),
-    st.sampled_from(FILES))
-
-
-def value_for(action: argparse.Action) -> st.SearchStrategy[str]:
-    """Anything, or often one of the action's own choices, so that parsing gets past it."""
-    if action.choices:
-        return st.sampled_from(sorted(map(str, action.choices))) | values
-    return values
-
-
-@st.composite
-def argvs(draw: st.DrawFn) -> list[str]:
-    """A command with its positionals given (mostly), some of its flags with values, and now
-    and then a stray token."""
-    words = draw(st.sampled_from(FUZZED_COMMANDS))
-    actions = [a for a in command_parser(words)._actions if a.dest != "help"]
-    argv = list(words)
-    for action in actions:
-        if not action.option_strings and draw(st.integers(0, 9)):
-            argv.append(draw(value_for(action)))
-    for action in draw(st.lists(st.sampled_from([a for a in actions if a.option_strings]),
-                                max_size=4)):
-        argv.append(draw(st.sampled_from(action.option_strings)))
-        if action.nargs != 0:
-            argv.append(draw(value_for(action)))
-    if not draw(st.integers(0, 4)):
-        argv.insert(draw(st.integers(len(words), len(argv))), draw(values))
-    return argv
-
-
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(argvs())
-def test_fuzz_arguments_end_in_a_documented_exit_code(argv: list[str]) -> None:
-    environment = {name: value for name, value in os.environ.items()
-                   if not name.startswith("TEMPORAL_")}
-    environment.update(TEMPORAL_ADDRESS=UNREACHABLE_ADDRESS, KUBECONFIG="/nonexistent/config",
-                       TEMPORAL_CONFIG_FILE=str(REPO / ".no-temporal.toml"))
-    err = io.StringIO()
-    with mock.patch.dict(os.environ, environment, clear=True), \
-            contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = main(argv)
-        except SystemExit as exit:
-            code = int(exit.code or 0)
-
-    assert code in DOCUMENTED_CODES, (code, err.getvalue())
-    assert code == exit_codes.OK or "error: " in err.getvalue(), err.getvalue()
-
-
-@pytest.mark.parametrize("state", [b"{not json", b'{"a": 1}', bytes(range(256)), b"[]"])
-@pytest.mark.parametrize("command", ["status", "down"])
-def test_a_damaged_sandbox_state_file_is_named_not_a_traceback(
-        call: Call, tmp_path: Path, command: str, state: bytes) -> None:
-    (tmp_path / "state.json").write_bytes(state)
-
-    outcome = call("sandbox", command, "--state-dir", str(tmp_path))
-
-    assert_refused(outcome)
-    assert f"{tmp_path / 'state.json'}" in outcome.err
-    assert "if that sandbox still runs, stop its processes by hand" in outcome.err
-
-
-def test_a_fault_that_cannot_be_written_is_named(call: Call) -> None:
-    outcome = call("sandbox", "fault", "set", "worker-1", "probe-fails", "--state-dir",
-                   "/proc/no-such-process")
-
-    assert_refused(outcome)
-    assert outcome.err == ("error: cannot write /proc/no-such-process/faults.yaml: No such file "
-                           "or directory\n")
