@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
+from typing import NoReturn
 
 from client import (
     demo_commands,
@@ -18,9 +20,49 @@ from client import (
     worker_commands,
 )
 
+# Options whose value is a file or program name: the OS takes any bytes there. Every other
+# value is text that Temporal or Kubernetes receives, and they take UTF-8 only.
+FILE_NAME_OPTIONS = frozenset({"kubeconfig", "cluster_kubeconfig", "tls_cert_path",
+                               "tls_key_path", "tls_ca_path", "helm", "docker"})
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse, except that a usage error exits 1 (bad input) instead of argparse's 2, which
+    scripts read as "refused" (client/exit_codes.py), and that text arguments must be UTF-8.
+    Subcommand parsers are of this class too: add_subparsers makes them with the parent's."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        # Python hands argv bytes that are not UTF-8 over as lone surrogates; sent on, they
+        # would fail deep inside gRPC or pydantic with a traceback.
+        for action in self._actions:
+            value = getattr(parsed, action.dest, None)
+            if action.dest not in FILE_NAME_OPTIONS and not _utf8(value):
+                flag = "/".join(action.option_strings) or action.dest
+                self.error(f"argument {flag}: not valid UTF-8 text: {value!r}")
+        return parsed, extras
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(exit_codes.INVALID_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _utf8(value: object) -> bool:
+    if isinstance(value, list):
+        return all(_utf8(item) for item in value)
+    if not isinstance(value, str):
+        return True  # numbers, flags, and Path values (file names)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandLineParser(
         prog="cilium-migrate",
         description="Zero-downtime Flannel to Cilium migration as a durable Temporal workflow.")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
@@ -36,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _print_any_file_name()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -51,6 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         code = known if known is not None else exit_codes.INVALID_INPUT
     sys.stdout.flush()
     return code
+
+
+def _print_any_file_name() -> None:
+    """A file name need not be UTF-8, and we print the ones we are given. Under a UTF-8 locale
+    (or PYTHONIOENCODING=utf-8) Python's stdout refuses such a name with UnicodeEncodeError;
+    print it escaped instead, as stderr already does."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 if __name__ == "__main__":

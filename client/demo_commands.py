@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from client import exit_codes
+from client import argument_types, exit_codes
 from client.errors import CommandError
 from sandbox import cluster
 from sandbox.cilium_release import ensure_default_release
@@ -34,8 +34,9 @@ CLUSTER = "demo"
 
 def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     demo = groups.add_parser("demo", help="run a whole migration on a local sandbox")
-    demo.add_argument("--workers", type=int, default=4)
-    demo.add_argument("--port", type=int, default=7233, help="Temporal dev server port")
+    demo.add_argument("--workers", type=argument_types.positive, default=4)
+    demo.add_argument("--port", type=argument_types.port, default=7233,
+                      help="Temporal dev server port")
     demo.add_argument("--dir", type=Path, help="where the demo keeps its state (default: a "
                       "new temporary directory)")
     demo.add_argument("--no-wait", action="store_true", help="stop the dev server and the "
@@ -92,7 +93,10 @@ def _spec(directory: Path, chart: Path) -> Path:
 
 def _demo(args: argparse.Namespace) -> int:
     directory = (args.dir or Path(tempfile.mkdtemp(prefix="cilium-migrate-demo-"))).resolve()
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f"--dir {directory}: {error.strerror}") from None
     started = time.monotonic()
     toolchain = ensure_toolchain(print_progress)
     release = ensure_default_release(toolchain["helm"], print_progress)

@@ -14,10 +14,11 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 from temporalio.client import Client
 
-from client import exit_codes
+from client import argument_types, exit_codes
 from client.errors import CommandError
 from client.temporal_flags import TemporalTarget, open_client_at, run
 from client.worker_commands import add_worker_flags, worker_options
@@ -33,8 +34,10 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     dev.add_argument("--db-file", type=Path, default=STATE_DIR / "temporal.db",
                      help="the server's persistent state (default: %(default)s)")
     dev.add_argument("--ip", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    dev.add_argument("--port", type=int, default=7233, help="gRPC port (default: %(default)s)")
-    dev.add_argument("--ui-port", type=int, help="Web UI port (default: port + 1000)")
+    dev.add_argument("--port", type=argument_types.port, default=7233,
+                     help="gRPC port (default: %(default)s)")
+    dev.add_argument("--ui-port", type=argument_types.port,
+                     help="Web UI port (default: port + 1000)")
     dev.add_argument("--headless", action="store_true", help="no Web UI")
     add_worker_flags(dev)
     dev.set_defaults(run=lambda args: run(args, _dev(args)))
@@ -64,17 +67,18 @@ async def _dev(args: argparse.Namespace) -> int:
         args.helm = _sandbox_helm() or args.helm
     options = worker_options(args)
     ui_port = args.ui_port or args.port + 1000
+    if ui_port > argument_types.MAX_PORT and not args.headless:
+        raise CommandError(f"the Web UI's port would be {ui_port}; pass --ui-port or --headless")
     host = "localhost" if args.ip in ("127.0.0.1", "0.0.0.0") else args.ip
     args.address = f"{host}:{args.port}"  # for `run`'s error messages
     for port in (args.port, *(() if args.headless else (ui_port,))):
         if _in_use(args.ip, port):
             raise CommandError(f"port {port} on {args.ip} is in use (is a server already "
                                "running? then run `cilium-migrate worker` alone)")
-    args.db_file.parent.mkdir(parents=True, exist_ok=True)
     log_file = args.db_file.with_suffix(".log")
     print(f"starting the Temporal dev server (state {args.db_file}, log {log_file})...",
           file=sys.stderr, flush=True)
-    with log_file.open("ab") as server_log:
+    with _server_log(args.db_file, log_file) as server_log:
         # Its own session: Ctrl-C reaches us only, and we stop the worker before the server.
         server = subprocess.Popen(server_command(args, ui_port), stdout=server_log,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -134,7 +138,22 @@ def _sandbox_helm() -> str | None:
         return None
 
 
+def _server_log(db_file: Path, log_file: Path) -> BinaryIO:
+    """The server's log beside its state file, which must be able to live there."""
+    if db_file.is_dir():
+        raise CommandError(f"--db-file {db_file} is a directory; name the file in it")
+    try:
+        db_file.parent.mkdir(parents=True, exist_ok=True)
+        return log_file.open("ab")
+    except OSError as error:
+        raise CommandError(f"--db-file {db_file}: cannot write beside it: "
+                           f"{error.strerror}") from None
+
+
 def _in_use(ip: str, port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)
-        return probe.connect_ex((ip if ip != "0.0.0.0" else "127.0.0.1", port)) == 0
+        try:
+            return probe.connect_ex((ip if ip != "0.0.0.0" else "127.0.0.1", port)) == 0
+        except OSError as error:  # a name that does not resolve
+            raise CommandError(f"--ip {ip}: {error.strerror or error}") from None

@@ -18,7 +18,6 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -28,7 +27,8 @@ from temporalio.workflow import NondeterminismError
 
 from client import exit_codes, migrations
 from client.errors import CommandError
-from client.history_runs import exported_histories, fetch_runs, to_export
+from client.history_file import load_histories
+from client.history_runs import fetch_runs, to_export
 from client.temporal_flags import add_temporal_flags, open_client, run
 from worker.build import WORKFLOWS
 
@@ -92,33 +92,6 @@ async def _replay(args: argparse.Namespace) -> int:
     return exit_codes.OK
 
 
-def load_histories(path: Path, workflow_id: str | None = None) -> list[WorkflowHistory]:
-    """Every run in an export (one for a bare history or a migration that never continued as
-    new), first run first."""
-    try:
-        data: Any = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise CommandError(f"cannot read {path}: {error.strerror}") from None
-    except ValueError as error:
-        raise CommandError(f"{path} is not JSON: {error}") from None
-    recorded: str | None = None
-    histories = [data]
-    if isinstance(data, dict) and ("history" in data or "runs" in data):  # our export
-        try:
-            recorded, histories = data.get("workflow_id"), exported_histories(data)
-        except (KeyError, TypeError):
-            raise CommandError(f"{path} is not a Temporal history (no events)") from None
-    if not all(isinstance(h, dict) and h.get("events") for h in histories):
-        raise CommandError(f"{path} is not a Temporal history (no events)")
-    recorded = recorded or _recorded_workflow_id(histories[0])
-    if workflow_id is None and recorded is None:
-        raise CommandError(f"{path} does not record its workflow ID; pass --workflow-id")
-    try:
-        return [WorkflowHistory.from_json(workflow_id or str(recorded), h) for h in histories]
-    except Exception as error:  # noqa: BLE001 - protobuf's parse errors have many types
-        raise CommandError(f"{path} is not a Temporal history: {_first_line(error)}") from None
-
-
 async def replay(history: WorkflowHistory, quiet: bool = True) -> BaseException | None:
     """Replays ``history`` with this version's workflows; the failure, or None if it matched.
     ``quiet`` keeps the SDK's logs of the failing activation (a traceback) off the terminal."""
@@ -145,15 +118,6 @@ def failure_reason(failure: BaseException) -> str:
                                                             text)]
     messages = [m.split("\\n")[0].strip() for m in messages if m.strip()]
     return ": ".join(messages[:2])[:500] if messages else _first_line(failure)
-
-
-def _recorded_workflow_id(data: Any) -> str | None:
-    try:
-        started = data["events"][0]["workflowExecutionStartedEventAttributes"]
-    except (KeyError, IndexError, TypeError):
-        return None
-    value = started.get("workflowId") if isinstance(started, dict) else None
-    return value if isinstance(value, str) and value else None
 
 
 def _first_line(error: BaseException) -> str:

@@ -13,7 +13,9 @@ import sys
 import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from client import exit_codes, migrations
 from client.errors import CommandError
@@ -28,6 +30,8 @@ from client.temporal_flags import (
 from worker.build import TASK_QUEUE
 from workflows.identity import APPROVE_UPDATE, DECIDE_UPDATE, PAUSE_UPDATE, RESUME_UPDATE
 from workflows.messages import ApproveRequest, DecideRequest, Decision, PauseRequest
+
+Request = TypeVar("Request", bound=BaseModel)
 
 
 def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -116,26 +120,39 @@ async def _start(args: argparse.Namespace) -> int:
 
 
 async def _approve(args: argparse.Namespace) -> int:
-    request = ApproveRequest(gate=args.gate, approver=args.operator, reason=args.reason)
+    request = _request(ApproveRequest, gate=args.gate, approver=args.operator, reason=args.reason)
     update_id = args.request_id or f"approve/{args.gate}/{args.operator}"
     return await _send(args, APPROVE_UPDATE, request, update_id)
 
 
 async def _pause(args: argparse.Namespace) -> int:
-    request = PauseRequest(operator=args.operator, reason=args.reason)
+    request = _request(PauseRequest, operator=args.operator, reason=args.reason)
     return await _send(args, PAUSE_UPDATE, request, args.request_id or f"pause/{uuid.uuid4()}")
 
 
 async def _resume(args: argparse.Namespace) -> int:
-    request = PauseRequest(operator=args.operator, reason=args.reason)
+    request = _request(PauseRequest, operator=args.operator, reason=args.reason)
     return await _send(args, RESUME_UPDATE, request, args.request_id or f"resume/{uuid.uuid4()}")
 
 
 async def _decide(args: argparse.Namespace) -> int:
-    request = DecideRequest(node=args.node, decision=Decision(args.decision),
-                            operator=args.operator, reason=args.reason)
+    request = _request(DecideRequest, node=args.node, decision=Decision(args.decision),
+                       operator=args.operator, reason=args.reason)
     update_id = args.request_id or f"decide/{args.node}/{args.decision}/{uuid.uuid4()}"
     return await _send(args, DECIDE_UPDATE, request, update_id)
+
+
+def _request(model: type[Request], **fields: object) -> Request:
+    """The Update's input, or the flags it refuses (an empty --as) as bad input."""
+    try:
+        return model.model_validate(fields)
+    except ValidationError as error:
+        problems = "; ".join(f"{_FLAGS.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}"
+                             for e in error.errors(include_url=False))
+        raise CommandError(problems, exit_codes.INVALID_INPUT) from None
+
+
+_FLAGS = {"approver": "--as", "operator": "--as", "reason": "--reason"}
 
 
 async def _send(args: argparse.Namespace, name: str, request: object, update_id: str) -> int:

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from client import argument_types
 from sandbox import cluster
 from sandbox.cilium_release import ensure_default_release
 from sandbox.nettools import ensure_network_tools, real_network_unsupported
@@ -35,7 +36,8 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     up.add_argument("--cluster-name", default="sandbox")
     up.add_argument("--replace", action="store_true",
                     help="reuse a state dir whose sandbox is stopped")
-    up.add_argument("--reboot-seconds", type=float, help="how long a simulated reboot takes")
+    up.add_argument("--reboot-seconds", type=argument_types.seconds,
+                    help="how long a simulated reboot takes")
     up.add_argument("--shared-kernel", action="store_true",
                     help="nodes are containers sharing this machine's kernel, as with kind: a "
                     "reboot keeps the bootID; STATE_DIR/bin/docker restarts and inspects them")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import yaml
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from client import exit_codes, migrations, status_queries
+from client import argument_types, exit_codes, migrations, status_queries
 from client.approval_senders import ApprovalSenders
 from client.errors import CommandError
 from client.rendering import OUTPUT_FORMATS, dump
@@ -36,17 +36,17 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     status.add_argument("-w", "--watch", action="store_true",
                         help="redraw on every change until the run ends (exit 0 when it "
                         "completed, 2 when it failed or was aborted)")
-    status.add_argument("--interval", type=float, default=1.0, help="seconds between "
-                        "refreshes with --watch (default: %(default)s)")
+    status.add_argument("--interval", type=argument_types.seconds, default=1.0,
+                        help="seconds between refreshes with --watch (default: %(default)s)")
     status.add_argument("--nodes", type=_node_states, metavar="all|STATE[,STATE...]",
                         help="list the nodes in these states (all: every node); states: "
                         + ", ".join(s.value for s in NodeState))
-    status.add_argument("--wave", type=_count, metavar="N", help="list the nodes of wave N "
-                        "(0: nodes migrated after the planned waves); with --nodes, only "
-                        "those in its states")
-    status.add_argument("--offset", type=_count, default=0, metavar="N",
+    status.add_argument("--wave", type=argument_types.count, metavar="N",
+                        help="list the nodes of wave N (0: nodes migrated after the planned "
+                        "waves); with --nodes, only those in its states")
+    status.add_argument("--offset", type=argument_types.count, default=0, metavar="N",
                         help="with --nodes/--wave: skip the first N matching nodes")
-    status.add_argument("--limit", type=_positive, metavar="N",
+    status.add_argument("--limit", type=argument_types.positive, metavar="N",
                         help="with --nodes/--wave: list at most N nodes (default: all)")
     add_temporal_flags(status)
     status.set_defaults(run=lambda args: run(args, _status(args)))
@@ -69,27 +69,6 @@ def _node_states(text: str) -> list[NodeState]:
             f"no node state {', '.join(map(repr, unknown))}; use all or any of "
             + ", ".join(s.value for s in NodeState))
     return [NodeState(name) for name in names]
-
-
-def _count(text: str) -> int:
-    value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
-
-
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
 def _listing_nodes(args: argparse.Namespace) -> bool:

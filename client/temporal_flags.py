@@ -141,6 +141,9 @@ async def open_client_at(target: TemporalTarget, runtime: Runtime | None = None)
             CONNECT_TIMEOUT)
     except (TimeoutError, RuntimeError, RPCError, OSError) as error:
         raise unreachable(target.address, error) from None
+    except ValueError as error:  # the SDK's parse of the address: "invalid port number", ...
+        raise CommandError(f"invalid Temporal address {target.address!r}: {_reason(error)} "
+                           "(expected HOST:PORT)", exit_codes.INVALID_INPUT) from None
 
 
 def unreachable(address: str, error: BaseException) -> CommandError:
@@ -237,10 +240,16 @@ def _read(path: str | None, what: str) -> bytes | None:
     if not path:
         return None
     try:
-        return Path(path).read_bytes()
+        data = Path(path).read_bytes()
     except OSError as error:
         raise CommandError(f"cannot read {what} {path}: {error.strerror}",
                            exit_codes.INVALID_INPUT) from None
+    # The SDK parses these only while connecting, and reports a bad one as a failed
+    # connection: "cannot reach Temporal" (exit 3) for what is a wrong file.
+    if b"-----BEGIN " not in data:
+        raise CommandError(f"{what} {path} is not PEM (no -----BEGIN line)",
+                           exit_codes.INVALID_INPUT)
+    return data
 
 
 def _reason(error: BaseException) -> str:

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from client import exit_codes
+from client import argument_types, exit_codes
 from client.errors import CommandError
 from client.temporal_flags import add_temporal_flags, open_client, run
 from worker.build import TASK_QUEUE
@@ -36,9 +36,9 @@ def add_worker_flags(parser: argparse.ArgumentParser) -> None:
                        "%(default)s)")
     group.add_argument("--task-queue", default=TASK_QUEUE, metavar="QUEUE",
                        help="default: %(default)s")
-    group.add_argument("--max-concurrent-activities", type=int, default=32, metavar="N",
-                       help="activities at once, each on its own thread (default: "
-                       "%(default)s)")
+    group.add_argument("--max-concurrent-activities", type=argument_types.positive, default=32,
+                       metavar="N", help="activities at once, each on its own thread "
+                       "(default: %(default)s)")
     group.add_argument("--log-format", choices=("logfmt", "json"), default="logfmt")
     group.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                        default="info")
@@ -51,8 +51,6 @@ def worker_options(args: argparse.Namespace) -> WorkerOptions:
         if not sep or not name or not path:
             raise CommandError(f"--cluster-kubeconfig {item!r}: expected NAME=FILE")
         clusters[name] = _existing(path)
-    if args.max_concurrent_activities < 1:
-        raise CommandError("--max-concurrent-activities must be at least 1")
     return WorkerOptions(task_queue=args.task_queue,
                          max_concurrent_activities=args.max_concurrent_activities,
                          kubeconfig=_existing(args.kubeconfig) if args.kubeconfig else None,
@@ -72,7 +70,10 @@ async def _worker(args: argparse.Namespace) -> int:
     if args.metrics_address:
         from worker.metrics import prometheus_runtime
 
-        runtime = prometheus_runtime(args.metrics_address)
+        try:
+            runtime = prometheus_runtime(args.metrics_address)
+        except ValueError as error:  # the SDK's: a bad address, or one already in use
+            raise CommandError(f"--metrics-address {args.metrics_address}: {error}") from None
     client = await open_client(args, runtime=runtime)
     stop = asyncio.Event()
     stop_on_signals(stop)

@@ -125,9 +125,14 @@ def _parse_yaml(text: str, source: str) -> tuple[object, dict[YamlPath, int]]:
         line = mark.line + 1 if mark is not None else None
         message = f"not valid YAML: {error.problem or error.context or 'syntax error'}"
         raise SpecError(source, [SpecProblem(path="", line=line, message=message)]) from None
+    except RecursionError:
+        # PyYAML composes nested collections recursively: thousands of "[" stop it here,
+        # before _check_shape can count the levels.
+        message = f"not valid YAML: nested far deeper than a spec ({MAX_DEPTH} levels at most)"
+        raise SpecError(source, [SpecProblem(path="", line=None, message=message)]) from None
     except Exception as error:
         # PyYAML raises assorted types for crafted input (explicit !!int "x" tags raise
-        # ValueError, deep nesting RecursionError); all of them mean "not a usable document".
+        # ValueError); all of them mean "not a usable document".
         reason = " ".join(str(error).split())[:200]
         message = f"not valid YAML: {type(error).__name__}: {reason}"
         raise SpecError(source, [SpecProblem(path="", line=None, message=message)]) from None

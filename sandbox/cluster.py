@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes.client.rest import ApiException
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from activities.kubeapi import Kube
 from sandbox import pki
@@ -55,6 +55,9 @@ def default_state_dir() -> Path:
     return Path(base) / "cilium-migrate" / "sandbox"
 
 
+_DAMAGED = "if that sandbox still runs, stop its processes by hand, then remove the file"
+
+
 class SandboxState(BaseModel):
     cluster_name: str
     server: str
@@ -69,7 +72,15 @@ class SandboxState(BaseModel):
         if not path.exists():
             raise SandboxError(f"no sandbox in {state_dir} (no state.json); "
                                "start one with `cilium-migrate sandbox up`")
-        return cls.model_validate_json(path.read_text())
+        try:
+            return cls.model_validate_json(path.read_text())
+        except ValidationError as error:
+            problem = error.errors()[0]
+            where = ".".join(map(str, problem["loc"]))
+            raise SandboxError(f"{path} is damaged ({where + ': ' if where else ''}"
+                               f"{problem['msg']}); {_DAMAGED}") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise SandboxError(f"cannot read {path} ({error}); {_DAMAGED}") from None
 
     def save(self, state_dir: Path) -> None:
         (state_dir / "state.json").write_text(self.model_dump_json(indent=2))

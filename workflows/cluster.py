@@ -93,6 +93,7 @@ with workflow.unsafe.imports_passed_through():
         nodes_page,
         summarize,
     )
+    from workflows.signal_inputs import signal_input
     from workflows.steps import describe_failure, run_step, start_watch
 
 INSTALL_TIMEOUT = 900.0
@@ -510,8 +511,11 @@ class ClusterMigrationWorkflow:
                 and bool(self.progress.halted))
 
     @workflow.signal(name=NODE_REPORT_SIGNAL)
-    def node_report(self, report: NodeProgress) -> None:
-        if report.name in self.progress.nodes:
+    def node_report(self, *args: object) -> None:
+        """A child's NodeProgress; anything else is dropped (workflows/signal_inputs.py). A
+        child always sends its record whole, so one without a state is not a report."""
+        report = signal_input(NodeProgress, args, NODE_REPORT_SIGNAL, required=("state",))
+        if report is not None and report.name in self.progress.nodes:
             self.progress.nodes[report.name] = report
 
     @workflow.query(name=PROGRESS_QUERY)

@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.messages import DecideRequest, Decision, NodeMigrationInput
     from workflows.progress import NodeProgress, NodeState
+    from workflows.signal_inputs import signal_input
     from workflows.steps import describe_failure, run_step, step_failure
 
 T = TypeVar("T")
@@ -76,8 +77,11 @@ class NodeMigrationWorkflow:
         self._rolling_back = False
 
     @workflow.signal(name=DECIDE_SIGNAL)
-    def decide(self, request: DecideRequest) -> None:
-        self._decision = request.decision
+    def decide(self, *args: object) -> None:
+        """The parent's DecideRequest; anything else is dropped (workflows/signal_inputs.py)."""
+        request = signal_input(DecideRequest, args, DECIDE_SIGNAL)
+        if request is not None:
+            self._decision = request.decision
 
     @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> NodeProgress | None:

@@ -55,8 +55,11 @@ def read_faults(path: Path) -> dict[str, set[Fault]]:
 def write_faults(path: Path, faults: dict[str, set[Fault]]) -> None:
     data = {node: sorted(f.value for f in kinds) for node, kinds in sorted(faults.items()) if kinds}
     partial = path.with_suffix(".partial")
-    partial.write_text(yaml.safe_dump(data))
-    partial.replace(path)  # the simulator never reads a half-written file
+    try:
+        partial.write_text(yaml.safe_dump(data))
+        partial.replace(path)  # the simulator never reads a half-written file
+    except OSError as error:
+        raise FaultFileError(f"cannot write {path}: {error.strerror}") from None
 
 
 class FaultBook:

@@ -53,7 +53,7 @@ def test_defaults_then_profile_then_environment_then_flags(
 def test_tls_files_are_read_and_a_missing_one_is_an_input_error(tmp_path: Path) -> None:
     cert, key, ca = (tmp_path / n for n in ("c.pem", "k.pem", "ca.pem"))
     for path in (cert, key, ca):
-        path.write_bytes(path.name.encode())
+        path.write_bytes(f"-----BEGIN {path.name}".encode())
 
     target = resolve_target(parse("--tls-cert-path", str(cert), "--tls-key-path", str(key),
                                   "--tls-ca-path", str(ca), "--tls-server-name", "temporal"))
@@ -61,7 +61,7 @@ def test_tls_files_are_read_and_a_missing_one_is_an_input_error(tmp_path: Path) 
     assert isinstance(target.tls, TLSConfig)
     assert (target.tls.client_cert, target.tls.client_private_key,
             target.tls.server_root_ca_cert, target.tls.domain) == (
-        b"c.pem", b"k.pem", b"ca.pem", "temporal")
+        b"-----BEGIN c.pem", b"-----BEGIN k.pem", b"-----BEGIN ca.pem", "temporal")
     with pytest.raises(CommandError) as error:
         resolve_target(parse("--tls-ca-path", str(tmp_path / "nope.pem")))
     assert error.value.exit_code == 1 and "cannot read CA certificate" in str(error.value)
