@@ -116,6 +116,9 @@ class FakeCluster:
         # Set, a cancelled monitor says so (`monitor_stopping`) and returns only once released.
         self.hold_monitor_stop: asyncio.Event | None = None
         self.monitor_stopping = asyncio.Event()
+        # Fleets: the clusters discovered, in order, and those whose discovery fails.
+        self.discovered: list[str] = []
+        self.unreachable: set[str] = set()
 
     def facts(self) -> ClusterFacts:
         if len(self.nodes) > SMALL_CLUSTER:
@@ -163,6 +166,10 @@ class FakeCluster:
 
         @activity.defn(name=Activity.DISCOVER)
         async def discover(ref: ClusterRef) -> ClusterFacts:
+            cluster.discovered.append(ref.name)
+            if ref.name in cluster.unreachable:
+                raise ApplicationError(f"cannot read cluster {ref.name}: connection refused",
+                                       type="DiscoveryFailed", non_retryable=True)
             return cluster.facts()
 
         @activity.defn(name=Activity.RENDER_CHART)

@@ -1,8 +1,9 @@
 """Every recorded history replays against the current workflow code.
 
 Histories come from real runs (tests/integration/test_migration.py with
-CILIUM_MIGRATE_RECORD_HISTORIES=1), and the continued-as-new chain from
-tests/workflows/test_history_budget.py with the same switch. A file holds one run, or every
+CILIUM_MIGRATE_RECORD_HISTORIES=1), the continued-as-new chain from
+tests/workflows/test_history_budget.py and the fleets (`fleet__*`: stages, soak, approval; a
+failed cluster retried) from tests/workflows/test_fleet_workflow.py with the same switch. A file holds one run, or every
 run of a migration that continued as new (`history export`'s layout); each run replays on its
 own. A change that breaks one needs `workflow.patched`.
 """
@@ -35,7 +36,7 @@ def test_histories_were_recorded() -> None:
             for history in exported_histories(json.loads(path.read_text()))]
     types = {run["events"][0]["workflowExecutionStartedEventAttributes"]["workflowType"]["name"]
              for run in runs}
-    assert types == {"ClusterMigration", "NodeMigration"}
+    assert types == {"ClusterMigration", "NodeMigration", "FleetMigration"}
     # At least one chain in which a run continued as new and the next one went on from it.
     assert any("workflowExecutionContinuedAsNewEventAttributes" in run["events"][-1]
                for run in runs)
