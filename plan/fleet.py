@@ -13,7 +13,7 @@ approvals: {approvers: [alice, bob]}
 defaults: {approvals: {policy: per-wave}}
 clusters:
   - {name: dev, context: dev, labels: {env: dev}}
-  - {name: prod-eu, context: prod-eu, labels: {env: prod},
+  - {name: prod-eu, taskQueue: cilium-migrate.prod-eu, labels: {env: prod},
      overrides: {rollout: {maxUnavailable: 3}}}
 stages:
   - {name: dev, clusters: [dev], soak: 1d}
@@ -83,6 +83,8 @@ class FleetCluster(SpecModel):
     name: DnsLabel
     context: str | None = Field(default=None, min_length=1,
                                 description="kubeconfig context (cluster.kubeconfigContext).")
+    task_queue: str | None = Field(default=None, min_length=1, description="cluster."
+                                   "taskQueue: the queue of the worker holding its credentials.")
     labels: Labels = Field(default_factory=dict, description="For stage selectors.")
     overrides: dict[str, Any] = Field(
         default_factory=dict, description="MigrationSpec sections for this cluster only; "
@@ -204,6 +206,8 @@ def _cluster_specs(fleet: FleetFile, data: dict[str, Any], lines: dict[YamlPath,
         section["name"] = cluster.name
         if cluster.context:
             section["kubeconfigContext"] = cluster.context
+        if cluster.task_queue:
+            section["taskQueue"] = cluster.task_queue
         merged["cluster"] = section
         overrides = data["clusters"][index].get("overrides") or {}
 

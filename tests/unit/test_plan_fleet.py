@@ -22,7 +22,7 @@ clusters:
   - name: staging
     labels: {env: staging}
     overrides: {rollout: {maxUnavailable: 3}, cluster: {inCluster: true}}
-  - {name: prod-eu, labels: {env: prod}}
+  - {name: prod-eu, labels: {env: prod}, taskQueue: cilium-migrate.prod-eu}
   - {name: prod-us, labels: {env: prod}}
 stages:
   - {name: dev, clusters: [dev], soak: 1h}
@@ -47,6 +47,8 @@ def test_defaults_overrides_and_stages_make_the_fleet() -> None:
     assert (dev.approvals.policy, dev.rollout.max_unavailable) == ("per-wave", 2)
     assert (staging.approvals.policy, staging.rollout.max_unavailable) == ("per-wave", 3)
     assert staging.cluster.in_cluster
+    assert fleet.spec_of("prod-eu").cluster.task_queue == "cilium-migrate.prod-eu"
+    assert dev.cluster.task_queue is None
     assert [(s.index, s.name, s.clusters, s.concurrency, s.soak_seconds, s.approval, s.gate)
             for s in fleet.stages] == [
         (1, "dev", ["dev"], 1, 3600.0, False, "stage-1"),
