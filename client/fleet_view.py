@@ -83,6 +83,7 @@ def _cluster_columns(reading: ClusterReading) -> list[str]:
 
 def _note(error: str | None, reading: ClusterReading) -> str:
     summary = reading.summary
+    # A missing worker explains a halt or a stall, so it comes before them.
     note = error or reading.problem or (summary.halted if summary else None) or ""
     note = " ".join(note.split())
     return note if len(note) <= NOTE_WIDTH else note[:NOTE_WIDTH - 3] + "..."

@@ -20,6 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from client import exit_codes, migrations, status_queries
 from client.errors import CommandError
+from client.worker_presence import absent_worker_hint
 from plan.fleet import Fleet
 from workflows.fleet import FleetMigrationWorkflow
 from workflows.fleet_progress import ClusterState, FleetProgress
@@ -47,7 +48,8 @@ class FleetStatus(BaseModel):
 
 @dataclass(frozen=True)
 class ClusterReading:
-    """A cluster's own summary, or why it could not be read."""
+    """A cluster's own summary, and what stands in its way that it cannot say itself: why it
+    could not be read, or that no worker serves its steps."""
 
     summary: ProgressSummary | None = None
     problem: str | None = None
@@ -117,7 +119,12 @@ async def cluster_readings(client: Client, fleet: FleetProgress) -> dict[str, Cl
             reading = await status_queries.read_summary(client, migration)
         except CommandError as error:
             return ClusterReading(problem=str(error))
-        return ClusterReading(summary=reading.summary)
+        summary = reading.summary
+        if migration.running and summary.task_queue and await absent_worker_hint(
+                client, cluster, summary.task_queue):  # `status CLUSTER` gives the whole hint
+            return ClusterReading(summary=summary, problem=f"waiting for a worker: none on "
+                                  f"task queue {summary.task_queue}")
+        return ClusterReading(summary=summary)
 
     answers = await asyncio.gather(*(read(cluster) for cluster in started))
     return dict(zip(started, answers, strict=True))
