@@ -1,4 +1,4 @@
-"""`cilium-migrate fleet start|status|approve|pause|resume|decide|abort`: a fleet of clusters,
+"""`cilium-migrate fleet start|status|list|approve|pause|resume|decide|abort`: a fleet of clusters,
 stage after stage (workflows/fleet.py). Thin wiring like the per-cluster commands: parse, call
 `client.fleets`, print. Each cluster of a fleet stays an ordinary migration, steered with the
 per-cluster commands.
@@ -9,19 +9,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import shlex
 import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
 from client import exit_codes, fleets, migrations
 from client.fleet_view import render_fleet
 from client.migration_commands import add_command, add_operator_flags
 from client.plan_commands import read_fleet
-from client.rendering import OUTPUT_FORMATS, dump
+from client.rendering import OUTPUT_FORMATS, dump, table
 from client.status_view import Screen
 from client.temporal_flags import connection_flags, open_client
 from worker.build import TASK_QUEUE
@@ -49,6 +51,11 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     status.add_argument("--interval", type=float, default=2.0,
                         help="seconds between refreshes with --watch (default: %(default)s)")
     add_command(status, _status)
+
+    listing = commands.add_parser("list", help="every fleet in the namespace")
+    listing.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="table")
+    listing.add_argument("--running", action="store_true", help="only running fleets")
+    add_command(listing, _list)
 
     approve = commands.add_parser("approve", help="let a stage that needs approval start")
     approve.add_argument("name", help="the fleet's name")
@@ -125,6 +132,24 @@ async def _frame(client: Client, args: argparse.Namespace
         text += (f"\n\nNote: the fleet's workflow was {fleet.status}; this is the last state "
                  "it reported.")
     return fleet, text
+
+
+async def _list(args: argparse.Namespace) -> int:
+    client = await open_client(args)
+    listed = [f async for f in fleets.list_fleets(client, running_only=args.running)]
+    if args.output == "table":
+        rows = [[f.name, f.status, f.stage or "-",
+                 f.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"), f.workflow_id]
+                for f in listed]
+        print(table(rows, ["fleet", "status", "stage", "started", "workflow"]) if rows
+              else "No fleets.")
+        return exit_codes.OK
+    data = [{"fleet": f.name, "workflowId": f.workflow_id, "status": f.status,
+             "stage": f.stage, "startedAt": f.started_at.isoformat(),
+             "closedAt": f.closed_at.isoformat() if f.closed_at else None} for f in listed]
+    print(json.dumps(data, indent=2) if args.output == "json"
+          else yaml.safe_dump(data, sort_keys=False).rstrip("\n"))
+    return exit_codes.OK
 
 
 async def _approve(args: argparse.Namespace) -> int:

@@ -9,8 +9,9 @@ Updates to it go through `migrations.update` with the same refusals and exit cod
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
@@ -24,7 +25,13 @@ from client.worker_presence import absent_worker_hint
 from plan.fleet import Fleet
 from workflows.fleet import FleetMigrationWorkflow
 from workflows.fleet_progress import ClusterState, FleetProgress
-from workflows.identity import FLEET_ATTRIBUTE, PROGRESS_QUERY, fleet_workflow_id
+from workflows.identity import (
+    FLEET_ATTRIBUTE,
+    FLEET_WORKFLOW,
+    PROGRESS_QUERY,
+    STAGE_ATTRIBUTE,
+    fleet_workflow_id,
+)
 from workflows.messages import FleetInput
 from workflows.progress_summary import ProgressSummary
 
@@ -66,6 +73,30 @@ async def start(client: Client, fleet: Fleet, task_queue: str) -> FleetStarted:
         return FleetStarted(client.get_workflow_handle_for(
             FleetMigrationWorkflow.run, fleet_workflow_id(fleet.name)), attached=True)
     return FleetStarted(handle, attached=False)
+
+
+@dataclass(frozen=True)
+class ListedFleet:
+    name: str
+    workflow_id: str
+    status: str
+    stage: str | None  # the stage it is in (or ended in)
+    started_at: datetime
+    closed_at: datetime | None
+
+
+async def list_fleets(client: Client, running_only: bool = False
+                      ) -> AsyncIterator[ListedFleet]:
+    query = f"WorkflowType='{FLEET_WORKFLOW}'"
+    if running_only:
+        query += " AND ExecutionStatus='Running'"
+    async for execution in client.list_workflows(query):
+        attributes = execution.typed_search_attributes
+        yield ListedFleet(
+            name=attributes.get(FLEET_ATTRIBUTE) or execution.id.rsplit("/", 1)[-1],
+            workflow_id=execution.id, status=migrations.status_name(execution.status),
+            stage=attributes.get(STAGE_ATTRIBUTE), started_at=execution.start_time,
+            closed_at=execution.close_time)
 
 
 async def find(client: Client, name: str) -> migrations.Migration:

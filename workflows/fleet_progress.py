@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from plan.fleet import Fleet
+from plan.fleet import Fleet, stage_gate
 from workflows.progress import Approval
 
 
@@ -71,7 +71,7 @@ class StageProgress(BaseModel):
 
     @property
     def gate(self) -> str:
-        return f"stage-{self.index}"
+        return stage_gate(self.index)
 
 
 class FleetProgress(BaseModel):

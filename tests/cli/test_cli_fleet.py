@@ -91,6 +91,9 @@ async def test_an_operator_runs_a_fleet_through_a_failure(
 
         ended = await cli("fleet", "abort", name)
         assert ended.code == exit_codes.BLOCKED and "has ended (completed)" in ended.err
+        listed = await cli("fleet", "list")
+        row = next(line for line in listed.out.splitlines() if line.startswith(name))
+        assert row.split()[:3] == [name, "completed", "prod"], listed
     finally:
         with contextlib.suppress(RPCError):  # ended already
             await temporal_env.client.get_workflow_handle(fleet_workflow_id(name)).terminate(
