@@ -31,7 +31,13 @@ from workflows.identity import (
     cluster_workflow_id,
     fleet_workflow_id,
 )
-from workflows.messages import ApproveRequest, ClusterDecision, FleetDecideRequest, FleetInput
+from workflows.messages import (
+    ApproveRequest,
+    ClusterDecision,
+    FleetDecideRequest,
+    FleetInput,
+    PauseRequest,
+)
 from workflows.progress import Phase
 
 SOAK = 2.0  # seconds: long enough to see, short enough for a test
@@ -183,3 +189,47 @@ async def test_abort_cancels_the_running_clusters_which_uncordon_what_they_cordo
     assert final.clusters[later].state is ClusterState.PENDING and later not in fake.discovered
     assert not fake.cordoned  # each cluster's own abort uncordoned its canary
     assert [s.state for s in final.stages] == [StageState.CANCELLED, StageState.PENDING]
+
+
+async def test_pause_holds_the_next_stage_and_a_skipped_or_aborted_cluster_needs_a_decision(
+        temporal_env: Any, task_queue: str) -> None:
+    fake = FakeCluster(workers=2)
+    suffix = task_queue.removeprefix("fleet-")
+    first, second, third = (f"{n}-{suffix}" for n in ("first", "second", "third"))
+    fake.unreachable.add(first)
+    rollout = fleet(f"steer-{suffix}", [{"clusters": [first]}, {"clusters": [second]},
+                                        {"clusters": [third]}])
+    async with build_worker(temporal_env.client, fake.activities(), task_queue=task_queue):
+        handle = await start(temporal_env, rollout, task_queue)
+        await until(handle, lambda p: p.clusters[first].waiting_for_decision, "the halt")
+        await handle.execute_update(FleetMigrationWorkflow.pause, PauseRequest())
+        await handle.execute_update(FleetMigrationWorkflow.decide, FleetDecideRequest(
+            cluster=first, decision=ClusterDecision.SKIP))
+        await until(handle, lambda p: p.stages[0].state is StageState.DONE, "stage 1's end")
+        await asyncio.sleep(1.0)  # time enough for stage 2 to start, were it to
+        assert second not in fake.discovered  # the pause holds it
+
+        fake.hold_drain = asyncio.Event()
+        await handle.execute_update(FleetMigrationWorkflow.resume, PauseRequest())
+        for _ in range(1200):
+            if fake.hold_drain.is_set():
+                break
+            await asyncio.sleep(0.05)
+        # The operator aborts the second cluster by itself, as `cilium-migrate abort` does.
+        await temporal_env.client.get_workflow_handle(cluster_workflow_id(second)).cancel()
+        halted = await until(handle, lambda p: p.clusters[second].waiting_for_decision,
+                             "the halt after the cluster's abort")
+        assert halted.clusters[second].state is ClusterState.CANCELLED
+        assert halted.halted is not None and "its migration was aborted" in halted.halted
+        assert not fake.cordoned  # the cluster's own abort compensated
+
+        fake.hold_drain = None
+        await handle.execute_update(FleetMigrationWorkflow.decide, FleetDecideRequest(
+            cluster=second, decision=ClusterDecision.RETRY))
+        report = await handle.result()
+
+    assert report.phase is FleetPhase.COMPLETED
+    assert {name: (c.state, c.attempts) for name, c in report.clusters.items()} == {
+        first: (ClusterState.SKIPPED, 1), second: (ClusterState.COMPLETED, 2),
+        third: (ClusterState.COMPLETED, 1)}
+    assert fake.discovered == [first, second, second, third]
