@@ -2,24 +2,26 @@
 
 `run` reads like the rollout: for each stage, wait until nothing holds the fleet, wait for the
 stage's approval if it needs one, migrate its clusters (so many at once), then let it soak
-before the next stage starts. Each cluster runs as a child with its usual workflow ID
-(`cilium-migrate/<cluster>`), so every per-cluster command (status, approve, decide, pause,
-abort) works on it as on a migration started by hand.
+before the next stage starts, its clusters' health checked all along. Each cluster runs as a
+child with its usual workflow ID (`cilium-migrate/<cluster>`), so every per-cluster command
+(status, approve, decide, pause, abort) works on it as on a migration started by hand.
 
 A cluster whose migration fails (or is aborted on its own) halts the fleet: no new cluster and
 no new stage starts, clusters already running go on, and the operator decides with `decide`
-whether to retry that cluster or skip it. Aborting the fleet is cancelling it: the running
+whether to retry that cluster or skip it. A cluster that degrades while its stage soaks halts
+the fleet too, until the operator resumes it. Aborting the fleet is cancelling it: the running
 clusters are cancelled and each compensates as its own abort does (nothing left cordoned).
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import (
+    ActivityError,
     ChildWorkflowError,
     WorkflowAlreadyStartedError,
     is_cancelled_exception,
@@ -27,7 +29,9 @@ from temporalio.exceptions import (
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from plan.contract import Activity, HealthInput, HealthReport
     from plan.fleet import Fleet, FleetStage
+    from plan.policies import cluster_ref
     from workflows.cluster import ClusterMigrationWorkflow
     from workflows.fleet_progress import (
         ClusterState,
@@ -59,7 +63,12 @@ with workflow.unsafe.imports_passed_through():
         PauseRequest,
     )
     from workflows.progress import Phase
-    from workflows.steps import describe_failure
+    from workflows.steps import describe_failure, run_step
+
+# A soak is watched: its stage's clusters are checked every soak / SOAK_CHECKS, but not more
+# often than SOAK_CHECK_EVERY, and once when it ends.
+SOAK_CHECKS = 48
+SOAK_CHECK_EVERY = timedelta(seconds=30)
 
 
 @workflow.defn(name=FLEET_WORKFLOW)
@@ -75,6 +84,7 @@ class FleetMigrationWorkflow:
         self.decisions: dict[str, ClusterDecision] = {}
         self.running: list[asyncio.Task[None]] = []  # the current stage's cluster tasks
         self.aborting = False
+        self.soak_trouble: str | None = None  # what degraded in the soak, until resumed
 
     # ---- the rollout ----------------------------------------------------------------------
 
@@ -117,14 +127,52 @@ class FleetMigrationWorkflow:
             task.result()  # a task's unexpected error fails the workflow task: a bug to fix
 
     async def _soak(self, stage: FleetStage) -> None:
-        """A durable timer: a worker restart or a continued history does not shorten it."""
+        """The stage's clusters must stay healthy for the whole soak (durable timers: a worker
+        restart does not shorten it). A cluster that degrades halts the fleet; once the
+        operator has mended it and resumes, the soak starts again from its beginning."""
         record = self.progress.stages[stage.index - 1]
-        if stage.soak_seconds:
+        soak = timedelta(seconds=stage.soak_seconds)
+        while soak:
             self._enter(stage, StageState.SOAKING)
-            soak = timedelta(seconds=stage.soak_seconds)
             record.soak_ends_at = workflow.now() + soak
-            await workflow.sleep(soak)
+            problems = await self._watch_soak(stage, record.soak_ends_at)
+            record.soak_problems = problems
+            if not problems:
+                break
+            self.soak_trouble = (f"stage {stage.index} ({stage.name}) degraded while soaking: "
+                                 + "; ".join(problems))
+            self._update_halt()
+            await workflow.wait_condition(lambda: self.soak_trouble is None)
         record.state, record.finished_at = StageState.DONE, workflow.now()
+
+    async def _watch_soak(self, stage: FleetStage, ends_at: datetime) -> list[str]:
+        """Checks the stage's migrated clusters at most SOAK_CHECKS times over the soak (a
+        week's soak keeps a bounded history), and once at its end; the first problems found."""
+        interval = max(SOAK_CHECK_EVERY, timedelta(seconds=stage.soak_seconds) / SOAK_CHECKS)
+        while (left := ends_at - workflow.now()) > timedelta(0):
+            await workflow.sleep(min(interval, left))
+            migrated = [c for c in stage.clusters
+                        if self.progress.clusters[c].state is ClusterState.COMPLETED]
+            found = await asyncio.gather(*(self._health(c) for c in migrated))
+            self.progress.stages[stage.index - 1].soak_checks += 1
+            if problems := [f"cluster {c}: {p}" for c, listed in zip(migrated, found,
+                                                                      strict=True)
+                            for p in listed]:
+                return problems
+        return []
+
+    async def _health(self, cluster: str) -> list[str]:
+        """What the cluster's health check finds wrong (the same check as after each wave;
+        flannel is gone or on its way out, so it is not asked about)."""
+        spec = self.fleet.spec_of(cluster)
+        try:
+            report = await run_step(Activity.CHECK_HEALTH, HealthInput(
+                cluster=cluster_ref(spec.cluster), cilium_namespace=spec.cilium.namespace,
+                cilium_pools=[str(c) for c in spec.network.pod_cidrs], flannel_namespace=None,
+                flannel_daemonset=None), HealthReport)
+        except ActivityError as error:
+            return [f"its health check failed: {describe_failure(error)}"]
+        return report.problems
 
     async def _migrate_cluster(self, name: str, stage: FleetStage,
                                slots: asyncio.Semaphore) -> None:
@@ -223,14 +271,18 @@ class FleetMigrationWorkflow:
 
     @workflow.update(name=RESUME_UPDATE)
     def resume(self, request: PauseRequest) -> str:
+        """Ends a pause, and a halt for a stage that degraded while soaking (the operator
+        mended it: the soak starts again). A failed cluster needs `decide` instead."""
         self.progress.paused = False
+        self.soak_trouble = None
+        self._update_halt()
         return "resumed" + (f"; still halted: {self.progress.halted}" if self.progress.halted
                             else "")
 
     @resume.validator
     def _validate_resume(self, request: PauseRequest) -> None:
-        if not self.progress.paused:
-            raise ValueError("the fleet is not paused" + (
+        if not self.progress.paused and self.soak_trouble is None:
+            raise ValueError("the fleet is neither paused nor halted in a soak" + (
                 f"; it is halted: {self.progress.halted}" if self.progress.halted else ""))
 
     @workflow.update(name=DECIDE_UPDATE)
@@ -263,12 +315,18 @@ class FleetMigrationWorkflow:
             workflow.upsert_search_attributes([STAGE_ATTRIBUTE.value_set(stage.name)])
 
     def _update_halt(self) -> None:
+        """Why nothing new starts: failed clusters waiting for a decision, or a stage that
+        degraded while soaking; None when nothing holds the fleet."""
         waiting = [c for c in self.progress.clusters.values() if c.waiting_for_decision]
-        self.progress.halted = "; ".join(
-            f"cluster {c.name} {c.state.value}: {c.error}" for c in waiting) or None
-        if self.progress.halted:
-            self.progress.halted += (". Decide: `fleet decide FLEET CLUSTER retry|skip`, or "
-                                     "abort the fleet")
+        reasons = []
+        if waiting:
+            reasons.append("; ".join(f"cluster {c.name} {c.state.value}: {c.error}"
+                                     for c in waiting)
+                           + ". Decide: `fleet decide FLEET CLUSTER retry|skip`, or abort")
+        if self.soak_trouble:
+            reasons.append(self.soak_trouble + ". Mend it, then `fleet resume FLEET` (the soak "
+                           "starts again), or abort")
+        self.progress.halted = " | ".join(reasons) or None
 
     async def _wait_until_clear(self) -> None:
         await workflow.wait_condition(

@@ -68,6 +68,8 @@ class StageProgress(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     soak_ends_at: datetime | None = None  # while soaking: when the next stage may start
+    soak_checks: int = 0  # health checks of its clusters during the soak
+    soak_problems: list[str] = Field(default_factory=list)  # what the last soak found wrong
 
     @property
     def gate(self) -> str:

@@ -233,3 +233,31 @@ async def test_pause_holds_the_next_stage_and_a_skipped_or_aborted_cluster_needs
         first: (ClusterState.SKIPPED, 1), second: (ClusterState.COMPLETED, 2),
         third: (ClusterState.COMPLETED, 1)}
     assert fake.discovered == [first, second, second, third]
+
+
+async def test_a_cluster_that_degrades_while_soaking_halts_the_fleet_and_the_soak_restarts(
+        temporal_env: Any, task_queue: str) -> None:
+    fake = FakeCluster(workers=2)
+    suffix = task_queue.removeprefix("fleet-")
+    canary, rest = f"canary-{suffix}", f"rest-{suffix}"
+    rollout = fleet(f"soak-{suffix}", [{"clusters": [canary], "soak": SOAK},
+                                       {"clusters": [rest]}])
+    async with build_worker(temporal_env.client, fake.activities(), task_queue=task_queue):
+        handle = await start(temporal_env, rollout, task_queue)
+        await until(handle, lambda p: p.stages[0].state is StageState.SOAKING, "the soak")
+        fake.degraded[canary] = "node worker-1 is not Ready"
+        halted = await until(handle, lambda p: p.halted is not None, "the soak's halt")
+        assert halted.stages[0].soak_problems == [f"cluster {canary}: node worker-1 is not Ready"]
+        assert "degraded while soaking" in halted.halted  # type: ignore[operator]
+        await asyncio.sleep(1.0)
+        assert rest not in fake.discovered  # the next stage waits
+
+        fake.degraded.clear()  # the operator mended the canary
+        await handle.execute_update(FleetMigrationWorkflow.resume, PauseRequest())
+        report = await handle.result()
+        await record_histories(temporal_env.client, handle.id)
+
+    assert report.phase is FleetPhase.COMPLETED and report.halted is None
+    first = report.stages[0]
+    assert first.soak_checks == 2 and first.soak_problems == []  # a whole soak after the fix
+    assert fake.discovered == [canary, rest]

@@ -2,10 +2,12 @@
 
 Histories come from real runs (tests/integration/test_migration.py with
 CILIUM_MIGRATE_RECORD_HISTORIES=1), the continued-as-new chain from
-tests/workflows/test_history_budget.py and the fleets (`fleet__*`: stages, soak, approval; a
-failed cluster retried) from tests/workflows/test_fleet_workflow.py with the same switch. A
-file holds one run, or every run of a migration that continued as new (`history export`'s
-layout); each run replays on its own. A change that breaks one needs `workflow.patched`.
+tests/workflows/test_history_budget.py, the fleets (`fleet__*`: stages, soak, approval; a
+failed cluster retried; a soak halted by a degraded cluster) from
+tests/workflows/test_fleet_workflow.py and a cluster on its own task queue (`cluster-queue__*`)
+from tests/workflows/test_cluster_task_queue.py, with the same switch. A file holds one run, or
+every run of a migration that continued as new (`history export`'s layout); each run replays
+on its own. A change that breaks one needs `workflow.patched`.
 """
 
 from __future__ import annotations
