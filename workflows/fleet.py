@@ -97,7 +97,11 @@ class FleetMigrationWorkflow:
                 await self._approval(stage)
                 await self._migrate_clusters(stage)
                 await self._soak(stage)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ActivityError) as error:
+            # An abort during a soak's health check can arrive as that step's cancellation;
+            # any other failure of a check is a finding (`_health`), never an error here.
+            if not (isinstance(error, asyncio.CancelledError) or is_cancelled_exception(error)):
+                raise
             await self._abort_running_clusters()
             self.progress.error = "aborted by the operator"
             self.progress.finished_at = workflow.now()
@@ -171,6 +175,8 @@ class FleetMigrationWorkflow:
                 cilium_pools=[str(c) for c in spec.network.pod_cidrs], flannel_namespace=None,
                 flannel_daemonset=None), HealthReport)
         except ActivityError as error:
+            if is_cancelled_exception(error):
+                raise  # the fleet is being aborted
             return [f"its health check failed: {describe_failure(error)}"]
         return report.problems
 

@@ -261,3 +261,29 @@ async def test_a_cluster_that_degrades_while_soaking_halts_the_fleet_and_the_soa
     first = report.stages[0]
     assert first.soak_checks == 2 and first.soak_problems == []  # a whole soak after the fix
     assert fake.discovered == [canary, rest]
+
+
+async def test_abort_during_a_soak_health_check_ends_the_fleet(
+        temporal_env: Any, task_queue: str) -> None:
+    fake = FakeCluster(workers=2)
+    suffix = task_queue.removeprefix("fleet-")
+    canary, rest = f"canary-{suffix}", f"rest-{suffix}"
+    rollout = fleet(f"soak-abort-{suffix}", [{"clusters": [canary], "soak": SOAK},
+                                             {"clusters": [rest]}])
+    async with build_worker(temporal_env.client, fake.activities(), task_queue=task_queue):
+        handle = await start(temporal_env, rollout, task_queue)
+        await until(handle, lambda p: p.stages[0].state is StageState.SOAKING, "the soak")
+        fake.hold_health = asyncio.Event()  # the soak's check hangs until it is cancelled
+        for _ in range(1200):
+            if fake.hold_health.is_set():
+                break
+            await asyncio.sleep(0.05)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        final = await handle.query(FleetMigrationWorkflow.get_progress)
+
+    assert final.phase is FleetPhase.CANCELLED
+    assert [s.state for s in final.stages] == [StageState.CANCELLED, StageState.PENDING]
+    assert final.clusters[canary].state is ClusterState.COMPLETED
+    assert rest not in fake.discovered
