@@ -21,6 +21,7 @@ from plan.fleet import Fleet, FleetStage
 from plan.spec import ApprovalSpec
 from tests.fakes import FakeCluster
 from tests.workflows.support import record_histories, spec
+from tests.workflows.support import start as start_cluster
 from worker.build import build_worker
 from workflows.cluster import ClusterMigrationWorkflow
 from workflows.fleet import FleetMigrationWorkflow
@@ -287,3 +288,26 @@ async def test_abort_during_a_soak_health_check_ends_the_fleet(
     assert [s.state for s in final.stages] == [StageState.CANCELLED, StageState.PENDING]
     assert final.clusters[canary].state is ClusterState.COMPLETED
     assert rest not in fake.discovered
+
+
+async def test_a_cluster_already_migrating_by_hand_halts_the_fleet_until_retried(
+        temporal_env: Any, task_queue: str) -> None:
+    fake = FakeCluster(workers=2)
+    suffix = task_queue.removeprefix("fleet-")
+    busy = f"busy-{suffix}"
+    by_hand = await start_cluster(temporal_env, fake, spec(busy, approvals={
+        "policy": "per-phase"}), task_queue)  # waits at its install gate
+    rollout = fleet(f"busy-{suffix}", [{"clusters": [busy]}])
+    async with build_worker(temporal_env.client, fake.activities(), task_queue=task_queue):
+        handle = await start(temporal_env, rollout, task_queue)
+        halted = await until(handle, lambda p: p.clusters[busy].waiting_for_decision, "a halt")
+        assert "already running outside the fleet" in (halted.clusters[busy].error or "")
+        await by_hand.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await by_hand.result()
+        await handle.execute_update(FleetMigrationWorkflow.decide, FleetDecideRequest(
+            cluster=busy, decision=ClusterDecision.RETRY))
+        report = await handle.result()
+
+    assert report.clusters[busy].state is ClusterState.COMPLETED
+    assert report.clusters[busy].attempts == 2
