@@ -12,6 +12,7 @@ from client import (
     demo_commands,
     dev_commands,
     exit_codes,
+    fleet_commands,
     history_commands,
     migration_commands,
     plan_commands,
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan_commands.register(groups)
     sandbox_commands.register(groups)
     migration_commands.register(groups)
+    fleet_commands.register(groups)
     status_commands.register(groups)
     history_commands.register(groups)
     worker_commands.register(groups)

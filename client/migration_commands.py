@@ -41,46 +41,46 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     add_kube_flags(start)
     start.add_argument("--task-queue", default=TASK_QUEUE, metavar="QUEUE",
                        help="task queue of the workers that run it (default: %(default)s)")
-    _command(start, _start)
+    add_command(start, _start)
 
     approve = groups.add_parser("approve", help="approve a gate the migration waits at")
     approve.add_argument("cluster")
     approve.add_argument("gate", help="e.g. install, rollout, wave-2, node/worker-3, finalize")
-    _operator_flags(approve, who="approver")
-    _command(approve, _approve)
+    add_operator_flags(approve, who="approver")
+    add_command(approve, _approve)
 
     pause = groups.add_parser("pause", help="start no new node; running nodes finish")
     pause.add_argument("cluster")
-    _operator_flags(pause)
-    _command(pause, _pause)
+    add_operator_flags(pause)
+    add_command(pause, _pause)
 
     resume = groups.add_parser("resume", help="go on after a pause or a halt")
     resume.add_argument("cluster")
-    _operator_flags(resume)
-    _command(resume, _resume)
+    add_operator_flags(resume)
+    add_command(resume, _resume)
 
     decide = groups.add_parser("decide", help="what a blocked node does next")
     decide.add_argument("cluster")
     decide.add_argument("node")
     decide.add_argument("decision", choices=[d.value for d in Decision])
-    _operator_flags(decide)
-    _command(decide, _decide)
+    add_operator_flags(decide)
+    add_command(decide, _decide)
 
     abort = groups.add_parser("abort", help="cancel the migration; nodes this run cordoned "
                               "are uncordoned")
     abort.add_argument("cluster")
     abort.add_argument("--wait", action="store_true",
                        help="wait until it stopped and show the nodes it uncordoned")
-    _command(abort, _abort)
+    add_command(abort, _abort)
 
 
-def _command(parser: argparse.ArgumentParser,
+def add_command(parser: argparse.ArgumentParser,
              body: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> None:
     add_temporal_flags(parser)
     parser.set_defaults(run=lambda args: run(args, body(args)))
 
 
-def _operator_flags(parser: argparse.ArgumentParser, who: str = "operator") -> None:
+def add_operator_flags(parser: argparse.ArgumentParser, who: str = "operator") -> None:
     parser.add_argument("--reason", default="", help="recorded in the migration's history")
     parser.add_argument("--as", dest="operator", default=login_name(),
                         help=f"{who} name, recorded as given (default: $USER, %(default)s)")

@@ -14,9 +14,11 @@ from activities.discovery import DiscoveryError, discover_cluster
 from activities.kubeapi import Kube
 from client import exit_codes
 from client.errors import CommandError
+from client.fleet_plan import plan_fleet, render_fleet_plan
 from client.rendering import OUTPUT_FORMATS, dump, table
 from plan.chart_check import ChartNotRendered, ChartVerdict, render_input
 from plan.facts import ClusterFacts
+from plan.fleet import Fleet, load_fleet
 from plan.planner import MigrationPlan, make_plan
 from plan.policies import cluster_ref
 from plan.spec import MigrationSpec
@@ -26,7 +28,10 @@ from plan.spec_reference import spec_reference
 
 def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     plan = groups.add_parser("plan", help="discover the cluster and show the migration plan")
-    plan.add_argument("-f", "--filename", type=Path, required=True, help="the migration spec")
+    which = plan.add_mutually_exclusive_group(required=True)
+    which.add_argument("-f", "--filename", type=Path, help="the migration spec")
+    which.add_argument("--fleet", type=Path, metavar="FILE", help="a fleet file: every "
+                       "cluster's plan (each with its own kubeconfig context), one table")
     add_kube_flags(plan)
     plan.add_argument("--helm", default="helm", metavar="PATH",
                       help="helm binary that renders the chart with the values (default: helm "
@@ -72,9 +77,38 @@ def kube_for(spec: MigrationSpec, kubeconfig: str | None, context: str | None) -
                            exit_codes.INVALID_INPUT) from error
 
 
+def read_fleet(path: Path) -> Fleet:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        raise CommandError(f"cannot read fleet file {path}: {error.strerror}",
+                           exit_codes.INVALID_INPUT) from error
+    try:
+        return load_fleet(text, source=str(path))
+    except SpecError as error:
+        raise CommandError(str(error), exit_codes.INVALID_INPUT) from error
+
+
 def _plan(args: argparse.Namespace) -> int:
+    if args.fleet:
+        if args.context:
+            raise CommandError("--context names one cluster's context; a fleet file gives each "
+                               "cluster its own (clusters[].context)")
+        fleet = plan_fleet(read_fleet(args.fleet),
+                           lambda spec: plan_cluster(spec, args.kubeconfig, None, args.helm))
+        print(dump(fleet, args.output) if args.output != "table" else render_fleet_plan(fleet))
+        return fleet.exit_code
     spec = read_spec(args.filename)
-    kube = kube_for(spec, args.kubeconfig, args.context)
+    plan = plan_cluster(spec, args.kubeconfig, args.context, args.helm)
+    print(dump(plan, args.output) if args.output != "table" else render_plan(plan))
+    return exit_codes.OK if plan.can_run else exit_codes.BLOCKED
+
+
+def plan_cluster(spec: MigrationSpec, kubeconfig: str | None, context: str | None,
+                 helm: str) -> MigrationPlan:
+    """Discovery, the chart's verdict and the plan for one cluster; CommandError when the
+    cluster cannot be read."""
+    kube = kube_for(spec, kubeconfig, context)
     try:
         facts = discover_cluster(kube)
     except DiscoveryError as error:
@@ -82,9 +116,7 @@ def _plan(args: argparse.Namespace) -> int:
     except Exception as error:  # noqa: BLE001 - connection refused, TLS, 401/403...
         raise CommandError(f"cannot read cluster {spec.cluster.name}: {_short(error)}",
                            exit_codes.UNREACHABLE) from error
-    plan = make_plan(spec, facts, _render(args.helm, spec, facts))
-    print(dump(plan, args.output) if args.output != "table" else render_plan(plan))
-    return exit_codes.OK if plan.can_run else exit_codes.BLOCKED
+    return make_plan(spec, facts, _render(helm, spec, facts))
 
 
 def _render(helm: str, spec: MigrationSpec, facts: ClusterFacts) -> ChartVerdict:

@@ -17,6 +17,7 @@ from client.errors import CommandError
 from client.rendering import OUTPUT_FORMATS, dump
 from client.status_view import Screen, render_list, render_nodes, render_summary
 from client.temporal_flags import add_temporal_flags, connection_flags, open_client, run
+from client.worker_presence import absent_worker_hint
 from workflows.progress import NodeState
 from workflows.progress_summary import PAGE_LIMIT, NodesPageRequest, ProgressSummary
 
@@ -134,6 +135,9 @@ async def _format(migration: migrations.Migration, reading: status_queries.Readi
     wave_nodes = None if wave is None else await reading.nodes(
         NodesPageRequest(wave=wave.index), count=CURRENT_WAVE_ROWS)
     text = render_summary(summary, wave_nodes, connection=connection_flags(args))
+    if migration.running and summary.task_queue:
+        hint = await absent_worker_hint(reading.client, summary.cluster, summary.task_queue)
+        text = f"Waiting for a worker: {hint}\n\n{text}" if hint else text
     if not migration.running and not summary.phase.ended:
         # Ended from outside (e.g. `temporal workflow terminate`): its last report is stale.
         text += (f"\n\nNote: the workflow was {migration.status}; this is the last state "

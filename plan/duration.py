@@ -24,7 +24,7 @@ _WHOLE = re.compile(r"(?:\d{1,9}[dhms])+")
 _EXPECTED = 'a positive duration such as "90s", "15m", "1h30m" or a number of seconds'
 
 
-def parse_duration(value: object) -> timedelta:
+def parse_duration(value: object, maximum: timedelta = MAX_DURATION) -> timedelta:
     """Read a duration from a spec value; raise ValueError with a readable reason."""
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
@@ -39,8 +39,8 @@ def parse_duration(value: object) -> timedelta:
         raise ValueError(f"expected {_EXPECTED}, got {type(value).__name__}")
     if seconds <= 0:
         raise ValueError(f"expected {_EXPECTED}; zero or negative durations make no sense here")
-    if seconds > MAX_DURATION.total_seconds():
-        raise ValueError(f"expected at most {format_duration(MAX_DURATION)}")
+    if seconds > maximum.total_seconds():
+        raise ValueError(f"expected at most {format_duration(maximum)}")
     return timedelta(seconds=seconds)
 
 

@@ -36,6 +36,9 @@ class ClusterRef(Policy):
     name: str
     context: str | None = None
     in_cluster: bool = False
+    # Where the steps for this cluster run: a worker holding its credentials; None: the
+    # workflow's own task queue (workflows/steps.py).
+    task_queue: str | None = None
 
 
 class DrainPolicy(Policy):
@@ -94,7 +97,7 @@ class NodePolicies(Policy):
 
 def cluster_ref(cluster: ClusterSpec) -> ClusterRef:
     return ClusterRef(name=cluster.name, context=cluster.kubeconfig_context,
-                      in_cluster=cluster.in_cluster)
+                      in_cluster=cluster.in_cluster, task_queue=cluster.task_queue)
 
 
 def drain_policy(drain: DrainSpec) -> DrainPolicy:

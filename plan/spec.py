@@ -204,6 +204,11 @@ class ClusterSpec(SpecModel):
     name: DnsLabel = Field(description="Cluster name: workflow ID and Cilium cluster.name.")
     kubeconfig_context: str | None = Field(default=None, min_length=1)
     in_cluster: StrictBool = False
+    task_queue: str | None = Field(
+        default=None, min_length=1, max_length=1000, pattern=r"^\S+$",
+        description="Task queue of a worker that holds this cluster's credentials (the "
+        "worker chart's is cilium-migrate.<clusterName>): the cluster's steps run there, the "
+        "workflows where the migration was started. Default: the migration's own queue.")
 
     @field_validator("in_cluster")
     @classmethod

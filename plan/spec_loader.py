@@ -8,7 +8,8 @@ what was expected, and all problems are reported at once rather than one per att
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -37,14 +38,16 @@ class SpecProblem(BaseModel):
 class SpecError(ValueError):
     """The spec text cannot be used; `problems` lists every reason found."""
 
-    def __init__(self, source: str, problems: list[SpecProblem]) -> None:
+    def __init__(self, source: str, problems: list[SpecProblem],
+                 what: str = "migration spec") -> None:
         self.source = source
         self.problems = problems
+        self.what = what  # the kind of file: a migration spec or a fleet file
         super().__init__(self._render())
 
     def _render(self) -> str:
         count = len(self.problems)
-        header = f"{self.source}: invalid migration spec ({count} problem{'s' * (count != 1)})"
+        header = f"{self.source}: invalid {self.what} ({count} problem{'s' * (count != 1)})"
         lines = [header]
         for problem in self.problems:
             where = f"{self.source}:{problem.line}" if problem.line else self.source
@@ -91,9 +94,33 @@ def load_spec(text: str, source: str = "<spec>") -> MigrationSpec:
         # by_name=False: the file must use the documented camelCase keys.
         return MigrationSpec.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as error:
-        problems = [_problem(item, data, lines) for item in error.errors(include_url=False)]
-        problems.sort(key=lambda problem: problem.line or 0)
-        raise SpecError(source, problems) from None
+        raise SpecError(source, validation_problems(error, data, lines)) from None
+
+
+def read_yaml(text: str, source: str) -> tuple[object, dict[YamlPath, int]]:
+    """The document of a spec-like file (checked for size, shape and repeated keys) and the
+    line of each key and item by its path; raises SpecError when it is not usable YAML."""
+    if len(text) > MAX_TEXT_CHARS:
+        message = f"the file is larger than {MAX_TEXT_CHARS} characters; is it really a spec?"
+        raise SpecError(source, [SpecProblem(path="", line=None, message=message)])
+    return _parse_yaml(text, source)
+
+
+def problem_at(lines: dict[YamlPath, int], path: YamlPath, message: str) -> SpecProblem:
+    """A problem found past validation (e.g. a name that refers to nothing), at ``path``."""
+    return SpecProblem(path=_render_path(path), line=_nearest_line(path, lines), message=message)
+
+
+def validation_problems(error: ValidationError, data: object, lines: dict[YamlPath, int],
+                        model: type[BaseModel] = MigrationSpec,
+                        locate: Callable[[YamlPath], YamlPath] | None = None
+                        ) -> list[SpecProblem]:
+    """One problem per validation error of ``model`` over ``data``, sorted by line.
+    ``locate`` maps a path in ``data`` to where it is written in the file, when ``data`` was
+    assembled from several places of it (a fleet's defaults and a cluster's overrides)."""
+    problems = [_problem(item, data, lines, model, locate)
+                for item in error.errors(include_url=False)]
+    return sorted(problems, key=lambda problem: problem.line or 0)
 
 
 def spec_json_schema() -> dict[str, Any]:
@@ -194,14 +221,17 @@ def _line_map(root: yaml.Node) -> dict[YamlPath, int]:
 # --- validation errors ----------------------------------------------------------------------
 
 
-def _problem(error: Any, data: dict[str, Any], lines: dict[YamlPath, int]) -> SpecProblem:
+def _problem(error: Any, data: object, lines: dict[YamlPath, int],
+             model: type[BaseModel] = MigrationSpec,
+             locate: Callable[[YamlPath], YamlPath] | None = None) -> SpecProblem:
     kind = error["type"]
     path = _document_path(error["loc"], data)
-    line = _nearest_line(path, lines)
+    written = locate(path) if locate else path
+    line = _nearest_line(written, lines)
     if kind == "missing":
         message = "required, but missing"
     elif kind == "extra_forbidden":
-        message = _unknown_key_message(path)
+        message = _unknown_key_message(path, model)
     elif kind == "value_error":
         message = str(error.get("ctx", {}).get("error", error["msg"]))
     else:
@@ -211,7 +241,7 @@ def _problem(error: Any, data: dict[str, Any], lines: dict[YamlPath, int]) -> Sp
             message += f" (got {_short(given)})"
         if isinstance(given, bool) and "string" in message.lower():
             message += "; YAML reads unquoted yes/no/on/off as booleans, so quote it"
-    return SpecProblem(path=_render_path(path), line=line, message=message)
+    return SpecProblem(path=_render_path(written), line=line, message=message)
 
 
 def _document_path(loc: tuple[Any, ...], data: object) -> YamlPath:
@@ -263,8 +293,8 @@ def _render_path(path: YamlPath) -> str:
     return rendered
 
 
-def _unknown_key_message(path: YamlPath) -> str:
-    known = _known_keys(path[:-1])
+def _unknown_key_message(path: YamlPath, model: type[BaseModel]) -> str:
+    known = _known_keys(path[:-1], model)
     if not path or known is None:
         return "unknown key"
     key = str(path[-1])
@@ -274,13 +304,16 @@ def _unknown_key_message(path: YamlPath) -> str:
     return f"unknown key; expected one of: {', '.join(known)}"
 
 
-def _known_keys(path: YamlPath) -> list[str] | None:
-    """The camelCase keys allowed under `path`, if a spec section lives there."""
-    model: type[BaseModel] = MigrationSpec
+def _known_keys(path: YamlPath, model: type[BaseModel]) -> list[str] | None:
+    """The camelCase keys allowed under `path`, if a section of ``model`` lives there."""
     for part in path:
+        if isinstance(part, int):  # an item of a list of sections: the list's own type
+            continue
         by_alias = {field.alias or name: field for name, field in model.model_fields.items()}
         field = by_alias.get(str(part))
         annotation = field.annotation if field is not None else None
+        if get_origin(annotation) is list:
+            annotation = get_args(annotation)[0]
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return None
         model = annotation

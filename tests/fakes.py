@@ -116,6 +116,10 @@ class FakeCluster:
         # Set, a cancelled monitor says so (`monitor_stopping`) and returns only once released.
         self.hold_monitor_stop: asyncio.Event | None = None
         self.monitor_stopping = asyncio.Event()
+        # Fleets: the clusters discovered, in order, and those whose discovery fails.
+        self.discovered: list[str] = []
+        self.unreachable: set[str] = set()
+        self.degraded: dict[str, str] = {}  # cluster -> what its health check reports wrong
 
     def facts(self) -> ClusterFacts:
         if len(self.nodes) > SMALL_CLUSTER:
@@ -163,6 +167,10 @@ class FakeCluster:
 
         @activity.defn(name=Activity.DISCOVER)
         async def discover(ref: ClusterRef) -> ClusterFacts:
+            cluster.discovered.append(ref.name)
+            if ref.name in cluster.unreachable:
+                raise ApplicationError(f"cannot read cluster {ref.name}: connection refused",
+                                       type="DiscoveryFailed", non_retryable=True)
             return cluster.facts()
 
         @activity.defn(name=Activity.RENDER_CHART)
@@ -275,8 +283,9 @@ class FakeCluster:
                 cluster.hold_health.set()
                 while True:  # a health check still waiting to converge; a cancel ends it
                     await asyncio.sleep(0.2)
+            problem = cluster.degraded.get(input.cluster.name)
             return HealthReport(nodes_on_cilium=1, pods_on_cilium=1, pods_total=1,
-                                flannel_ready=True)
+                                flannel_ready=True, problems=[problem] if problem else [])
 
         @activity.defn(name=Activity.RECYCLE_PODS)
         async def recycle(input: RecycleInput) -> RecycleResult:

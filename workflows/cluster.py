@@ -122,7 +122,8 @@ class ClusterMigrationWorkflow:
         self.spec: MigrationSpec = input.spec
         carried = input.continued
         self.progress = (carried.progress.model_copy(deep=True) if carried
-                         else Progress(cluster=input.spec.cluster.name))
+                         else Progress(cluster=input.spec.cluster.name,
+                                       task_queue=input.spec.cluster.task_queue))
         self.gates = Gates(input.spec.approvals, carried.gates if carried else None)
         self.continue_as_new_at = input.continue_as_new_at
         self.fold_migrated_above = input.fold_migrated_above

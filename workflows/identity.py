@@ -9,8 +9,11 @@ from temporalio.common import SearchAttributeKey
 
 CLUSTER_WORKFLOW = "ClusterMigration"
 NODE_WORKFLOW = "NodeMigration"
+FLEET_WORKFLOW = "FleetMigration"
 
-# Both workflows answer it: the cluster with `Progress`, a node child with its `NodeProgress`.
+# Every workflow answers it: the cluster with `Progress`, a node child with its `NodeProgress`,
+# a fleet with its `FleetProgress`. The fleet answers the same Updates too (`decide` names a
+# cluster there, not a node).
 PROGRESS_QUERY = "progress"
 # The cluster's bounded views of its progress (workflows/progress_summary.py): a summary whose
 # size does not grow with the node count, and node records a page at a time.
@@ -27,7 +30,11 @@ DECIDE_SIGNAL = "decide"
 
 CLUSTER_ATTRIBUTE = SearchAttributeKey.for_keyword("CiliumMigrateCluster")
 PHASE_ATTRIBUTE = SearchAttributeKey.for_keyword("CiliumMigratePhase")
-SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[str], ...] = (CLUSTER_ATTRIBUTE, PHASE_ATTRIBUTE)
+# A fleet carries its name and its current stage; the clusters it starts carry both too.
+FLEET_ATTRIBUTE = SearchAttributeKey.for_keyword("CiliumMigrateFleet")
+STAGE_ATTRIBUTE = SearchAttributeKey.for_keyword("CiliumMigrateStage")
+SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[str], ...] = (
+    CLUSTER_ATTRIBUTE, PHASE_ATTRIBUTE, FLEET_ATTRIBUTE, STAGE_ATTRIBUTE)
 
 _PREFIX = "cilium-migrate/"
 
@@ -35,6 +42,12 @@ _PREFIX = "cilium-migrate/"
 def cluster_workflow_id(cluster: str) -> str:
     """One running migration per cluster: the ID is also the lock."""
     return f"{_PREFIX}{cluster}"
+
+
+def fleet_workflow_id(fleet: str) -> str:
+    """Beside the clusters' IDs: a cluster name is a DNS label, so it never holds a '/'. So
+    `cilium-migrate approve fleet/NAME stage-2` reaches the fleet too."""
+    return f"{_PREFIX}fleet/{fleet}"
 
 
 def cluster_of(workflow_id: str) -> str:

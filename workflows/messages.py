@@ -6,6 +6,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from plan.fleet import Fleet
 from plan.policies import ClusterRef, NodePolicies
 from plan.spec import MigrationSpec
 from workflows.continuation import DEFAULT_CONTINUE_AS_NEW_AT, Continuation
@@ -59,3 +60,21 @@ class NodeMigrationInput(Message):
     wave: int
     migration_id: str  # the parent's workflow ID: reports go there, cordons are owned by it
     policies: NodePolicies
+
+
+class ClusterDecision(StrEnum):
+    """What a fleet does with a cluster whose migration failed."""
+
+    RETRY = "retry"  # start the cluster's migration again
+    SKIP = "skip"  # leave the cluster as it is and go on without it
+
+
+class FleetDecideRequest(Message):
+    cluster: str
+    decision: ClusterDecision
+    operator: str = ""
+    reason: str = ""
+
+
+class FleetInput(Message):
+    fleet: Fleet

@@ -117,6 +117,8 @@ class WaveProgress(BaseModel):
 
 class Progress(BaseModel):
     cluster: str
+    # Where the cluster's steps run, when it names a queue of its own (spec cluster.taskQueue).
+    task_queue: str | None = None
     phase: Phase = Phase.DISCOVERING
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -71,6 +71,7 @@ class CurrentWave(BaseModel):
 
 class ProgressSummary(BaseModel):
     cluster: str
+    task_queue: str | None = None  # the cluster's own queue for its steps, if it names one
     phase: Phase
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -121,7 +122,8 @@ def summarize(progress: Progress) -> ProgressSummary:
     blockers += [f"node {n.name}: {_cut(n.blocker)}" for n in _by_wave(nodes.values())
                  if n.blocker]
     return ProgressSummary(
-        cluster=progress.cluster, phase=progress.phase, started_at=progress.started_at,
+        cluster=progress.cluster, task_queue=progress.task_queue, phase=progress.phase,
+        started_at=progress.started_at,
         finished_at=progress.finished_at, paused=progress.paused,
         halted=_bounded(progress.halted), error=_bounded(progress.error),
         nodes=len(nodes), counts=progress.counts(),

@@ -3,6 +3,12 @@
 Transient failures (API throttling, server errors, lost connections) are retried with backoff
 for as long as the step's own deadline allows; the typed failures listed in `StepError` are
 raised non-retryable by the activities and reach the workflow, which asks the operator.
+
+A step runs where its cluster's credentials are: on the task queue the step's cluster names
+(`ClusterRef.task_queue`, from the spec's `cluster.taskQueue`), served by a worker that holds
+only that cluster's credentials, while the workflows run on the queue the migration was started
+on. A step that names no cluster (rendering the chart, offline) and every step of a cluster
+that names no queue run on the workflow's own queue.
 """
 
 from __future__ import annotations
@@ -14,7 +20,13 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
+from plan.policies import ClusterRef
+
 T = TypeVar("T")
+# Runs recorded before a cluster could name its own task queue scheduled every step on the
+# workflow's queue. The patch is asked only for a cluster that names a queue, so those runs
+# (whose specs name none) replay unchanged.
+CLUSTER_QUEUE_PATCH = "steps-on-the-cluster-task-queue"
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                     maximum_interval=timedelta(seconds=30))
@@ -32,7 +44,7 @@ async def run_step(name: str, argument: Any, result_type: type[T], *,
     """Runs one activity. ``long`` steps heartbeat, and a cancellation waits until the step
     has stopped (a drain must not go on evicting after the run was aborted)."""
     result: T = await workflow.execute_activity(
-        name, argument, result_type=result_type,
+        name, argument, result_type=result_type, task_queue=cluster_queue(argument),
         # Retries of transient errors fit inside this budget; the step's own deadline is inside.
         schedule_to_close_timeout=timeout * 3 + timedelta(minutes=2),
         start_to_close_timeout=timeout + timedelta(seconds=30),
@@ -51,10 +63,22 @@ def start_watch(name: str, argument: Any, result_type: type[T], *,
     findings when cancelled instead of failing. A worker that dies mid-watch is replaced after
     one heartbeat timeout; the new attempt resumes from the last heartbeat."""
     return workflow.start_activity(
-        name, argument, result_type=result_type,
+        name, argument, result_type=result_type, task_queue=cluster_queue(argument),
         start_to_close_timeout=duration + timedelta(minutes=5),
         heartbeat_timeout=WATCH_HEARTBEAT, retry_policy=RETRY,
         cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
+
+
+def cluster_queue(argument: Any) -> str | None:
+    """The task queue of the cluster a step's input names (itself, its ``cluster``, or its
+    ``target``'s), or None: the workflow's own queue."""
+    ref = argument if isinstance(argument, ClusterRef) else getattr(argument, "cluster", None)
+    if ref is None:
+        ref = getattr(getattr(argument, "target", None), "cluster", None)
+    queue = ref.task_queue if isinstance(ref, ClusterRef) else None
+    if queue and workflow.patched(CLUSTER_QUEUE_PATCH):
+        return queue
+    return None
 
 
 def step_failure(error: BaseException) -> ApplicationError | None:
