@@ -110,5 +110,6 @@ async def test_bad_input_is_one_line_and_its_exit_code(cli: Cli, tmp_path: Path)
                                   "cilium-migrate/fleet/no-such-fleet)")
     assert unreadable.code == exit_codes.INVALID_INPUT and "cannot read fleet file" in (
         unreadable.err)
-    assert bad_decision.code == 2 and "invalid choice: 'maybe'" in bad_decision.err
+    assert bad_decision.code == exit_codes.INVALID_INPUT  # a usage error is bad input
+    assert "invalid choice: 'maybe'" in bad_decision.err
     assert not any("Traceback" in r.err for r in (missing, unreadable, bad_decision))

@@ -70,4 +70,4 @@ async def test_a_bad_fleet_file_is_one_clear_error(tmp_path: Path) -> None:
     assert f"{fleet}:3: stages[0].clusters[0]: unknown cluster 'b'" in bad.err
     assert "Traceback" not in bad.err
     assert missing.code == exit_codes.INVALID_INPUT and "cannot read fleet file" in missing.err
-    assert both.code == 2 and "not allowed with argument" in both.err  # argparse's usage error
+    assert both.code == exit_codes.INVALID_INPUT and "not allowed with argument" in both.err
