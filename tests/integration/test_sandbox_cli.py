@@ -99,4 +99,4 @@ def test_fault_command_edits_the_fault_file(tmp_path: Path) -> None:
     assert cli("sandbox", "fault", "clear", "worker-1", "probe-fails", *state).returncode == 0
     assert cli("sandbox", "fault", "list", *state).stdout.strip() == "worker-1: ignore-termination"
     bad = cli("sandbox", "fault", "set", "worker-1", "melts", *state)
-    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+    assert bad.returncode == 1 and "invalid choice" in bad.stderr  # a usage error: bad input
