@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -83,6 +84,10 @@ if __name__ == "__main__":
     count = args.runs * (len(args.points.split(",")) if args.points else len(POINTS))
     with guard(args.deadline or 600.0 * count, stage):
         results = asyncio.run(main(args, stage))
-    print("\n" + table(results))
+    print("\n" + table(results), flush=True)
     bad = [o for o in results if not o.ok]
-    sys.exit(1 if bad else 0)
+    # Everything it started is stopped by now. A plain exit let the Temporal SDK's native
+    # threads call into an interpreter that was shutting down ("Fatal Python error:
+    # PyGILState_Release"), which aborted the process and lost the exit status.
+    sys.stderr.flush()
+    os._exit(1 if bad else 0)
