@@ -61,7 +61,7 @@ with workflow.unsafe.imports_passed_through():
     from plan.spec import MigrationSpec
     from plan.waves import Wave
     from workflows.continuation import Continuation
-    from workflows.gates import GateError, Gates, planned_gates
+    from workflows.gates import Gates, planned_gates
     from workflows.identity import (
         APPROVE_UPDATE,
         CLUSTER_WORKFLOW,
@@ -451,10 +451,7 @@ class ClusterMigrationWorkflow:
 
     @approve.validator
     def _validate_approve(self, request: ApproveRequest) -> None:
-        try:
-            self.gates.check(request.gate, request.approver)
-        except GateError as error:
-            raise ValueError(str(error)) from None
+        self.gates.refuse_invalid(request.gate, request.approver)
 
     @workflow.update(name=PAUSE_UPDATE)
     def pause(self, request: PauseRequest) -> str:

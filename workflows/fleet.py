@@ -40,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
         FleetProgress,
         StageState,
     )
-    from workflows.gates import GateError, Gates
+    from workflows.gates import Gates
     from workflows.identity import (
         APPROVE_UPDATE,
         CLUSTER_ATTRIBUTE,
@@ -257,10 +257,7 @@ class FleetMigrationWorkflow:
 
     @approve.validator
     def _validate_approve(self, request: ApproveRequest) -> None:
-        try:
-            self.gates.check(request.gate, request.approver)
-        except GateError as error:
-            raise ValueError(str(error)) from None
+        self.gates.refuse_invalid(request.gate, request.approver)
 
     @workflow.update(name=PAUSE_UPDATE)
     def pause(self, request: PauseRequest) -> str:

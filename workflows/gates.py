@@ -96,6 +96,14 @@ class Gates:
                             f"pre-approval; pending gates: {waiting}")
         raise GateError(f"no gate {gate!r} in this migration; pending gates: {waiting}")
 
+    def refuse_invalid(self, gate: str, approver: str) -> None:
+        """An Update validator's check: a refused approval is rejected before it is recorded
+        in history (ValueError is what the validator raises)."""
+        try:
+            self.check(gate, approver)
+        except GateError as error:
+            raise ValueError(str(error)) from None
+
     def approve(self, gate: str, approver: str, reason: str, at: datetime,
                 update_id: str | None = None) -> Approval:
         self.check(gate, approver)
