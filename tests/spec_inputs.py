@@ -248,6 +248,12 @@ def refusal_kind(error: SpecError) -> str:
     return "wrong value"
 
 
+def yaml_line_count(text: str) -> int:
+    """Lines as YAML counts them: NEL (U+0085), U+2028 and U+2029 end a line too, as do CR and
+    CRLF, so a problem may sit on a line that ``text.count("\\n")`` does not see."""
+    return len(re.findall(r"\r\n|[\n\r\x85\u2028\u2029]", text)) + 1
+
+
 def check_answer(text: str, source: str = "fuzz.yaml") -> SpecError | None:
     """Loads ``text``; None when it is a spec, the SpecError when it is refused. Anything else
     (another exception, or a SpecError without a usable message) fails the assertion."""
@@ -259,7 +265,7 @@ def check_answer(text: str, source: str = "fuzz.yaml") -> SpecError | None:
         assert error.problems, "a SpecError must carry at least one problem"
         for problem in error.problems:
             assert problem.message.strip(), problem
-            assert problem.line is None or 1 <= problem.line <= text.count("\n") + 2, problem
+            assert problem.line is None or 1 <= problem.line <= yaml_line_count(text) + 1, problem
             assert "Traceback" not in problem.message and "object at 0x" not in problem.message
         rendered = str(error)
         assert rendered.startswith(f"{source}: invalid migration spec"), rendered

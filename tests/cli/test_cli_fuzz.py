@@ -80,7 +80,8 @@ def argvs(draw: st.DrawFn) -> list[str]:
     return argv
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(derandomize=True, max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(argvs())
 def test_fuzz_arguments_end_in_a_documented_exit_code(argv: list[str]) -> None:
     environment = {name: value for name, value in os.environ.items()

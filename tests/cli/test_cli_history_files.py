@@ -134,7 +134,8 @@ def damaged_exports(draw: st.DrawFn) -> Any:
     return {**EXPORT, "history": {"events": events}}
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(derandomize=True, max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(json_values, damaged_exports()))
 def test_fuzz_history_files_load_or_are_refused(document: Any) -> None:
     with tempfile.TemporaryDirectory() as directory:

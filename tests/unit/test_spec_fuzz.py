@@ -7,8 +7,6 @@ A few hundred examples per run; bench/spec_fuzz_bench.py runs 10,000 and prints 
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -17,11 +15,21 @@ from plan.spec_loader import SpecError, load_spec
 from tests.spec_inputs import HOSTILE, SHIPPED, Labelled, check_answer, spec_inputs
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(derandomize=True, max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(spec_inputs())
 def test_generated_specs_load_or_are_refused_with_a_spec_error(labelled: Labelled) -> None:
     _, text = labelled
     check_answer(text)
+
+
+def test_a_next_line_character_counts_as_a_line_break_in_the_reported_line() -> None:
+    # Found by the fuzz test in CI: YAML ends a line at NEL (U+0085) as well as at a newline.
+    text = ("\x85cluster:\n  name: prod\nreboot:\n  strategy: command\n  command:\n  - ssh\n"
+            " \x85sudo\n  - reboot\n")
+    error = check_answer(text)
+    assert error is not None and error.problems[0].line is not None
+    assert error.problems[0].line > text.count("\n")
 
 
 def test_the_shipped_specs_the_mutations_start_from_load() -> None:
@@ -32,10 +40,9 @@ def test_the_shipped_specs_the_mutations_start_from_load() -> None:
 @pytest.mark.parametrize("name", ["billion laughs (10^9)", "wide alias bomb", "merge-key bomb",
                                   "recursive alias"])
 def test_alias_bombs_are_refused_before_they_expand(name: str) -> None:
-    started = time.perf_counter()
+    # Refused while composing (about 50 ms); a bomb that got as far as construction would not end.
     with pytest.raises(SpecError, match="expands too far"):
         load_spec(HOSTILE[name])
-    assert time.perf_counter() - started < 1.0  # about 50 ms; a constructed bomb never ends
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
