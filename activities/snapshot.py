@@ -78,6 +78,7 @@ def _workload(kind: WorkloadKind, obj: Obj) -> WorkloadShape | None:
         kind=kind, namespace=obj["metadata"]["namespace"], name=obj["metadata"]["name"],
         replicas=None if kind == "DaemonSet" else int(spec.get("replicas", 1)),
         selector=spec.get("selector") or {},
+        pod_management_policy=spec.get("podManagementPolicy"),
         pod=_pod_shape(spec.get("template") or {}))
 
 

@@ -75,6 +75,9 @@ class WorkloadShape(SnapshotModel):
     name: str
     replicas: int | None = Field(default=None, ge=0)  # None for DaemonSets
     selector: dict[str, Any] = Field(default_factory=dict)  # a label selector
+    # StatefulSets: OrderedReady (one pod at a time) or Parallel, which decides how fast an
+    # evicted pod is back and so how long a PDB holds the next drain.
+    pod_management_policy: str | None = None
     pod: PodShape = Field(default_factory=PodShape)
 
     def __str__(self) -> str:
