@@ -1,0 +1,115 @@
+"""Driving a rehearsed migration to its end with nobody at the keyboard.
+
+It runs the same commands an operator would (`approve`, `decide`, `resume`, `abort`), through
+the command line like the demo, and decides the way a rehearsal must in order to see the whole
+cluster rather than stop at the first problem: every gate is approved as "rehearsal"; a blocked
+node is recorded and skipped, and the run resumed, so later waves still show what blocks them;
+a run that can no longer finish (skipped nodes hold finalize) is aborted. Meanwhile it watches
+the copy's scheduler for pods evicted nodes leave with nowhere to go.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from activities.kubeapi import Kube
+from client.demo_commands import cli_command
+from plan.rehearsal import APPROVER, UnplacedPod
+from sandbox.replica import unschedulable_pods
+
+POLL_SECONDS = 1.0
+NODES_PAGE = 500
+# Polls in a row with nothing running, nothing to approve and nodes finalize waits for.
+STUCK_POLLS = 3
+
+
+@dataclass
+class RunObserved:
+    summary: dict[str, Any]  # the last `status -o json` summary
+    nodes: list[dict[str, Any]]  # every node record
+    unplaced: list[UnplacedPod] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    aborted: str | None = None  # why the rehearsal stopped the run, when it did
+
+
+def drive(cluster: str, address: tuple[str, ...], sandbox: Kube, placed_before: set[str],
+          timeout: float, say: Callable[[str], None]) -> RunObserved:
+    """Steers the run of ``cluster`` until it ends; ``placed_before`` are pods the copy could
+    not place before the migration started (not the migration's doing)."""
+    deadline = time.monotonic() + timeout
+    unplaced: list[UnplacedPod] = []
+    skipped: list[str] = []
+    aborted: str | None = None
+    stuck = 0
+    summary: dict[str, Any] = {}
+    while True:
+        summary = _status(cluster, address) or summary
+        if not summary:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the rehearsed run of {cluster} never answered `status`")
+            time.sleep(POLL_SECONDS)
+            continue
+        if summary["phase"] in ("completed", "failed", "cancelled"):
+            break
+        wave = (summary.get("current_wave") or {}).get("index")
+        if summary["phase"] == "migrating":
+            unplaced += [UnplacedPod(pod=pod, message=why, wave=wave)
+                         for pod, _, why in (line.partition(": ")
+                                             for line in unschedulable_pods(sandbox))
+                         if pod not in placed_before]
+        gates = summary["pending_gates"]["items"]
+        for gate in gates:
+            _command("approve", cluster, gate, "--as", APPROVER, "--reason",
+                     "rehearsal: granted without a person", *address)
+        blocked = [n["name"] for n in summary["attention"]["items"]
+                   if n["state"] == "blocked" and n["name"] not in skipped]
+        for node in blocked:
+            say(f"node {node} is blocked: recorded, skipped so the later waves are rehearsed")
+            _command("decide", cluster, node, "skip", "--as", APPROVER, *address)
+            skipped.append(node)
+        counts = summary.get("counts") or {}
+        busy = counts.get("running", 0) or counts.get("rolling-back", 0)
+        if (summary.get("halted") or summary.get("paused")) and not busy and not blocked:
+            _command("resume", cluster, "--as", APPROVER, *address)
+        waiting_for_skipped = summary["not_migrated"]["total"] and not busy and not gates
+        stuck = stuck + 1 if waiting_for_skipped and not counts.get("pending", 0) else 0
+        if stuck >= STUCK_POLLS or time.monotonic() > deadline:
+            aborted = ("nodes were skipped, so the run cannot finalize" if stuck
+                       else f"the rehearsal ran out of time ({timeout:.0f}s)")
+            say(f"stopping the rehearsed run: {aborted}")
+            _command("abort", cluster, "--wait", *address)
+            summary = _status(cluster, address) or summary
+            break
+        time.sleep(POLL_SECONDS)
+    return RunObserved(summary=summary, nodes=_node_records(cluster, address),
+                       unplaced=unplaced, skipped=skipped, aborted=aborted)
+
+
+def _command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cli_command(*args), capture_output=True, text=True)
+
+
+def _status(cluster: str, address: tuple[str, ...]) -> dict[str, Any] | None:
+    result = _command("status", cluster, "-o", "json", *address)
+    if result.returncode != 0:
+        return None
+    summary: dict[str, Any] = json.loads(result.stdout)
+    return summary
+
+
+def _node_records(cluster: str, address: tuple[str, ...]) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    while True:
+        result = _command("status", cluster, "--nodes", "all", "--offset", str(len(records)),
+                          "--limit", str(NODES_PAGE), "-o", "json", *address)
+        if result.returncode != 0:
+            return records
+        page = json.loads(result.stdout)
+        records += page["nodes"]
+        if not page["nodes"] or len(records) >= page["total"]:
+            return records
