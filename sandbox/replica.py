@@ -188,14 +188,15 @@ def _container(shape: ContainerShape) -> Obj:
 
 def populate(kube: Kube, snapshot: ClusterSnapshot) -> list[str]:
     """Cordons what the cluster had cordoned, then creates the snapshot's objects; returns
-    notes for those already there (the sandbox's own kube-proxy and CoreDNS, say), left as
-    they are."""
+    notes for objects already there (the sandbox's own kube-proxy and CoreDNS, say), which
+    are left as they are."""
     for node in snapshot.nodes:
         if not node.schedulable:
             kube.patch(f"/api/v1/nodes/{node.name}", {"spec": {"unschedulable": True}})
     kept = []
     for path, obj in objects_to_create(snapshot):
-        if kube.create(path, obj) is None:
+        # Namespaces the sandbox has too (default, kube-system...) are the same namespaces.
+        if kube.create(path, obj) is None and obj["kind"] != "Namespace":
             where = obj["metadata"].get("namespace")
             kept.append(f"{obj['kind']} {where + '/' if where else ''}{obj['metadata']['name']}"
                         " already exists in the sandbox and was kept as it is")

@@ -96,7 +96,8 @@ def test_populating_cordons_what_was_cordoned_and_keeps_what_the_sandbox_has() -
     sandbox = FakeKube()
     sandbox.add("/api/v1/nodes", {"metadata": {"name": "w-1"}, "spec": {}})
     sandbox.add("/api/v1/namespaces", {"metadata": {"name": "shop"}})
+    sandbox.add("/apis/apps/v1/namespaces/shop/statefulsets", {"metadata": {"name": "db"}})
     kept = populate(sandbox, taken)
     assert sandbox.get("/api/v1/nodes/w-1")["spec"]["unschedulable"] is True
-    assert kept == ["Namespace shop already exists in the sandbox and was kept as it is"]
+    assert kept == ["StatefulSet shop/db already exists in the sandbox and was kept as it is"]
     assert sandbox.get("/apis/apps/v1/namespaces/shop/deployments/web")["spec"]["replicas"] == 3
