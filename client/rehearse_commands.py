@@ -11,6 +11,7 @@ Everything runs in `--dir`, and everything started is stopped at the end.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -88,10 +89,15 @@ def _rehearse(args: argparse.Namespace) -> int:
         raise CommandError(f"--dir {directory}: {error.strerror}") from None
     if snapshot is None:
         snapshot = _take_snapshot(args, spec, directory)
+    signal.signal(signal.SIGTERM, _interrupt)  # stopped like Ctrl-C: the finally cleans up
     report = rehearse(spec, args.filename, snapshot, directory, args.port,
                       args.reboot_duration, args.timeout)
     print(render(report) if args.output == "table" else dump(report, args.output))
     return exit_codes.OK if report.verdict == "go" else exit_codes.BLOCKED
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _load_snapshot(path: Path) -> ClusterSnapshot:
@@ -155,6 +161,9 @@ def rehearse(spec: MigrationSpec, spec_file: Path, snapshot: ClusterSnapshot, di
         sandbox = Kube(str(copy.kubeconfig))
         before = {line.partition(": ")[0] for line in copy.unschedulable_before}
         observed = drive(spec.cluster.name, address, sandbox, before, timeout, print_progress)
+        if snapshot.cluster != spec.cluster.name:
+            notes.append(f"the snapshot is of cluster {snapshot.cluster}, the spec migrates "
+                         f"{spec.cluster.name}")
         notes += copy.notes + [f"the copy could not place {line} before the migration began"
                                for line in copy.unschedulable_before]
         return _report(snapshot, observed, reboot_seconds, notes)
