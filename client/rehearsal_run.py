@@ -37,15 +37,45 @@ class RunObserved:
     aborted: str | None = None  # why the rehearsal stopped the run, when it did
 
 
+class Autopilot:
+    """What the rehearsal answers to one look at the run (`status -o json`): the commands to
+    send, without the cluster and connection flags. It remembers the nodes it skipped and
+    how long the run has stood still waiting for them; `stop` says why the run must be
+    aborted, once it must."""
+
+    def __init__(self) -> None:
+        self.skipped: list[str] = []
+        self.stuck = 0
+        self.stop: str | None = None
+
+    def respond(self, summary: dict[str, Any]) -> list[list[str]]:
+        commands = [["approve", gate, "--as", APPROVER, "--reason",
+                     "rehearsal: granted without a person"]
+                    for gate in summary["pending_gates"]["items"]]
+        blocked = [n["name"] for n in summary["attention"]["items"]
+                   if n["state"] == "blocked" and n["name"] not in self.skipped]
+        commands += [["decide", node, "skip", "--as", APPROVER] for node in blocked]
+        self.skipped += blocked
+        counts = summary.get("counts") or {}
+        busy = counts.get("running", 0) or counts.get("rolling-back", 0)
+        if (summary.get("halted") or summary.get("paused")) and not busy and not blocked:
+            commands.append(["resume", "--as", APPROVER])
+        # Nothing left to run or approve, and finalize waits for nodes that were skipped.
+        held = (summary["not_migrated"]["total"] and not busy and not blocked
+                and not summary["pending_gates"]["items"] and not counts.get("pending", 0))
+        self.stuck = self.stuck + 1 if held else 0
+        if self.stuck >= STUCK_POLLS:
+            self.stop = "nodes were skipped, so the run cannot finalize"
+        return commands
+
+
 def drive(cluster: str, address: tuple[str, ...], sandbox: Kube, placed_before: set[str],
           timeout: float, say: Callable[[str], None]) -> RunObserved:
     """Steers the run of ``cluster`` until it ends; ``placed_before`` are pods the copy could
     not place before the migration started (not the migration's doing)."""
     deadline = time.monotonic() + timeout
     unplaced: list[UnplacedPod] = []
-    skipped: list[str] = []
-    aborted: str | None = None
-    stuck = 0
+    pilot = Autopilot()
     summary: dict[str, Any] = {}
     while True:
         summary = _status(cluster, address) or summary
@@ -62,32 +92,22 @@ def drive(cluster: str, address: tuple[str, ...], sandbox: Kube, placed_before: 
                          for pod, _, why in (line.partition(": ")
                                              for line in unschedulable_pods(sandbox))
                          if pod not in placed_before]
-        gates = summary["pending_gates"]["items"]
-        for gate in gates:
-            _command("approve", cluster, gate, "--as", APPROVER, "--reason",
-                     "rehearsal: granted without a person", *address)
-        blocked = [n["name"] for n in summary["attention"]["items"]
-                   if n["state"] == "blocked" and n["name"] not in skipped]
-        for node in blocked:
-            say(f"node {node} is blocked: recorded, skipped so the later waves are rehearsed")
-            _command("decide", cluster, node, "skip", "--as", APPROVER, *address)
-            skipped.append(node)
-        counts = summary.get("counts") or {}
-        busy = counts.get("running", 0) or counts.get("rolling-back", 0)
-        if (summary.get("halted") or summary.get("paused")) and not busy and not blocked:
-            _command("resume", cluster, "--as", APPROVER, *address)
-        waiting_for_skipped = summary["not_migrated"]["total"] and not busy and not gates
-        stuck = stuck + 1 if waiting_for_skipped and not counts.get("pending", 0) else 0
-        if stuck >= STUCK_POLLS or time.monotonic() > deadline:
-            aborted = ("nodes were skipped, so the run cannot finalize" if stuck
-                       else f"the rehearsal ran out of time ({timeout:.0f}s)")
-            say(f"stopping the rehearsed run: {aborted}")
+        for command in pilot.respond(summary):
+            if command[0] == "decide":
+                say(f"node {command[1]} is blocked: recorded, and skipped so that the later "
+                    "waves are rehearsed too")
+            verb, *rest = command
+            _command(verb, cluster, *rest, *address)
+        if pilot.stop is None and time.monotonic() > deadline:
+            pilot.stop = f"the rehearsal ran out of time ({timeout:.0f}s)"
+        if pilot.stop is not None:
+            say(f"stopping the rehearsed run: {pilot.stop}")
             _command("abort", cluster, "--wait", *address)
             summary = _status(cluster, address) or summary
             break
         time.sleep(POLL_SECONDS)
     return RunObserved(summary=summary, nodes=_node_records(cluster, address),
-                       unplaced=unplaced, skipped=skipped, aborted=aborted)
+                       unplaced=unplaced, skipped=pilot.skipped, aborted=pilot.stop)
 
 
 def _command(*args: str) -> subprocess.CompletedProcess[str]:
