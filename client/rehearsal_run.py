@@ -43,12 +43,15 @@ class Autopilot:
     how long the run has stood still waiting for them; `stop` says why the run must be
     aborted, once it must."""
 
-    def __init__(self) -> None:
+    def __init__(self, interactive: bool = False) -> None:
+        self.interactive = interactive  # an operator steers; the autopilot only watches
         self.skipped: list[str] = []
         self.stuck = 0
         self.stop: str | None = None
 
     def respond(self, summary: dict[str, Any]) -> list[list[str]]:
+        if self.interactive:
+            return []
         commands = [["approve", gate, "--as", APPROVER, "--reason",
                      "rehearsal: granted without a person"]
                     for gate in summary["pending_gates"]["items"]]
@@ -70,12 +73,13 @@ class Autopilot:
 
 
 def drive(cluster: str, address: tuple[str, ...], sandbox: Kube, placed_before: set[str],
-          timeout: float, say: Callable[[str], None]) -> RunObserved:
+          timeout: float, say: Callable[[str], None], interactive: bool = False
+          ) -> RunObserved:
     """Steers the run of ``cluster`` until it ends; ``placed_before`` are pods the copy could
     not place before the migration started (not the migration's doing)."""
     deadline = time.monotonic() + timeout
     unplaced: list[UnplacedPod] = []
-    pilot = Autopilot()
+    pilot = Autopilot(interactive)
     summary: dict[str, Any] = {}
     while True:
         summary = _status(cluster, address) or summary

@@ -69,6 +69,9 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                           "%(default)s)")
     rehearse.add_argument("--timeout", type=argument_types.seconds, default=4 * 3600.0,
                           metavar="SECONDS", help="stop the rehearsed run after this long")
+    rehearse.add_argument("--interactive", action="store_true",
+                          help="approve and decide yourself, with the usual commands at the "
+                          "rehearsal's --port, instead of the automatic 'rehearsal' approver")
     rehearse.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="table")
     rehearse.set_defaults(run=_rehearse)
 
@@ -91,7 +94,7 @@ def _rehearse(args: argparse.Namespace) -> int:
         snapshot = _take_snapshot(args, spec, directory)
     signal.signal(signal.SIGTERM, _interrupt)  # stopped like Ctrl-C: the finally cleans up
     report = rehearse(spec, args.filename, snapshot, directory, args.port,
-                      args.reboot_duration, args.timeout)
+                      args.reboot_duration, args.timeout, args.interactive)
     print(render(report) if args.output == "table" else dump(report, args.output))
     return exit_codes.OK if report.verdict == "go" else exit_codes.BLOCKED
 
@@ -129,7 +132,8 @@ def _take_snapshot(args: argparse.Namespace, spec: MigrationSpec,
 
 
 def rehearse(spec: MigrationSpec, spec_file: Path, snapshot: ClusterSnapshot, directory: Path,
-             port: int, reboot_seconds: float | None, timeout: float) -> RehearsalReport:
+             port: int, reboot_seconds: float | None, timeout: float,
+             interactive: bool = False) -> RehearsalReport:
     """Builds the copy, runs the migration on it to its end and reports; stops everything
     it started, also when interrupted."""
     toolchain = ensure_toolchain(print_progress)
@@ -150,17 +154,25 @@ def rehearse(spec: MigrationSpec, spec_file: Path, snapshot: ClusterSnapshot, di
             started.append(_background(directory / "cluster-worker.log", "worker",
                                        "--task-queue", spec.cluster.task_queue, *address,
                                        *worker_flags))
-        rehearsed_spec, notes = _spec_for_rehearsal(spec, spec_file, directory)
+        rehearsed_spec, notes = ((spec_file, ["approvals and decisions were made by hand "
+                                              "(--interactive)"]) if interactive
+                                 else _spec_for_rehearsal(spec, spec_file, directory))
         result = subprocess.run(cli_command("start", "-f", str(rehearsed_spec), *address),
                                 capture_output=True, text=True)
         if result.returncode != 0:
             raise CommandError(f"starting the rehearsed run failed: {result.stderr.strip()}",
                                result.returncode)
-        print_progress(f"migrating the copy of {spec.cluster.name}; approvals are granted "
-                       f"as {APPROVER!r}")
+        if interactive:
+            print_progress(f"migrating the copy of {spec.cluster.name}; it waits for you: "
+                           f"cilium-migrate status {spec.cluster.name} --watch "
+                           f"--address localhost:{port} (approve, decide, resume alike)")
+        else:
+            print_progress(f"migrating the copy of {spec.cluster.name}; approvals are granted "
+                           f"as {APPROVER!r}")
         sandbox = Kube(str(copy.kubeconfig))
         before = {line.partition(": ")[0] for line in copy.unschedulable_before}
-        observed = drive(spec.cluster.name, address, sandbox, before, timeout, print_progress)
+        observed = drive(spec.cluster.name, address, sandbox, before, timeout, print_progress,
+                         interactive)
         if snapshot.cluster != spec.cluster.name:
             notes.append(f"the snapshot is of cluster {snapshot.cluster}, the spec migrates "
                          f"{spec.cluster.name}")

@@ -53,3 +53,11 @@ def test_a_run_still_moving_is_never_stopped() -> None:
         pilot.respond(summary(counts={"running": 1, "skipped": 1}, not_migrated=1))
         pilot.respond(summary(gates=("wave-3",), counts={"skipped": 1}, not_migrated=1))
     assert pilot.stop is None
+
+
+def test_an_interactive_rehearsal_leaves_every_decision_to_the_operator() -> None:
+    pilot = Autopilot(interactive=True)
+    held = summary(gates=("wave-1",), blocked=("w-1",), halted="held", not_migrated=1)
+    for _ in range(STUCK_POLLS * 2):
+        assert pilot.respond(held) == []
+    assert pilot.stop is None and pilot.skipped == []
