@@ -142,10 +142,14 @@ def rehearse(spec: MigrationSpec, spec_file: Path, snapshot: ClusterSnapshot, di
     started: list[subprocess.Popen[bytes]] = []
     copy: replica.Replica | None = None
     try:
-        copy = replica.build(directory, snapshot, SANDBOX_REBOOT_SECONDS, print_progress)
+        kind_nodes = spec.reboot.strategy == "docker"
+        copy = replica.build(directory, snapshot, SANDBOX_REBOOT_SECONDS,
+                             shared_kernel=kind_nodes, progress=print_progress)
         kubeconfig = _kubeconfig_for(spec, copy.kubeconfig, directory)
         worker_flags = ["--cluster-kubeconfig", f"{spec.cluster.name}={kubeconfig}",
                         "--helm", str(toolchain["helm"])]
+        if kind_nodes:
+            worker_flags += ["--docker", str(cluster.docker_shim(copy.state_dir))]
         started.append(_background(directory / "dev.log", "dev", "--port", str(port),
                                    "--headless", "--db-file", str(directory / "temporal.db"),
                                    *worker_flags))
@@ -156,7 +160,7 @@ def rehearse(spec: MigrationSpec, spec_file: Path, snapshot: ClusterSnapshot, di
                                        *worker_flags))
         rehearsed_spec, notes = ((spec_file, ["approvals and decisions were made by hand "
                                               "(--interactive)"]) if interactive
-                                 else _spec_for_rehearsal(spec, spec_file, directory))
+                                 else spec_for_rehearsal(spec, spec_file, directory))
         result = subprocess.run(cli_command("start", "-f", str(rehearsed_spec), *address),
                                 capture_output=True, text=True)
         if result.returncode != 0:
@@ -209,20 +213,30 @@ def _kubeconfig_for(spec: MigrationSpec, kubeconfig: Path, directory: Path) -> P
     return renamed
 
 
-def _spec_for_rehearsal(spec: MigrationSpec, spec_file: Path,
+def spec_for_rehearsal(spec: MigrationSpec, spec_file: Path,
                         directory: Path) -> tuple[Path, list[str]]:
-    """The spec file itself, unless its approvers leave out "rehearsal": then a copy that
-    lets it approve, and a note saying so."""
+    """The spec file itself, or a copy changed where the rehearsal must, with a note for
+    each change: "rehearsal" joins the approvers the spec names, and a `command` reboot
+    strategy becomes node-shell, since the operator's command reboots machines by name and
+    must never reach the cluster's own."""
     approvers = spec.approvals.approvers
-    if not approvers or APPROVER in approvers:
-        return spec_file, []
     data = yaml.safe_load(spec_file.read_text())
-    data["approvals"]["approvers"] = [*approvers, APPROVER]
+    notes = []
+    if approvers and APPROVER not in approvers:
+        data["approvals"]["approvers"] = [*approvers, APPROVER]
+        notes.append(f"approvals.approvers ({', '.join(approvers)}) gained {APPROVER!r} for "
+                     "the rehearsal")
+    if spec.reboot.strategy == "command":
+        data["reboot"] = {key: value for key, value in data["reboot"].items()
+                          if key not in ("strategy", "command")}
+        notes.append("reboot.strategy command was rehearsed as node-shell: the command "
+                     "reboots machines by name and must not reach the cluster's")
+    if not notes:
+        return spec_file, []
     path = directory / "rehearsed-spec.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     read_spec(path)  # still a valid spec
-    return path, [f"approvals.approvers ({', '.join(approvers)}) gained {APPROVER!r} for the "
-                  "rehearsal; nothing else of the spec was changed"]
+    return path, [*notes, "nothing else of the spec was changed"]
 
 
 def _report(snapshot: ClusterSnapshot, observed: RunObserved, reboot_seconds: float | None,

@@ -228,16 +228,19 @@ def wait_until_placed(kube: Kube, timeout: float) -> None:
 
 
 def build(work_dir: Path, snapshot: ClusterSnapshot, reboot_seconds: float = 2.0,
+          shared_kernel: bool = False,
           progress: Callable[[str], None] = lambda message: None) -> Replica:
     """Starts a sandbox in ``work_dir/sandbox`` shaped like ``snapshot`` and fills it; the
-    caller stops it with `cluster.down`."""
+    caller stops it with `cluster.down`. ``shared_kernel``: nodes are containers, as kind's
+    (for the docker reboot strategy)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     manifest = work_dir / "kube-flannel.yml"
     manifest.write_text(flannel_manifest(snapshot, cluster.MANIFESTS / "kube-flannel.yml"))
     state_dir = work_dir / "sandbox"
     cluster.up(state_dir, nodes=len(snapshot.nodes), cluster_name=snapshot.cluster,
                replace=True, topology=topology_of(snapshot), flannel_manifest=manifest,
-               simulator_args=("--reboot-seconds", str(reboot_seconds)), progress=progress)
+               simulator_args=("--reboot-seconds", str(reboot_seconds)),
+               shared_kernel=shared_kernel, progress=progress)
     kubeconfig = state_dir / "kubeconfig"
     kube = Kube(str(kubeconfig))
     progress(f"creating {len(snapshot.workloads)} workloads, {len(snapshot.pdbs)} PDBs, "

@@ -10,7 +10,8 @@ import pytest
 
 from client import exit_codes
 from client.cli import main
-from client.rehearse_commands import render
+from client.plan_commands import read_spec
+from client.rehearse_commands import render, spec_for_rehearsal
 from plan.rehearsal import BlockerMet, RehearsalReport, WaveReport
 
 
@@ -79,3 +80,20 @@ def test_the_table_shows_the_verdict_waves_blockers_and_notes() -> None:
     assert "canary" in text and "0m40s" in text and "4m05s" in text
     assert "  wave 1  pdb           shop/db-pdb: draining w-1: pod shop/db-0 blocked" in text
     assert "  - containers run no program" in text
+
+
+def test_the_spec_runs_as_written_unless_the_rehearsal_must_change_it(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("cluster: {name: prod-eu}\napprovals: {approvers: [alice, rehearsal]}\n")
+    assert spec_for_rehearsal(read_spec(plain), plain, tmp_path) == (plain, [])
+
+    guarded = tmp_path / "guarded.yaml"
+    guarded.write_text("cluster: {name: prod-eu}\napprovals: {approvers: [alice]}\n"
+                       "reboot: {strategy: command, command: [ssh, '{node}', reboot], "
+                       "timeout: 7m}\n")
+    path, notes = spec_for_rehearsal(read_spec(guarded), guarded, tmp_path)
+    rehearsed = read_spec(path)
+    assert rehearsed.approvals.approvers == ["alice", "rehearsal"]
+    assert rehearsed.reboot.strategy == "node-shell" and rehearsed.reboot.command is None
+    assert rehearsed.reboot.timeout == timedelta(minutes=7)
+    assert len(notes) == 3 and "must not reach the cluster's" in notes[1]
