@@ -40,6 +40,7 @@ PLACEHOLDER_IMAGE = "registry.k8s.io/pause:3.10"
 STATE_TAINT_PREFIX = "node.kubernetes.io/"
 # PriorityClasses with this prefix are the API server's own; it refuses to create others.
 SYSTEM_PRIORITY_PREFIX = "system-"
+POD_SECURITY_LABEL_PREFIX = "pod-security.kubernetes.io/"
 WORKLOAD_PATHS = {"Deployment": "deployments", "StatefulSet": "statefulsets",
                   "DaemonSet": "daemonsets", "ReplicaSet": "replicasets"}
 
@@ -101,6 +102,10 @@ def differences(snapshot: ClusterSnapshot) -> list[str]:
     elif str(snapshot.flannel.network) != CLUSTER_CIDR:
         notes.append(f"flannel's network is {snapshot.flannel.network} in the cluster and "
                      f"{CLUSTER_CIDR} in the copy (the sandbox's node IPAM range)")
+    guarded = [ns.name for ns in snapshot.namespaces
+               if any(k.startswith(POD_SECURITY_LABEL_PREFIX) for k in ns.labels)]
+    if guarded:
+        notes.append(f"Pod Security levels are not enforced in the copy ({', '.join(guarded)})")
     if snapshot.workloads:
         notes.append("containers run no program (images are not pulled): drains, PDBs and "
                      "scheduling are rehearsed, not the applications' own start-up time")
@@ -112,9 +117,13 @@ def objects_to_create(snapshot: ClusterSnapshot) -> list[tuple[str, Obj]]:
     order the API server accepts: namespaces, PriorityClasses, PDBs, then the workloads."""
     created: list[tuple[str, Obj]] = []
     for namespace in snapshot.namespaces:
+        # Pod Security levels are left out: the placeholder containers carry none of the
+        # security contexts a restricted namespace demands, so its pods would be refused.
+        labels = {k: v for k, v in namespace.labels.items()
+                  if not k.startswith(POD_SECURITY_LABEL_PREFIX)}
         created.append(("/api/v1/namespaces", {
             "apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": namespace.name, "labels": namespace.labels}}))
+            "metadata": {"name": namespace.name, "labels": labels}}))
     created += [("/apis/scheduling.k8s.io/v1/priorityclasses", _priority_class(p))
                 for p in snapshot.priority_classes
                 if not p.name.startswith(SYSTEM_PRIORITY_PREFIX)]

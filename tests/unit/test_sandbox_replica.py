@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import yaml
 
 from activities.snapshot import read_snapshot
-from plan.snapshot import ClusterSnapshot, NodeShape, PriorityClassShape
+from plan.snapshot import ClusterSnapshot, NamespaceShape, NodeShape, PriorityClassShape
 from sandbox import cluster
 from sandbox.replica import (
     PLACEHOLDER_IMAGE,
@@ -101,3 +101,11 @@ def test_populating_cordons_what_was_cordoned_and_keeps_what_the_sandbox_has() -
     assert sandbox.get("/api/v1/nodes/w-1")["spec"]["unschedulable"] is True
     assert kept == ["StatefulSet shop/db already exists in the sandbox and was kept as it is"]
     assert sandbox.get("/apis/apps/v1/namespaces/shop/deployments/web")["spec"]["replicas"] == 3
+
+
+def test_pod_security_levels_are_not_copied_so_the_placeholders_may_run() -> None:
+    taken = snapshot()
+    taken = taken.model_copy(update={"namespaces": [NamespaceShape(name="shop", labels={
+        "team": "a", "pod-security.kubernetes.io/enforce": "restricted"})]})
+    [(_, namespace)] = [c for c in objects_to_create(taken) if c[1]["kind"] == "Namespace"]
+    assert namespace["metadata"]["labels"] == {"team": "a"}
