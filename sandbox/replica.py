@@ -224,15 +224,25 @@ def unschedulable_pods(kube: Kube) -> list[str]:
     return sorted(found)
 
 
-def wait_until_placed(kube: Kube, timeout: float) -> None:
-    """Waits until every pod is either running or refused by the scheduler."""
+def wait_until_placed(kube: Kube, timeout: float, quiet_polls: int = 3) -> None:
+    """Waits until every pod is running or refused by the scheduler, and the pods have stayed
+    the same for ``quiet_polls`` looks in a row: the controllers make pods a while after their
+    workloads are created (a StatefulSet one at a time), so no pod yet is not done yet."""
     deadline = time.monotonic() + timeout
+    seen: set[tuple[str, str]] = set()
+    quiet = 0
     while time.monotonic() < deadline:
         pods = kube.get("/api/v1/pods")["items"]
-        if all(p.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed")
-               or any(c.get("reason") == "Unschedulable"
-                      for c in p.get("status", {}).get("conditions") or []) for p in pods):
+        now = {(p["metadata"]["namespace"] + "/" + p["metadata"]["name"],
+                p.get("status", {}).get("phase", "")) for p in pods}
+        settled = all(p.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed")
+                      or any(c.get("reason") == "Unschedulable"
+                             for c in p.get("status", {}).get("conditions") or [])
+                      for p in pods)
+        quiet = quiet + 1 if settled and now == seen else 0
+        if quiet >= quiet_polls:
             return
+        seen = now
         time.sleep(1)
 
 

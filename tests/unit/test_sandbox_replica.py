@@ -4,13 +4,15 @@ starting one (the sandbox test builds a real one)."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 
+import pytest
 import yaml
 
 from activities.snapshot import read_snapshot
 from plan.snapshot import ClusterSnapshot, NamespaceShape, NodeShape, PriorityClassShape
-from sandbox import cluster
+from sandbox import cluster, replica
 from sandbox.replica import (
     PLACEHOLDER_IMAGE,
     flannel_manifest,
@@ -19,7 +21,7 @@ from sandbox.replica import (
     topology_of,
 )
 from sandbox.topology import ZONE_LABEL
-from tests.fake_kube import FakeKube
+from tests.fake_kube import FakeKube, pod
 from tests.production_like import ENV_VALUE, production_like
 
 TAKEN = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
@@ -109,3 +111,23 @@ def test_pod_security_levels_are_not_copied_so_the_placeholders_may_run() -> Non
         "team": "a", "pod-security.kubernetes.io/enforce": "restricted"})]})
     [(_, namespace)] = [c for c in objects_to_create(taken) if c[1]["kind"] == "Namespace"]
     assert namespace["metadata"]["labels"] == {"team": "a"}
+
+
+def test_placing_waits_for_pods_still_unplaced_and_returns_once_all_stay_settled(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sleeps: list[float] = []
+    monkeypatch.setattr(replica.time, "sleep", sleeps.append)
+    sandbox = FakeKube()
+    sandbox.add("/api/v1/namespaces/shop/pods", pod("web-1", phase="Running"))
+    refused = pod("db-0", phase="Pending")
+    refused["status"]["conditions"] = [{"type": "PodScheduled", "status": "False",
+                                        "reason": "Unschedulable", "message": "0/4 nodes"}]
+    sandbox.add("/api/v1/namespaces/shop/pods", refused)
+    replica.wait_until_placed(sandbox, timeout=5.0)
+    assert len(sleeps) == 3  # the first look, then three looks that saw the same pods
+    assert replica.unschedulable_pods(sandbox) == ["shop/db-0: 0/4 nodes"]
+
+    sandbox.add("/api/v1/namespaces/shop/pods", pod("web-2", phase="Pending"))
+    started = time.monotonic()
+    replica.wait_until_placed(sandbox, timeout=0.2)  # never settles: gives up at the deadline
+    assert time.monotonic() - started >= 0.2
