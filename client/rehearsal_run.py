@@ -96,12 +96,13 @@ def drive(cluster: str, address: tuple[str, ...], sandbox: Kube, placed_before: 
                          for pod, _, why in (line.partition(": ")
                                              for line in unschedulable_pods(sandbox))
                          if pod not in placed_before]
-        for command in pilot.respond(summary):
-            if command[0] == "decide":
-                say(f"node {command[1]} is blocked: recorded, and skipped so that the later "
+        for verb, *rest in pilot.respond(summary):
+            answered = _command(verb, cluster, *rest, *address).returncode == 0
+            if verb == "decide" and answered:
+                say(f"node {rest[0]} is blocked: recorded, and skipped so that the later "
                     "waves are rehearsed too")
-            verb, *rest = command
-            _command(verb, cluster, *rest, *address)
+            elif verb == "decide":  # not waiting for a decision yet: ask again next time
+                pilot.skipped.remove(rest[0])
         if pilot.stop is None and time.monotonic() > deadline:
             pilot.stop = f"the rehearsal ran out of time ({timeout:.0f}s)"
         if pilot.stop is not None:
