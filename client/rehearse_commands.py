@@ -29,6 +29,7 @@ from client.errors import CommandError
 from client.plan_commands import add_kube_flags, kube_for, read_spec
 from client.rehearsal_run import RunObserved, drive
 from client.rendering import OUTPUT_FORMATS, dump, table
+from plan.findings import Finding
 from plan.rehearsal import (
     APPROVER,
     NodeRun,
@@ -257,7 +258,8 @@ def _report(snapshot: ClusterSnapshot, observed: RunObserved, reboot_seconds: fl
                      f"{SANDBOX_REBOOT_SECONDS:.0f}s, as in the copy")
     return rehearsal_report(
         snapshot, waves, [NodeRun.model_validate(n) for n in observed.nodes], observed.unplaced,
-        summary.get("phase", "unknown"), summary.get("error"), measured, timing, notes)
+        summary.get("phase", "unknown"), summary.get("error"), measured, timing, notes,
+        [Finding.model_validate(f) for f in (summary.get("findings") or {}).get("items", [])])
 
 
 def render(report: RehearsalReport) -> str:

@@ -20,10 +20,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from plan.contract import DrainBlocker
+from plan.findings import Finding, blocking
 from plan.snapshot import ClusterSnapshot
 
 APPROVER = "rehearsal"  # who the rehearsal's auto-granted approvals name
-BlockerKind = Literal["pdb", "drain", "unschedulable", "zone-emptied", "node"]
+BlockerKind = Literal["preflight", "pdb", "drain", "unschedulable", "zone-emptied", "node"]
 
 
 class NodeRun(BaseModel):
@@ -97,7 +98,7 @@ class Timing(BaseModel):
 def rehearsal_report(snapshot: ClusterSnapshot, waves: list[WaveKind], nodes: list[NodeRun],
                      unplaced: list[UnplacedPod], phase: str, error: str | None,
                      measured_total: timedelta | None, timing: Timing,
-                     notes: list[str]) -> RehearsalReport:
+                     notes: list[str], findings: list[Finding] | None = None) -> RehearsalReport:
     by_wave: dict[int, list[NodeRun]] = defaultdict(list)
     for node in nodes:
         by_wave[node.wave].append(node)
@@ -115,8 +116,12 @@ def rehearsal_report(snapshot: ClusterSnapshot, waves: list[WaveKind], nodes: li
             index=index, kind=kind.kind, zone=kind.zone, nodes=[n.name for n in members],
             states=dict(states), measured=measured,
             predicted=None if measured is None else measured + extra))
-    blockers = (_node_blockers(nodes) + _unplaced_blockers(unplaced)
-                + zones_emptied(snapshot, reports))
+    # Preflight's blocking findings stop the run before any wave: the cluster's own, as is.
+    blockers = [BlockerMet(kind="preflight", object=finding.subject,
+                           message=f"[{finding.id}] {finding.message}")
+                for finding in blocking(findings or [])]
+    blockers += (_node_blockers(nodes) + _unplaced_blockers(unplaced)
+                 + zones_emptied(snapshot, reports))
     predicted_total = None
     if measured_total is not None:
         predicted_total = measured_total + extra * sum(1 for w in reports if w.measured)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from plan.contract import DrainBlocker
+from plan.findings import Finding
 from plan.rehearsal import NodeRun, Timing, UnplacedPod, WaveKind, rehearsal_report
 from plan.snapshot import ClusterSnapshot, NodeShape, PodShape, WorkloadShape
 
@@ -92,3 +93,16 @@ def test_a_node_that_failed_without_a_drain_blocker_is_reported_with_its_error()
     assert [(b.kind, b.node, b.message) for b in report.blockers] == [
         ("node", "w-1", "w-1 ended failed: probe failed: no route to peer")]
     assert report.reasons[-1] == "the rehearsed run ended failed: wave 1 failed"
+
+
+def test_preflights_blocking_findings_are_blockers_naming_their_object() -> None:
+    findings = [Finding(id="pdb-never-allows-eviction", severity="blocking", remedy="relax it",
+                        message="PodDisruptionBudget shop/db-pdb needs 2 healthy of 2 pods",
+                        subject="shop/db-pdb"),
+                Finding(id="pdb-allows-no-disruption-now", severity="warning", remedy="wait",
+                        message="another", subject="shop/web-pdb")]
+    report = rehearsal_report(snapshot(), [], [], [], "failed", "PreflightBlocked", None,
+                              TIMING, [], findings)
+    assert [(b.kind, b.object) for b in report.blockers] == [("preflight", "shop/db-pdb")]
+    assert report.blockers[0].message.startswith("[pdb-never-allows-eviction] ")
+    assert report.verdict == "no-go"
