@@ -34,6 +34,7 @@ class RunObserved:
     nodes: list[dict[str, Any]]  # every node record
     unplaced: list[UnplacedPod] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    blocked_records: dict[str, dict[str, Any]] = field(default_factory=dict)
     aborted: str | None = None  # why the rehearsal stopped the run, when it did
 
 
@@ -46,6 +47,8 @@ class Autopilot:
     def __init__(self, interactive: bool = False) -> None:
         self.interactive = interactive  # an operator steers; the autopilot only watches
         self.skipped: list[str] = []
+        # Each skipped node's record as it was when blocked: a decision clears its blockers.
+        self.blocked_records: dict[str, dict[str, Any]] = {}
         self.stuck = 0
         self.stop: str | None = None
 
@@ -57,6 +60,8 @@ class Autopilot:
                     for gate in summary["pending_gates"]["items"]]
         blocked = [n["name"] for n in summary["attention"]["items"]
                    if n["state"] == "blocked" and n["name"] not in self.skipped]
+        self.blocked_records.update({n["name"]: n for n in summary["attention"]["items"]
+                                     if n["name"] in blocked})
         commands += [["decide", node, "skip", "--as", APPROVER] for node in blocked]
         self.skipped += blocked
         counts = summary.get("counts") or {}
@@ -112,7 +117,8 @@ def drive(cluster: str, address: tuple[str, ...], sandbox: Kube, placed_before: 
             break
         time.sleep(POLL_SECONDS)
     return RunObserved(summary=summary, nodes=_node_records(cluster, address),
-                       unplaced=unplaced, skipped=pilot.skipped, aborted=pilot.stop)
+                       unplaced=unplaced, skipped=pilot.skipped,
+                       blocked_records=pilot.blocked_records, aborted=pilot.stop)
 
 
 def _command(*args: str) -> subprocess.CompletedProcess[str]:

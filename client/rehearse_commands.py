@@ -257,9 +257,19 @@ def _report(snapshot: ClusterSnapshot, observed: RunObserved, reboot_seconds: fl
         notes.append(f"no --reboot-duration: predicted times count a reboot as "
                      f"{SANDBOX_REBOOT_SECONDS:.0f}s, as in the copy")
     return rehearsal_report(
-        snapshot, waves, [NodeRun.model_validate(n) for n in observed.nodes], observed.unplaced,
+        snapshot, waves, [_as_blocked(n, observed.blocked_records) for n in observed.nodes],
+        observed.unplaced,
         summary.get("phase", "unknown"), summary.get("error"), measured, timing, notes,
         [Finding.model_validate(f) for f in (summary.get("findings") or {}).get("items", [])])
+
+
+def _as_blocked(record: dict[str, Any], blocked: dict[str, dict[str, Any]]) -> NodeRun:
+    """A node's final record, with what blocked it when it did: the decision that let the
+    run go on cleared that from the record."""
+    seen = blocked.get(record["name"])
+    if seen is not None:
+        record = {**record, "blocker": seen.get("blocker"), "blockers": seen.get("blockers", [])}
+    return NodeRun.model_validate(record)
 
 
 def render(report: RehearsalReport) -> str:

@@ -34,6 +34,8 @@ def test_a_blocked_node_is_skipped_once_and_the_run_resumed_after() -> None:
                                  counts={"skipped": 1, "pending": 2})) == [
         ["resume", "--as", "rehearsal"]]
     assert pilot.skipped == ["w-1"] and pilot.stop is None
+    # What blocked it is kept: the skip clears it from the node's own record.
+    assert pilot.blocked_records == {"w-1": {"name": "w-1", "state": "blocked"}}
 
 
 def test_a_run_held_by_skipped_nodes_is_stopped_after_a_few_looks() -> None:
