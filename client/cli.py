@@ -16,6 +16,7 @@ from client import (
     history_commands,
     migration_commands,
     plan_commands,
+    rehearse_commands,
     sandbox_commands,
     status_commands,
     worker_commands,
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker_commands.register(groups)
     dev_commands.register(groups)
     demo_commands.register(groups)
+    rehearse_commands.register(groups)
     return parser
 
 

@@ -44,7 +44,7 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     demo.set_defaults(run=_demo)
 
 
-def _cli(*args: str) -> list[str]:
+def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "client.cli", *args]
 
 
@@ -121,12 +121,12 @@ def _demo(args: argparse.Namespace) -> int:
             history.replace(directory / "temporal.db.previous")
             _say(f"(the previous demo's history is in {directory / 'temporal.db.previous'})")
         with open(directory / "dev.log", "ab") as log:
-            dev = subprocess.Popen(_cli(
+            dev = subprocess.Popen(cli_command(
                 "dev", "--port", str(args.port), "--db-file", str(directory / "temporal.db"),
                 "--cluster-kubeconfig", f"{CLUSTER}={state_dir / 'kubeconfig'}",
                 "--helm", str(toolchain["helm"])), stdout=log, stderr=log,
                 start_new_session=True)
-        _wait_for_server(address, dev)
+        wait_for_server(address, dev)
         spec = _spec(directory, release.chart_dir)
         _run(["plan", "-f", str(spec), "--kubeconfig", str(state_dir / "kubeconfig"),
               "--helm", str(toolchain["helm"])])
@@ -149,20 +149,28 @@ def _demo(args: argparse.Namespace) -> int:
         _say("\nstopping everything the demo started")
         return exit_codes.OK if ended else 130
     finally:
-        if dev is not None and dev.poll() is None:
-            os.killpg(dev.pid, signal.SIGINT)
-            try:
-                dev.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(dev.pid, signal.SIGKILL)
+        if dev is not None:
+            stop_process_group(dev)
         if (state_dir / "state.json").exists():
             cluster.down(state_dir)
         _say(f"stopped the dev server and the sandbox; state and logs in {directory}")
 
 
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """Stops a child started in its own session (`cilium-migrate dev` and the server it
+    runs) with Ctrl-C's signal, and kills it if it has not stopped within 30 s."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
 def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
     _say(f"\n$ cilium-migrate {' '.join(command)}")
-    result = subprocess.run(_cli(*command), text=True, capture_output=True)
+    result = subprocess.run(cli_command(*command), text=True, capture_output=True)
     print(result.stdout, end="", flush=True)
     if result.returncode != 0:
         raise CommandError(f"`cilium-migrate {command[0]}` failed: {result.stderr.strip()}",
@@ -170,12 +178,13 @@ def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def _wait_for_server(address: tuple[str, ...], dev: subprocess.Popen[bytes]) -> None:
+def wait_for_server(address: tuple[str, ...], dev: subprocess.Popen[bytes],
+                    log_name: str = "dev.log in the demo dir") -> None:
     for _ in range(240):
         if dev.poll() is not None:
-            raise CommandError("`cilium-migrate dev` stopped; see dev.log in the demo dir",
+            raise CommandError(f"`cilium-migrate dev` stopped; see {log_name}",
                                exit_codes.UNREACHABLE)
-        probe = subprocess.run(_cli("list", *address), capture_output=True, text=True)
+        probe = subprocess.run(cli_command("list", *address), capture_output=True, text=True)
         if probe.returncode == 0:
             return
         time.sleep(0.5)
@@ -202,7 +211,7 @@ def pending_gates(summary: dict[str, Any]) -> list[str]:
 def _approve_until_done(address: tuple[str, ...]) -> None:
     shown = ""
     while True:
-        result = subprocess.run(_cli("status", CLUSTER, "-o", "json", *address),
+        result = subprocess.run(cli_command("status", CLUSTER, "-o", "json", *address),
                                 capture_output=True, text=True)
         if result.returncode != 0:
             time.sleep(1)

@@ -111,7 +111,7 @@ def up(state_dir: Path, nodes: int, control_planes: int = 1, zones: int = 1,
        cluster_name: str = "sandbox", replace: bool = False,
        simulator_args: tuple[str, ...] = (), timeout: float | None = None,
        flannel_manifest: Path | None = None, shared_kernel: bool = False,
-       network: str = "simulated",
+       network: str = "simulated", topology: Topology | None = None,
        progress: Callable[[str], None] = lambda message: None) -> SandboxState:
     """Starts a sandbox and returns once every node is Ready and flannel runs everywhere.
 
@@ -120,7 +120,14 @@ def up(state_dir: Path, nodes: int, control_planes: int = 1, zones: int = 1,
     restarts the node's container, which ``STATE_DIR/bin/docker`` restarts and inspects.
     ``network="real"`` makes nodes and pods network namespaces with real flanneld, CNI plugins
     and packets (Linux, root; see `sandbox.simulator.real_datapath`).
+    ``topology`` gives the nodes themselves (names, zones, labels, taints, sizes), as a
+    rehearsal shapes them after a snapshot; ``nodes``, ``control_planes`` and ``zones`` are
+    then read from it.
     """
+    if topology is not None:
+        nodes = len(topology.nodes)
+        control_planes = sum(n.control_plane for n in topology.nodes)
+        zones = len({n.zone for n in topology.nodes}) or 1
     if nodes < 1:
         raise SandboxError(f"--nodes must be at least 1 (got {nodes})")
     if control_planes < 0:
@@ -150,8 +157,9 @@ def up(state_dir: Path, nodes: int, control_planes: int = 1, zones: int = 1,
     state_dir.mkdir(parents=True, exist_ok=True)
 
     started = time.monotonic()
-    topology = Topology.generate(workers=nodes - control_planes, control_planes=control_planes,
-                                 zones=zones)
+    if topology is None:
+        topology = Topology.generate(workers=nodes - control_planes,
+                                     control_planes=control_planes, zones=zones)
     if network == "real":
         for leftover in _clean_up_dead_real_networks():
             progress(f"removed what a stopped real-network sandbox left on this host: {leftover}")

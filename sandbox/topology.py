@@ -42,11 +42,22 @@ def node_cidr_mask(nodes: int) -> int:
     return mask
 
 
+# What a node reports unless its spec says otherwise: a mid-sized machine.
+DEFAULT_CAPACITY = {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+
+
 class NodeSpec(BaseModel):
     name: str
     internal_ip: str
-    zone: str
+    zone: str | None  # None: the node carries no zone label
     control_plane: bool = False
+    # A node shaped after another cluster's (a rehearsal): the labels its kubelet adds to the
+    # defaults (`--node-labels`), the taints it registers with instead of the default ones
+    # (`--register-with-taints`), and what its machine offers.
+    extra_labels: dict[str, str] = Field(default_factory=dict)
+    registered_taints: list[dict[str, str]] | None = None
+    capacity: dict[str, str] | None = None
+    allocatable: dict[str, str] | None = None
 
     def labels(self) -> dict[str, str]:
         labels = {
@@ -55,14 +66,17 @@ class NodeSpec(BaseModel):
             "kubernetes.io/arch": "amd64",
             "beta.kubernetes.io/os": "linux",
             "beta.kubernetes.io/arch": "amd64",
-            ZONE_LABEL: self.zone,
             REGION_LABEL: REGION,
         }
+        if self.zone is not None:
+            labels[ZONE_LABEL] = self.zone
         if self.control_plane:
             labels[CONTROL_PLANE_LABEL] = ""
-        return labels
+        return {**labels, **self.extra_labels}
 
     def taints(self) -> list[dict[str, str]]:
+        if self.registered_taints is not None:
+            return self.registered_taints
         if self.control_plane:
             return [{"key": CONTROL_PLANE_LABEL, "effect": "NoSchedule"}]
         return []
@@ -80,6 +94,12 @@ class ApiServerAddress(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+def node_address(index: int) -> str:
+    """The InternalIP of the ``index``-th node (from 0), in NODE_RANGE."""
+    host = index + 2  # an x.1 address looks like a gateway; start at .2
+    return str(NODE_RANGE.network_address + 256 * (host // 250) + host % 250 + 2)
 
 
 class Topology(BaseModel):
@@ -107,11 +127,9 @@ class Topology(BaseModel):
             is_cp = index < control_planes
             ordinal = index + 1 if is_cp else index - control_planes + 1
             name = f"{prefix}{'cp' if is_cp else 'worker'}-{ordinal}"
-            host = index + 2  # an x.1 address looks like a gateway; start at .2
             nodes.append(NodeSpec(
                 name=name,
-                internal_ip=str(NODE_RANGE.network_address + 256 * (host // 250)
-                                + host % 250 + 2),
+                internal_ip=node_address(index),
                 zone=f"zone-{chr(ord('a') + index % zones)}",
                 control_plane=is_cp,
             ))

@@ -37,7 +37,7 @@ from sandbox.simulator.operator import CILIUM_OPERATOR, OperatorState
 from sandbox.simulator.personalities import CILIUM_AGENT, OPERATOR_POD, personality_of
 from sandbox.simulator.selectors import InvalidSelector, selects
 from sandbox.simulator.state import NodeState, PodState, new_boot_id, now_micro, now_rfc3339
-from sandbox.topology import NodeSpec, Topology
+from sandbox.topology import DEFAULT_CAPACITY, NodeSpec, Topology
 
 log = logging.getLogger("sandbox.simulator")
 
@@ -203,13 +203,13 @@ class Simulator:
                              self._lease_object(node))
 
     def _node_object(self, spec: NodeSpec, boot_id: str) -> Obj:
-        capacity = {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+        capacity = spec.capacity or DEFAULT_CAPACITY
         return {
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": spec.name, "labels": spec.labels()},
             "spec": {"taints": spec.taints()} if spec.taints() else {},
             "status": {
-                "capacity": capacity, "allocatable": capacity,
+                "capacity": capacity, "allocatable": spec.allocatable or capacity,
                 "addresses": [{"type": "InternalIP", "address": spec.internal_ip},
                               {"type": "Hostname", "address": spec.name}],
                 "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
