@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-fast demo install toolchain lint bench sandbox-down clean
+.PHONY: test test-fast demo demo-fleet install toolchain lint bench sandbox-down clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed (set PYTHON=...)")'
@@ -37,11 +37,16 @@ test-fast: lint
 demo: toolchain
 	$(BIN)/cilium-migrate demo --dir $(CURDIR)/.demo
 
+# A fleet: three sandboxes (dev, staging, prod) migrated stage after stage, a soak between
+# stages, stage approvals, one worker per cluster on its own task queue.
+demo-fleet: toolchain
+	$(BIN)/cilium-migrate demo --fleet --dir $(CURDIR)/.demo-fleet
+
 sandbox-down: $(STAMP)
 	$(BIN)/cilium-migrate sandbox down
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo .demo-fleet
 
 bench: toolchain
 	$(BIN)/python bench/sandbox_bench.py

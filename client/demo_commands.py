@@ -6,6 +6,8 @@ approving each gate by running the same `cilium-migrate approve` command a human
 printing it). At the end the dev server and the sandbox stay up, so the Web UI link it prints
 can be opened and `history export` run, until Ctrl-C (`--no-wait`, or a stdin that is not a
 terminal, stops them at once). Everything it started is stopped then, also on an earlier Ctrl-C.
+`demo --fleet` does the same for a fleet of three sandboxes (client/fleet_demo.py, built on the
+helpers here).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -27,14 +30,18 @@ from client import argument_types, exit_codes
 from client.errors import CommandError
 from sandbox import cluster
 from sandbox.cilium_release import ensure_default_release
-from sandbox.toolchain import ensure_toolchain, print_progress
+from sandbox.toolchain import Toolchain, ensure_toolchain, print_progress
 
 CLUSTER = "demo"
 
 
 def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     demo = groups.add_parser("demo", help="run a whole migration on a local sandbox")
-    demo.add_argument("--workers", type=argument_types.positive, default=4)
+    demo.add_argument("--workers", type=argument_types.positive, help="worker nodes of the "
+                      "sandbox (default: 4; with --fleet: 2 in each sandbox)")
+    demo.add_argument("--fleet", action="store_true", help="a fleet instead: three sandboxes "
+                      "(dev, staging, prod) migrated stage after stage, each by a worker of its "
+                      "own (client/fleet_demo.py)")
     demo.add_argument("--port", type=argument_types.port, default=7233,
                       help="Temporal dev server port")
     demo.add_argument("--dir", type=Path, help="where the demo keeps its state (default: a "
@@ -48,11 +55,11 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "client.cli", *args]
 
 
-def _say(text: str) -> None:
+def say(text: str) -> None:
     print(text, flush=True)
 
 
-def _workloads(directory: Path) -> Path:
+def sample_workloads(directory: Path) -> Path:
     """Two apps spread over the workers, each with a PDB that allows one disruption."""
     documents: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace",
                                         "metadata": {"name": "shop"}}]
@@ -92,68 +99,98 @@ def _spec(directory: Path, chart: Path) -> Path:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    directory = (args.dir or Path(tempfile.mkdtemp(prefix="cilium-migrate-demo-"))).resolve()
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise CommandError(f"--dir {directory}: {error.strerror}") from None
+    if args.fleet:
+        # Imported here: the fleet demo builds on this module's helpers.
+        from client.fleet_demo import fleet_demo
+
+        return fleet_demo(args)
+    directory = demo_directory(args.dir)
     started = time.monotonic()
     toolchain = ensure_toolchain(print_progress)
     release = ensure_default_release(toolchain["helm"], print_progress)
     state_dir = directory / "sandbox"
     address = ("--address", f"localhost:{args.port}")
+    workers = args.workers or 4
     dev: subprocess.Popen[bytes] | None = None
     ended = False
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    interrupt_on_sigterm()
     try:
-        _say(f"== sandbox: 1 control plane + {args.workers} workers in 2 zones ({state_dir})")
-        cluster.up(state_dir, nodes=args.workers + 1, control_planes=1, zones=2,
+        say(f"== sandbox: 1 control plane + {workers} workers in 2 zones ({state_dir})")
+        cluster.up(state_dir, nodes=workers + 1, control_planes=1, zones=2,
                    replace=True, simulator_args=("--reboot-seconds", "2"),
                    progress=print_progress)
-        kubectl = [str(toolchain["kubectl"]), "--kubeconfig", str(state_dir / "kubeconfig")]
-        subprocess.run([*kubectl, "apply", "-f", str(_workloads(directory))], check=True,
-                       stdout=subprocess.DEVNULL)
-        _say("== Temporal dev server and worker: cilium-migrate dev")
-        history = directory / "temporal.db"
-        if history.exists():
-            # The sandbox is new, so is the migration: an earlier demo's run (say one stopped
-            # halfway) must not be attached to this cluster. Kept aside for a look back.
-            history.replace(directory / "temporal.db.previous")
-            _say(f"(the previous demo's history is in {directory / 'temporal.db.previous'})")
-        with open(directory / "dev.log", "ab") as log:
-            dev = subprocess.Popen(cli_command(
-                "dev", "--port", str(args.port), "--db-file", str(directory / "temporal.db"),
-                "--cluster-kubeconfig", f"{CLUSTER}={state_dir / 'kubeconfig'}",
-                "--helm", str(toolchain["helm"])), stdout=log, stderr=log,
-                start_new_session=True)
+        apply_workloads(toolchain, state_dir, directory)
+        say("== Temporal dev server and worker: cilium-migrate dev")
+        dev = start_dev_server(directory, args.port, toolchain,
+                               {CLUSTER: state_dir / "kubeconfig"})
         wait_for_server(address, dev)
         spec = _spec(directory, release.chart_dir)
-        _run(["plan", "-f", str(spec), "--kubeconfig", str(state_dir / "kubeconfig"),
-              "--helm", str(toolchain["helm"])])
-        _run(["start", "-f", str(spec), *address])
+        run_shown(["plan", "-f", str(spec), "--kubeconfig", str(state_dir / "kubeconfig"),
+                   "--helm", str(toolchain["helm"])])
+        run_shown(["start", "-f", str(spec), *address])
         _approve_until_done(address)
-        _run(["status", CLUSTER, *address])
-        _say(f"\nDone in {time.monotonic() - started:.0f}s. Web UI: "
-             f"http://localhost:{args.port + 1000}/namespaces/default/workflows/"
-             f"cilium-migrate%2F{CLUSTER}")
-        _say(f"History for a post-mortem: cilium-migrate history export {CLUSTER} -o FILE "
-             f"--address localhost:{args.port} (while the dev server runs)")
+        run_shown(["status", CLUSTER, *address])
+        say(f"\nDone in {time.monotonic() - started:.0f}s. Web UI: "
+            f"http://localhost:{args.port + 1000}/namespaces/default/workflows/"
+            f"cilium-migrate%2F{CLUSTER}")
+        say(f"History for a post-mortem: cilium-migrate history export {CLUSTER} -o FILE "
+            f"--address localhost:{args.port} (while the dev server runs)")
         ended = True  # from here on, Ctrl-C is the way out, not an interruption
         if not args.no_wait and sys.stdin.isatty():
-            _say("The dev server and the sandbox keep running; press Ctrl-C to stop them.")
+            say("The dev server and the sandbox keep running; press Ctrl-C to stop them.")
             while dev.poll() is None:
                 time.sleep(1)
-            _say("the dev server stopped on its own; see dev.log")
+            say("the dev server stopped on its own; see dev.log")
         return exit_codes.OK
     except KeyboardInterrupt:
-        _say("\nstopping everything the demo started")
+        say("\nstopping everything the demo started")
         return exit_codes.OK if ended else 130
     finally:
         if dev is not None:
             stop_process_group(dev)
         if (state_dir / "state.json").exists():
             cluster.down(state_dir)
-        _say(f"stopped the dev server and the sandbox; state and logs in {directory}")
+        say(f"stopped the dev server and the sandbox; state and logs in {directory}")
+
+
+def demo_directory(given: Path | None) -> Path:
+    """Where a demo keeps its state and logs: ``given``, else a new temporary directory."""
+    directory = (given or Path(tempfile.mkdtemp(prefix="cilium-migrate-demo-"))).resolve()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f"--dir {directory}: {error.strerror}") from None
+    return directory
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM stops a demo as Ctrl-C does: through its cleanup."""
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+
+def apply_workloads(toolchain: Toolchain, state_dir: Path, directory: Path) -> None:
+    kubectl = [str(toolchain["kubectl"]), "--kubeconfig", str(state_dir / "kubeconfig")]
+    subprocess.run([*kubectl, "apply", "-f", str(sample_workloads(directory))], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def start_dev_server(directory: Path, port: int, toolchain: Toolchain,
+                     kubeconfigs: dict[str, Path]) -> subprocess.Popen[bytes]:
+    """`cilium-migrate dev` in its own session, its state and log in ``directory``, its
+    worker holding the kubeconfigs given (none: it runs the workflows, not a cluster's
+    steps). The caller waits for it (`wait_for_server`) and stops it
+    (`stop_process_group`)."""
+    history = directory / "temporal.db"
+    if history.exists():
+        # The sandboxes are new, so are the migrations: an earlier demo's runs (say one
+        # stopped halfway) must not be attached to these clusters. Kept aside for a look back.
+        history.replace(directory / "temporal.db.previous")
+        say(f"(the previous demo's history is in {directory / 'temporal.db.previous'})")
+    clusters = [f"--cluster-kubeconfig={name}={path}" for name, path in kubeconfigs.items()]
+    with open(directory / "dev.log", "ab") as log:
+        return subprocess.Popen(cli_command(
+            "dev", "--port", str(port), "--db-file", str(history), *clusters,
+            "--helm", str(toolchain["helm"])), stdout=log, stderr=log, start_new_session=True)
 
 
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:
@@ -168,8 +205,8 @@ def stop_process_group(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
-    _say(f"\n$ cilium-migrate {' '.join(command)}")
+def run_shown(command: list[str]) -> subprocess.CompletedProcess[str]:
+    say(f"\n$ cilium-migrate {shlex.join(command)}")
     result = subprocess.run(cli_command(*command), text=True, capture_output=True)
     print(result.stdout, end="", flush=True)
     if result.returncode != 0:
@@ -219,11 +256,11 @@ def _approve_until_done(address: tuple[str, ...]) -> None:
         progress = json.loads(result.stdout)
         line = progress_line(progress)
         if line != shown:
-            _say(line)
+            say(line)
             shown = line
         if progress["phase"] in ("completed", "failed", "cancelled"):
             return
         for gate in pending_gates(progress):
-            _run(["approve", CLUSTER, gate, "--as", "demo-operator", "--reason",
+            run_shown(["approve", CLUSTER, gate, "--as", "demo-operator", "--reason",
                   f"demo: {gate} reviewed", *address])
         time.sleep(1)
