@@ -260,11 +260,13 @@ def test_dev_refuses_state_it_cannot_keep_and_an_address_it_cannot_bind(
     assert "error: --ip no-such-host.invalid: " in unresolvable.err
 
 
-def test_demo_refuses_a_state_directory_that_is_a_file(call: Call, tmp_path: Path) -> None:
+@pytest.mark.parametrize("which", [(), ("--fleet",)], ids=["cluster", "fleet"])
+def test_demo_refuses_a_state_directory_that_is_a_file(call: Call, tmp_path: Path,
+                                                       which: tuple[str, ...]) -> None:
     a_file = tmp_path / "state"
     a_file.write_text("")
 
-    outcome = call("demo", "--dir", str(a_file), "--no-wait")
+    outcome = call("demo", *which, "--dir", str(a_file), "--no-wait")
 
     assert_refused(outcome)
     assert f"error: --dir {a_file}: File exists" in outcome.err
