@@ -29,6 +29,8 @@ def render_fleet(fleet: FleetProgress, clusters: dict[str, ClusterReading], now:
         out.append(f"HALTED: {fleet.halted}")
         out += [f"  `{command} fleet decide {fleet.fleet} {c.name} retry` (or skip)"
                 for c in fleet.clusters.values() if c.waiting_for_decision]
+        out += [f"  `{command} status {c.name}`, then `decide` or `resume` there"
+                for c in fleet.clusters.values() if c.halted is not None]
     for gate in fleet.pending_gates:
         out.append(f"Waiting for approval: {gate} -> `{command} fleet approve {fleet.fleet} "
                    f"{gate}`")
