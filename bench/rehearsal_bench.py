@@ -20,13 +20,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
+from pydantic import TypeAdapter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from plan.duration import format_duration  # noqa: E402
 from plan.facts import Taint  # noqa: E402
 from plan.snapshot import (  # noqa: E402
     ClusterSnapshot,
@@ -122,8 +124,13 @@ def main() -> None:
     report = json.loads(out)
     print(f"verdict {report['verdict']}, run ended {report['phase']}, "
           f"{len(report['waves'])} waves, {len(report['blockers'])} blockers")
-    print(f"in the copy {report['measured_total']}, predicted for the cluster "
-          f"{report['predicted_total']}")
+    print(f"in the copy {_readable(report['measured_total'])}, predicted for the cluster "
+          f"{_readable(report['predicted_total'])}")
+
+
+def _readable(iso_duration: str) -> str:
+    """The report's ISO 8601 duration (PT7M4.5S) as the CLI shows durations (7m 4s)."""
+    return format_duration(TypeAdapter(timedelta).validate_python(iso_duration))
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ import yaml
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
 from client import exit_codes, fleets, migrations
-from client.fleet_view import render_fleet
+from client.fleet_view import render_fleet, render_fleet_list
 from client.migration_commands import add_command, add_operator_flags
 from client.plan_commands import read_fleet
-from client.rendering import OUTPUT_FORMATS, dump, table
+from client.rendering import OUTPUT_FORMATS, dump
 from client.status_view import Screen
 from client.temporal_flags import connection_flags, open_client
 from worker.build import TASK_QUEUE
@@ -138,11 +138,7 @@ async def _list(args: argparse.Namespace) -> int:
     client = await open_client(args)
     listed = [f async for f in fleets.list_fleets(client, running_only=args.running)]
     if args.output == "table":
-        rows = [[f.name, f.status, f.stage or "-",
-                 f.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"), f.workflow_id]
-                for f in listed]
-        print(table(rows, ["fleet", "status", "stage", "started", "workflow"]) if rows
-              else "No fleets.")
+        print(render_fleet_list(listed))
         return exit_codes.OK
     data = [{"fleet": f.name, "workflowId": f.workflow_id, "status": f.status,
              "stage": f.stage, "startedAt": f.started_at.isoformat(),

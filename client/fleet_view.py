@@ -8,9 +8,9 @@ halted). What the operator can do next is spelt out as the command to run.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from client.fleets import ClusterReading
+from client.fleets import ClusterReading, ListedFleet
 from client.rendering import table
 from plan.duration import format_duration
 from workflows.fleet_progress import FleetProgress, StageProgress, StageState
@@ -29,6 +29,8 @@ def render_fleet(fleet: FleetProgress, clusters: dict[str, ClusterReading], now:
         out.append(f"HALTED: {fleet.halted}")
         out += [f"  `{command} fleet decide {fleet.fleet} {c.name} retry` (or skip)"
                 for c in fleet.clusters.values() if c.waiting_for_decision]
+        out += [f"  `{command} status {c.name}`, then `decide` or `resume` there"
+                for c in fleet.clusters.values() if c.halted is not None]
     for gate in fleet.pending_gates:
         out.append(f"Waiting for approval: {gate} -> `{command} fleet approve {fleet.fleet} "
                    f"{gate}`")
@@ -87,3 +89,11 @@ def _note(error: str | None, reading: ClusterReading) -> str:
     note = error or reading.problem or (summary.halted if summary else None) or ""
     note = " ".join(note.split())
     return note if len(note) <= NOTE_WIDTH else note[:NOTE_WIDTH - 3] + "..."
+
+
+def render_fleet_list(listed: list[ListedFleet]) -> str:
+    rows = [[f.name, f.status, f.stage or "-",
+             f.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"), f.workflow_id]
+            for f in listed]
+    return (table(rows, ["fleet", "status", "stage", "started", "workflow"]) if rows
+            else "No fleets.")

@@ -35,6 +35,7 @@ from workflows.cluster import ClusterMigrationWorkflow
 from workflows.identity import (
     CLUSTER_ATTRIBUTE,
     CLUSTER_WORKFLOW,
+    FLEET_ATTRIBUTE,
     PHASE_ATTRIBUTE,
     PROGRESS_QUERY,
     cluster_of,
@@ -280,6 +281,7 @@ class Listed:
     started_at: datetime
     closed_at: datetime | None
     task_queue: str
+    fleet: str | None = None  # the fleet that started it, if one did
 
 
 def _listed(execution: WorkflowExecution) -> Listed:
@@ -288,7 +290,7 @@ def _listed(execution: WorkflowExecution) -> Listed:
     return Listed(cluster=cluster, workflow_id=execution.id, run_id=execution.run_id,
                   status=status_name(execution.status), phase=attributes.get(PHASE_ATTRIBUTE),
                   started_at=execution.start_time, closed_at=execution.close_time,
-                  task_queue=execution.task_queue)
+                  task_queue=execution.task_queue, fleet=attributes.get(FLEET_ATTRIBUTE))
 
 
 async def list_migrations(client: Client, running_only: bool = False) -> AsyncIterator[Listed]:

@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 import yaml
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from client import argument_types, exit_codes, migrations, status_queries
+from client import argument_types, exit_codes, fleets, migrations, status_queries
 from client.approval_senders import ApprovalSenders
 from client.errors import CommandError
+from client.fleet_view import render_fleet_list
 from client.rendering import OUTPUT_FORMATS, dump
 from client.status_view import Screen, render_list, render_nodes, render_summary
 from client.temporal_flags import add_temporal_flags, connection_flags, open_client, run
@@ -52,7 +53,8 @@ def register(groups: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     add_temporal_flags(status)
     status.set_defaults(run=lambda args: run(args, _status(args)))
 
-    listing = groups.add_parser("list", help="every migration in the namespace")
+    listing = groups.add_parser("list", help="every migration in the namespace, and the fleets "
+                                "(`fleet list` for the fleets alone)")
     listing.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="table")
     listing.add_argument("--running", action="store_true", help="only running migrations")
     add_temporal_flags(listing)
@@ -167,14 +169,17 @@ async def _list(args: argparse.Namespace) -> int:
                                     for m in listed))
     if args.output == "table":
         rows = [[m.cluster, m.status, m.phase or "-", _when(m.started_at), _summary(c),
-                 ", ".join(waiting) or "-", m.workflow_id] for m, (c, waiting) in
-                zip(listed, counts, strict=True)]
+                 ", ".join(waiting) or "-", m.fleet or "-", m.workflow_id] for m, (c, waiting)
+                in zip(listed, counts, strict=True)]
         print(render_list(rows))
+        listed_fleets = [f async for f in fleets.list_fleets(client, running_only=args.running)]
+        if listed_fleets:
+            print("\n" + render_fleet_list(listed_fleets))
         return exit_codes.OK
     data = [{"cluster": m.cluster, "workflowId": m.workflow_id, "runId": m.run_id,
              "status": m.status, "phase": m.phase, "startedAt": m.started_at.isoformat(),
              "closedAt": m.closed_at.isoformat() if m.closed_at else None,
-             "taskQueue": m.task_queue, "nodes": c, "pendingGates": waiting}
+             "taskQueue": m.task_queue, "fleet": m.fleet, "nodes": c, "pendingGates": waiting}
             for m, (c, waiting) in zip(listed, counts, strict=True)]
     print(json.dumps(data, indent=2) if args.output == "json"
           else yaml.safe_dump(data, sort_keys=False).rstrip("\n"))

@@ -225,7 +225,8 @@ def _node_row(node: NodeProgress, now: datetime) -> list[str]:
 def render_list(rows: list[list[str]]) -> str:
     if not rows:
         return "No migrations."
-    return table(rows, ["cluster", "status", "phase", "started", "nodes", "waiting", "workflow"])
+    return table(rows, ["cluster", "status", "phase", "started", "nodes", "waiting", "fleet",
+                        "workflow"])
 
 
 class Screen:

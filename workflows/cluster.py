@@ -18,6 +18,7 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     ChildWorkflowError,
+    FailureError,
     is_cancelled_exception,
 )
 from temporalio.workflow import ParentClosePolicy
@@ -64,6 +65,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.gates import Gates, planned_gates
     from workflows.identity import (
         APPROVE_UPDATE,
+        CLUSTER_HALT_SIGNAL,
         CLUSTER_WORKFLOW,
         DECIDE_SIGNAL,
         DECIDE_UPDATE,
@@ -78,6 +80,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.messages import (
         ApproveRequest,
+        ClusterHalt,
         DecideRequest,
         Decision,
         MigrationInput,
@@ -107,6 +110,8 @@ CONTINUE_AS_NEW_PATCH = "continue-as-new-between-waves"
 # Runs recorded before the echo mesh and the connectivity monitor existed replay without them.
 ECHO_MESH_PATCH = "echo-mesh-and-connectivity-monitor"
 ECHO_MESH_TIMEOUT = 300.0
+# Runs started by a fleet before the fleet heard of its clusters' halts replay without telling.
+HALTS_TO_FLEET_PATCH = "cluster-halts-reach-the-fleet"
 FAILED_PAIRS_NAMED = 5  # in the halt message; progress keeps more
 CATCH_UP_WAVE = 0  # the wave number of nodes migrated after the planned waves
 # Our own metrics, served with the SDK's by the worker's Prometheus endpoint. The workflow's
@@ -135,11 +140,13 @@ class ClusterMigrationWorkflow:
             input.spec.connectivity)
         self._monitor: workflow.ActivityHandle[ConnectivityFigures] | None = None
         self._wave_moving = False  # the current wave's nodes are still on their way
+        self._told_fleet: str | None = None  # the halt a fleet that started this run last heard
 
     # ---- the procedure --------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: MigrationInput) -> Progress:
+        telling_the_fleet = self._tell_the_fleet_about_halts()
         try:
             if input.continued is None:  # the migration's first run
                 self.progress.started_at = workflow.now()
@@ -182,7 +189,32 @@ class ClusterMigrationWorkflow:
         self.progress.finished_at = workflow.now()
         self._set_phase(Phase.COMPLETED)
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if telling_the_fleet is not None:
+            telling_the_fleet.cancel()  # the fleet learns of the end from the child's result
         return self.progress
+
+    def _tell_the_fleet_about_halts(self) -> asyncio.Task[None] | None:
+        """A cluster that a fleet started tells the fleet whenever its halt starts, changes
+        or ends, so the fleet holds its next clusters and stages while this one needs the
+        operator (a failed or rolled-back node halts the cluster; it does not fail it).
+
+        A migration started by hand has no parent and records nothing of this."""
+        parent = workflow.info().parent
+        if parent is None or not workflow.patched(HALTS_TO_FLEET_PATCH):
+            return None
+        fleet = workflow.get_external_workflow_handle(parent.workflow_id)
+
+        async def tell() -> None:
+            while True:
+                await workflow.wait_condition(lambda: self.progress.halted != self._told_fleet)
+                self._told_fleet = self.progress.halted
+                try:
+                    await fleet.signal(CLUSTER_HALT_SIGNAL, ClusterHalt(
+                        cluster=self.progress.cluster, halted=self._told_fleet))
+                except FailureError:  # the fleet ended (aborted, say): nobody to tell
+                    return
+
+        return asyncio.create_task(tell())
 
     async def _discover(self) -> ClusterFacts:
         self._set_phase(Phase.DISCOVERING)

@@ -8,9 +8,12 @@ child with its usual workflow ID (`cilium-migrate/<cluster>`), so every per-clus
 
 A cluster whose migration fails (or is aborted on its own) halts the fleet: no new cluster and
 no new stage starts, clusters already running go on, and the operator decides with `decide`
-whether to retry that cluster or skip it. A cluster that degrades while its stage soaks halts
-the fleet too, until the operator resumes it. Aborting the fleet is cancelling it: the running
-clusters are cancelled and each compensates as its own abort does (nothing left cordoned).
+whether to retry that cluster or skip it. A cluster whose own migration halts (a node failed or
+was rolled back, a health or connectivity check tripped) says so, and holds the fleet the same
+way until the operator mends it with that cluster's commands and it goes on. A cluster that
+degrades while its stage soaks halts the fleet too, until the operator resumes it. Aborting the
+fleet is cancelling it: the running clusters are cancelled and each compensates as its own abort
+does (nothing left cordoned).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.identity import (
         APPROVE_UPDATE,
         CLUSTER_ATTRIBUTE,
+        CLUSTER_HALT_SIGNAL,
         DECIDE_UPDATE,
         FLEET_ATTRIBUTE,
         FLEET_WORKFLOW,
@@ -57,12 +61,14 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import (
         ApproveRequest,
         ClusterDecision,
+        ClusterHalt,
         FleetDecideRequest,
         FleetInput,
         MigrationInput,
         PauseRequest,
     )
     from workflows.progress import Phase
+    from workflows.signal_inputs import signal_input
     from workflows.steps import describe_failure, run_step
 
 # A soak is watched: its stage's clusters are checked every soak / SOAK_CHECKS, but not more
@@ -196,7 +202,7 @@ class FleetMigrationWorkflow:
                 await workflow.wait_condition(lambda: not self.progress.paused)
 
     async def _run_cluster(self, record: FleetClusterProgress, stage: FleetStage) -> None:
-        record.state, record.error = ClusterState.RUNNING, None
+        record.state, record.error, record.halted = ClusterState.RUNNING, None, None
         record.attempts += 1
         record.started_at, record.finished_at = workflow.now(), None
         try:
@@ -221,6 +227,9 @@ class FleetMigrationWorkflow:
                             "let it end (or abort it), then retry")
         finally:
             record.finished_at = workflow.now()
+            if record.halted is not None:  # it ended: a decision or nothing holds the fleet
+                record.halted = None
+                self._update_halt()
 
     async def _decision(self, record: FleetClusterProgress) -> ClusterDecision:
         """The fleet halts until the operator decides for ``record``'s cluster."""
@@ -303,6 +312,17 @@ class FleetMigrationWorkflow:
             raise ValueError(f"cluster {request.cluster} is {record.state.value}, not waiting "
                              "for a decision")
 
+    @workflow.signal(name=CLUSTER_HALT_SIGNAL)
+    def cluster_halt(self, *args: object) -> None:
+        """A running cluster's halt began, changed or ended (workflows/cluster.py). A report
+        from a cluster that is not running (a late one, or a stranger's) changes nothing."""
+        report = signal_input(ClusterHalt, args, CLUSTER_HALT_SIGNAL, required=("cluster",))
+        record = self.progress.clusters.get(report.cluster) if report is not None else None
+        if report is None or record is None or record.state is not ClusterState.RUNNING:
+            return
+        record.halted = report.halted
+        self._update_halt()
+
     @workflow.query(name=PROGRESS_QUERY)
     def get_progress(self) -> FleetProgress:
         return self.progress
@@ -318,14 +338,21 @@ class FleetMigrationWorkflow:
             workflow.upsert_search_attributes([STAGE_ATTRIBUTE.value_set(stage.name)])
 
     def _update_halt(self) -> None:
-        """Why nothing new starts: failed clusters waiting for a decision, or a stage that
-        degraded while soaking; None when nothing holds the fleet."""
-        waiting = [c for c in self.progress.clusters.values() if c.waiting_for_decision]
+        """Why nothing new starts: failed clusters waiting for a decision, clusters whose
+        own migration halted, or a stage that degraded while soaking; None when nothing holds
+        the fleet."""
+        clusters = self.progress.clusters.values()
+        waiting = [c for c in clusters if c.waiting_for_decision]
+        halted = [c for c in clusters if c.halted is not None]
         reasons = []
         if waiting:
             reasons.append("; ".join(f"cluster {c.name} {c.state.value}: {c.error}"
                                      for c in waiting)
                            + ". Decide: `fleet decide FLEET CLUSTER retry|skip`, or abort")
+        if halted:
+            reasons.append("; ".join(f"cluster {c.name} halted: {c.halted}" for c in halted)
+                           + ". Mend it with that cluster's own commands (`cilium-migrate "
+                           "status|decide|resume CLUSTER`); the fleet goes on when it does")
         if self.soak_trouble:
             reasons.append(self.soak_trouble + ". Mend it, then `fleet resume FLEET` (the soak "
                            "starts again), or abort")

@@ -55,6 +55,8 @@ class FleetClusterProgress(BaseModel):
     finished_at: datetime | None = None
     error: str | None = None
     waiting_for_decision: bool = False
+    # While running: why the cluster's own migration halted (it said so), until it goes on.
+    halted: str | None = None
 
 
 class StageProgress(BaseModel):

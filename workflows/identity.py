@@ -27,6 +27,8 @@ DECIDE_UPDATE = "decide"
 NODE_REPORT_SIGNAL = "node_report"
 # Parent -> child: the operator's decision for a blocked node.
 DECIDE_SIGNAL = "decide"
+# Cluster -> its fleet: the cluster's migration halted (and why), or goes on again.
+CLUSTER_HALT_SIGNAL = "cluster_halt"
 
 CLUSTER_ATTRIBUTE = SearchAttributeKey.for_keyword("CiliumMigrateCluster")
 PHASE_ATTRIBUTE = SearchAttributeKey.for_keyword("CiliumMigratePhase")

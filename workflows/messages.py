@@ -78,3 +78,11 @@ class FleetDecideRequest(Message):
 
 class FleetInput(Message):
     fleet: Fleet
+
+
+class ClusterHalt(Message):
+    """What a cluster started by a fleet tells the fleet whenever its halt changes: why it
+    halted (a failed or rolled-back node, a health check, the connectivity monitor, finalize
+    waiting for nodes), or None once it goes on."""
+    cluster: str
+    halted: str | None = None

@@ -94,6 +94,13 @@ async def test_an_operator_runs_a_fleet_through_a_failure(
         listed = await cli("fleet", "list")
         row = next(line for line in listed.out.splitlines() if line.startswith(name))
         assert row.split()[:3] == [name, "completed", "prod"], listed
+        everything = await cli("list")  # the migrations, each with its fleet, then the fleets
+        rows = [line.split() for line in everything.out.splitlines() if line.strip()]
+        assert [dev, "completed", "completed"] == next(r for r in rows if r[0] == dev)[:3]
+        assert next(r for r in rows if r[0] == dev)[-2] == name, everything
+        assert next(r for r in rows if r[0] == name)[:3] == [name, "completed", "prod"]
+        as_json = json.loads((await cli("list", "-o", "json")).out)
+        assert {m["fleet"] for m in as_json if m["cluster"] in (dev, staging, prod)} == {name}
     finally:
         with contextlib.suppress(RPCError):  # ended already
             await temporal_env.client.get_workflow_handle(fleet_workflow_id(name)).terminate(

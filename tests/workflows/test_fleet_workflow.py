@@ -35,11 +35,13 @@ from workflows.identity import (
 from workflows.messages import (
     ApproveRequest,
     ClusterDecision,
+    DecideRequest,
+    Decision,
     FleetDecideRequest,
     FleetInput,
     PauseRequest,
 )
-from workflows.progress import Phase
+from workflows.progress import NodeState, Phase
 
 SOAK = 2.0  # seconds: long enough to see, short enough for a test
 
@@ -311,3 +313,63 @@ async def test_a_cluster_already_migrating_by_hand_halts_the_fleet_until_retried
 
     assert report.clusters[busy].state is ClusterState.COMPLETED
     assert report.clusters[busy].attempts == 2
+
+
+async def test_a_cluster_halted_by_a_rolled_back_node_holds_the_fleet_until_it_goes_on(
+        temporal_env: Any, task_queue: str) -> None:
+    """A rolled-back node halts its cluster without failing it; the fleet hears of the halt
+    from the cluster and starts nothing new until the operator has mended that cluster with
+    its own commands."""
+    fake = FakeCluster(workers=2)
+    fake.verify_fails.add("worker-1")  # the canary's Cilium checks fail until fixed
+    suffix = task_queue.removeprefix("fleet-")
+    first, second = (f"{n}-{suffix}" for n in ("first", "second"))
+    rollout = fleet(f"rolled-{suffix}", [{"clusters": [first]}, {"clusters": [second]}])
+    async with build_worker(temporal_env.client, fake.activities(), task_queue=task_queue):
+        handle = await start(temporal_env, rollout, task_queue)
+        await until(handle, lambda p: p.clusters[first].run_id is not None, "the first start")
+        cluster = temporal_env.client.get_workflow_handle_for(
+            ClusterMigrationWorkflow.run, cluster_workflow_id(first))
+        for _ in range(1200):
+            nodes = await _cluster_nodes(cluster)
+            if nodes.get("worker-1") is NodeState.BLOCKED:
+                break
+            await asyncio.sleep(0.05)
+        assert await _cluster_nodes(cluster) == {"worker-1": NodeState.BLOCKED,
+                                                 "worker-2": NodeState.PENDING,
+                                                 "cp-1": NodeState.PENDING}
+        assert (await handle.query(FleetMigrationWorkflow.get_progress)).halted is None
+        await cluster.execute_update(ClusterMigrationWorkflow.decide, DecideRequest(
+            node="worker-1", decision=Decision.ROLLBACK, operator="alice"))
+
+        halted = await until(handle, lambda p: p.halted is not None, "the fleet's halt")
+        assert halted.clusters[first].state is ClusterState.RUNNING
+        assert "worker-1 was rolled-back" in (halted.clusters[first].halted or "")
+        assert f"cluster {first} halted: node worker-1" in halted.halted  # type: ignore[operator]
+        assert halted.stages[1].state is StageState.PENDING and second not in fake.discovered
+        with pytest.raises(WorkflowUpdateFailedError):  # not failed: the cluster's to mend
+            await handle.execute_update(FleetMigrationWorkflow.decide, FleetDecideRequest(
+                cluster=first, decision=ClusterDecision.SKIP))
+
+        # The operator goes on with the cluster's next wave; finalize then waits for the
+        # rolled-back node, which halts the cluster (and so the fleet) again.
+        fake.verify_fails.clear()
+        await cluster.execute_update(ClusterMigrationWorkflow.resume, PauseRequest())
+        again = await until(handle, lambda p: "finalize waits" in (p.halted or ""),
+                            "the halt before finalize")
+        assert second not in fake.discovered and again.stages[1].state is StageState.PENDING
+        await cluster.execute_update(ClusterMigrationWorkflow.decide, DecideRequest(
+            node="worker-1", decision=Decision.RETRY, operator="alice"))
+        report = await handle.result()
+        await record_histories(temporal_env.client, handle.id)
+        await record_histories(temporal_env.client, cluster.id)
+
+    assert report.phase is FleetPhase.COMPLETED and report.halted is None
+    assert report.clusters[first].halted is None
+    assert {c.state for c in report.clusters.values()} == {ClusterState.COMPLETED}
+    assert fake.discovered == [first, second]
+
+
+async def _cluster_nodes(cluster: WorkflowHandle[Any, Any]) -> dict[str, NodeState]:
+    progress = await cluster.query(ClusterMigrationWorkflow.get_progress)
+    return {name: node.state for name, node in progress.nodes.items()}

@@ -3,7 +3,8 @@
 Histories come from real runs (tests/integration/test_migration.py with
 CILIUM_MIGRATE_RECORD_HISTORIES=1), the continued-as-new chain from
 tests/workflows/test_history_budget.py, the fleets (`fleet__*`: stages, soak, approval; a
-failed cluster retried; a soak halted by a degraded cluster) from
+failed cluster retried; a soak halted by a degraded cluster; a cluster halted by a rolled-back
+node, with that cluster's own history telling the fleet) from
 tests/workflows/test_fleet_workflow.py and a cluster on its own task queue (`cluster-queue__*`)
 from tests/workflows/test_cluster_task_queue.py, with the same switch. A file holds one run, or
 every run of a migration that continued as new (`history export`'s layout); each run replays
