@@ -195,6 +195,7 @@ def migrated(kube: Kube) -> list[str]:
 
 
 async def step_queues(client: Client, workflow_id: str) -> set[str]:
+    """The task queues a workflow scheduled its steps on."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     return {event.activity_task_scheduled_event_attributes.task_queue.name
             for event in history.events
@@ -203,7 +204,8 @@ async def step_queues(client: Client, workflow_id: str) -> set[str]:
 
 async def test_three_stages_in_order_through_a_failure_and_a_worker_outage(
         fleet_server: Any, toolchain: Toolchain, tmp_path: Path) -> None:
-    """dev -> staging (approved, a node fails there) -> prod (its worker stops mid-run)."""
+    """dev -> staging (approved; its canary fails and is rolled back, which halts the fleet
+    until staging is mended with its own commands) -> prod (its worker stops mid-run)."""
     client: Client = fleet_server.client
     name = f"rollout-{uuid.uuid4().hex[:6]}"
     central = f"central-{uuid.uuid4().hex[:8]}"
@@ -247,28 +249,39 @@ async def test_three_stages_in_order_through_a_failure_and_a_worker_outage(
             await operator.cli("fleet", "approve", name, "stage-2", "--as", APPROVER,
                                "--reason", "dev soaked")
 
-            # staging's canary fails its probe: the fleet halts, stage 3 does not start.
-            await operator.until_cluster(
+            # staging's canary fails its probe and waits for a decision; stage 3 waits.
+            staging = clusters["staging"]
+            blocked = await operator.until_cluster(
                 "staging", lambda p: NODES[0] in p.nodes
                 and p.nodes[NODES[0]].state is NodeState.BLOCKED, "staging's canary to block")
+            assert NODES[1] not in blocked.nodes or \
+                blocked.nodes[NODES[1]].state is NodeState.PENDING  # no new wave
+            assert await asyncio.to_thread(cordoned, staging.kube) == [NODES[0]]
+
+            # The operator rolls the canary back: staging halts, and so does the fleet.
+            set_fault(staging.state_dir, NODES[0], Fault.PROBE_FAILS, on=False)
+            await operator.cli("decide", "staging", NODES[0], "rollback", "--as", APPROVER)
             halted = await operator.until_fleet(lambda p: p.halted is not None,
                                                 "the fleet to halt")
             assert halted.halted and "staging" in halted.halted
+            assert halted.clusters["staging"].state is ClusterState.RUNNING
             assert halted.clusters["prod"].state is ClusterState.PENDING
             assert halted.stages[2].state is StageState.PENDING
             shown = await operator.cli("fleet", "status", name)
-            assert "HALTED" in shown.out and "staging" in shown.out, shown
-            assert await asyncio.to_thread(cordoned, clusters["staging"].kube) == [NODES[0]]
+            assert "HALTED" in shown.out and "status staging" in shown.out, shown
+            rolled_back = await operator.cluster_progress("staging")
+            assert rolled_back.nodes[NODES[0]].state is NodeState.ROLLED_BACK
+            assert await asyncio.to_thread(cordoned, staging.kube) == []
 
-            # The operator mends the node and retries it; the fleet goes on.
-            set_fault(clusters["staging"].state_dir, NODES[0], Fault.PROBE_FAILS, on=False)
+            # With staging's own commands: go on with its next wave, then migrate the canary
+            # again when finalize waits for it. The fleet goes on once staging does.
+            await operator.cli("resume", "staging", "--as", APPROVER)
+            await operator.until_cluster("staging", lambda p: NODES[0] in p.not_migrated,
+                                         "finalize to wait for the rolled-back canary")
+            still = await operator.fleet_progress()
+            assert still.halted and "staging" in still.halted
+            assert still.clusters["prod"].state is ClusterState.PENDING
             await operator.cli("decide", "staging", NODES[0], "retry", "--as", APPROVER)
-            current = await operator.until_fleet(
-                lambda p: p.clusters["staging"].state is not ClusterState.RUNNING,
-                "staging to end")
-            if current.clusters["staging"].waiting_for_decision:
-                await operator.cli("fleet", "decide", name, "staging", "retry", "--as",
-                                   APPROVER)
 
             # prod's worker stops while prod waits at its install gate; the install waits.
             await operator.until_cluster("prod", lambda p: "install" in p.pending_gates,
