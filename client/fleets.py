@@ -21,7 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from client import exit_codes, migrations, status_queries
 from client.errors import CommandError
-from client.worker_presence import absent_worker_hint
+from client.worker_presence import absent_worker
 from plan.fleet import Fleet
 from workflows.fleet import FleetMigrationWorkflow
 from workflows.fleet_progress import ClusterState, FleetProgress
@@ -151,10 +151,11 @@ async def cluster_readings(client: Client, fleet: FleetProgress) -> dict[str, Cl
         except CommandError as error:
             return ClusterReading(problem=str(error))
         summary = reading.summary
-        if migration.running and summary.task_queue and await absent_worker_hint(
-                client, cluster, summary.task_queue):  # `status CLUSTER` gives the whole hint
-            return ClusterReading(summary=summary, problem=f"waiting for a worker: none on "
-                                  f"task queue {summary.task_queue}")
+        why = (await absent_worker(client, summary.task_queue)
+               if migration.running and summary.task_queue else None)
+        if why is not None:  # `status CLUSTER` gives the whole hint
+            return ClusterReading(summary=summary, problem=f"waiting for a worker: {why} "
+                                  f"(task queue {summary.task_queue})")
         return ClusterReading(summary=summary)
 
     answers = await asyncio.gather(*(read(cluster) for cluster in started))

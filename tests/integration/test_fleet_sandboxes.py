@@ -289,8 +289,8 @@ async def test_three_stages_in_order_through_a_failure_and_a_worker_outage(
             prod = clusters["prod"]
             await asyncio.to_thread(prod.worker.stop)
             await operator.cli("approve", "prod", "install", "--as", APPROVER)
-            await until_shown(operator, "waiting for a worker: none on task queue "
-                              f"{prod.task_queue}")
+            await until_shown(operator, "waiting for a worker: no worker polls it (task queue "
+                              f"{prod.task_queue})")
             assert (await operator.cluster_progress("prod")).phase is Phase.INSTALLING
             prod.worker.start()
             for gate in ("rollout", "finalize", "remove-flannel"):

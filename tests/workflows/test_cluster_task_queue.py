@@ -53,8 +53,8 @@ async def test_steps_run_on_the_clusters_queue_and_wait_for_its_worker(
         assert not fake.discovered
         shown = await run_cli("status", name, env=cli_env(address(temporal_env)))
         assert shown.code == 0, shown
-        assert shown.out.startswith(f"Waiting for a worker: no worker polls task queue "
-                                    f"{own_queue}, where cluster {name}'s steps run."), shown
+        assert shown.out.startswith(f"Waiting for a worker: task queue {own_queue}, where "
+                                    f"cluster {name}'s steps run: no worker polls it."), shown
         assert f"`cilium-migrate worker --task-queue {own_queue}`" in shown.out
         async with build_worker(client, fake.activities(), task_queue=own_queue):
             await until(handle, lambda p: p.pending_gates == ["install"], "the install gate")
@@ -97,8 +97,8 @@ async def test_each_cluster_of_a_fleet_on_its_own_worker(temporal_env: Any,
         shown = await run_cli("fleet", "status", rollout.name,
                               env=cli_env(address(temporal_env)))
         assert shown.code == 0, shown
-        assert (f"waiting for a worker: none on task queue cilium-migrate.{west}"
-                in shown.out), shown
+        assert "waiting for a worker: no worker polls it (task queue cilium-migrate." in (
+            shown.out), shown
         async with build_worker(client, fakes[west].activities(),
                                 task_queue=f"cilium-migrate.{west}"):
             report = await handle.result()
