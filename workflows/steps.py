@@ -4,6 +4,11 @@ Transient failures (API throttling, server errors, lost connections) are retried
 for as long as the step's own deadline allows; the typed failures listed in `StepError` are
 raised non-retryable by the activities and reach the workflow, which asks the operator.
 
+Every step has a heartbeat timeout, and every activity heartbeats while it runs (the worker does
+it in the background, repeating the step's own latest details: `worker.heartbeats`), so a
+worker that dies mid-step is noticed within one heartbeat timeout, whatever the step, and the
+step runs again on another worker; a long step resumes from its last heartbeat's details.
+
 A step runs where its cluster's credentials are: on the task queue the step's cluster names
 (`ClusterRef.task_queue`, from the spec's `cluster.taskQueue`), served by a worker that holds
 only that cluster's credentials, while the workflows run on the queue the migration was started
@@ -30,8 +35,13 @@ CLUSTER_QUEUE_PATCH = "steps-on-the-cluster-task-queue"
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                     maximum_interval=timedelta(seconds=30))
-# Long steps report progress; a silent worker for this long is presumed dead and the step moves
-# to another worker, which resumes from the last heartbeat.
+# Every step heartbeats (the worker's background heartbeats, every third of this at most); a
+# worker silent for this long is presumed dead and the step moves to another worker, a long one
+# resuming from its last heartbeat. 30 s, not less: a worker whose event loop is held up (the
+# GIL shared with 32 activity threads, a busy node) must not pass for dead, since a step
+# presumed dead runs twice at once; and a step the server presumes dead after 30 s instead of
+# its start-to-close timeout (90 s for most short steps, 5.5 min for flannel removal) is what
+# was needed.
 HEARTBEAT = timedelta(seconds=30)
 SHORT = timedelta(seconds=60)
 # A watcher heartbeats every few seconds anyway; a short timeout lets its cancellation arrive
@@ -41,14 +51,17 @@ WATCH_HEARTBEAT = timedelta(seconds=10)
 
 async def run_step(name: str, argument: Any, result_type: type[T], *,
                    timeout: timedelta = SHORT, long: bool = False) -> T:
-    """Runs one activity. ``long`` steps heartbeat, and a cancellation waits until the step
-    has stopped (a drain must not go on evicting after the run was aborted)."""
+    """Runs one activity, whose worker heartbeats for it (a dead worker is noticed within
+    HEARTBEAT). ``long`` steps also report their own progress in heartbeats, and a cancellation
+    waits until the step has stopped (a drain must not go on evicting after the run was
+    aborted); a short step's cancellation is only asked for."""
     result: T = await workflow.execute_activity(
         name, argument, result_type=result_type, task_queue=cluster_queue(argument),
         # Retries of transient errors fit inside this budget; the step's own deadline is inside.
         schedule_to_close_timeout=timeout * 3 + timedelta(minutes=2),
         start_to_close_timeout=timeout + timedelta(seconds=30),
-        heartbeat_timeout=HEARTBEAT if long else None,
+        # Not part of the command's determinism check: runs recorded without it replay.
+        heartbeat_timeout=HEARTBEAT,
         retry_policy=RETRY,
         cancellation_type=(workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
                            if long else workflow.ActivityCancellationType.TRY_CANCEL),
