@@ -144,7 +144,11 @@ async def migrate(env: Any, fake: FakeCluster, dead: DeadAfter,
         handle = await start(env, fake, migration, central)
         # A bound, not a figure: without heartbeats the dead step waits out its start-to-close
         # timeout (5.5 min for flannel removal), and the test should fail rather than hang.
-        report = await asyncio.wait_for(handle.result(), timeout=120)
+        try:
+            report = await asyncio.wait_for(handle.result(), timeout=120)
+        except TimeoutError:
+            raise AssertionError(f"{name} did not end: a step waits for a worker that died, "
+                                 f"or is retried over and over") from None
     return handle, report
 
 
@@ -181,7 +185,8 @@ async def test_a_slow_short_step_on_a_live_worker_is_not_presumed_dead(
     @activity.defn(name=Activity.APPLY_NODE_CONFIG)
     def apply_config(input: NodeConfigInput) -> None:
         runs.append((activity.info().attempt, activity.info().heartbeat_timeout))
-        time.sleep(2 * TEST_HEARTBEAT.total_seconds())
+        if activity.info().attempt == 1:  # a retry would be quick: the test fails, not hangs
+            time.sleep(2 * TEST_HEARTBEAT.total_seconds())
 
     handle, report = await migrate(temporal_env, fake, dead, [apply_config])
 
@@ -194,8 +199,9 @@ async def test_a_slow_short_step_on_a_live_worker_is_not_presumed_dead(
 async def test_a_long_steps_retry_resumes_from_its_own_details_after_background_heartbeats(
         temporal_env: Any, dead: DeadAfter) -> None:
     """The drain heartbeats what it evicted, then goes quiet for two heartbeat timeouts (a
-    long watch window) while the worker heartbeats for it, then its worker dies: the next
-    attempt reads the drain's details, not the nothing a background heartbeat would carry."""
+    long watch window) while the worker heartbeats for it, then its worker dies; so does the
+    next attempt's, before the drain heartbeated anything new. Each next attempt reads the
+    first one's details, not the nothing a background heartbeat would carry."""
     fake = FakeCluster(workers=1)
     evicted = {"evicted": ["t/web-worker-1"]}
     log: list[tuple[str, int, list[Any]]] = []  # worker-1's drain, in order
@@ -206,8 +212,9 @@ async def test_a_long_steps_retry_resumes_from_its_own_details_after_background_
         if input.target.node != "worker-1":
             return DrainResult()
         log.append(("started", info.attempt, list(info.heartbeat_details)))
-        if info.attempt == 1:
-            activity.heartbeat(evicted)
+        if info.attempt <= 2:
+            if info.attempt == 1:
+                activity.heartbeat(evicted)
             time.sleep(2 * TEST_HEARTBEAT.total_seconds())
             log.append(("died", info.attempt, []))
             dead.die()
@@ -217,8 +224,10 @@ async def test_a_long_steps_retry_resumes_from_its_own_details_after_background_
     handle, report = await migrate(temporal_env, fake, dead, [drain])
 
     assert report.phase is Phase.COMPLETED
-    # Attempt 1 lived while it was quiet; attempt 2 came once it died, and resumed.
-    assert log == [("started", 1, []), ("died", 1, []), ("started", 2, [evicted])]
+    # Each attempt lived while it was quiet; the next came once it died, and resumed.
+    assert log == [("started", 1, []), ("died", 1, []),
+                   ("started", 2, [evicted]), ("died", 2, []),
+                   ("started", 3, [evicted])]
     node = temporal_env.client.get_workflow_handle(node_workflow_id(handle.id, "worker-1"))
     assert attempts(await node.fetch_history(), Activity.DRAIN_NODE) == [
-        (2, TimeoutType.TIMEOUT_TYPE_HEARTBEAT)]
+        (3, TimeoutType.TIMEOUT_TYPE_HEARTBEAT)]
