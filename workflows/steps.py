@@ -35,13 +35,12 @@ CLUSTER_QUEUE_PATCH = "steps-on-the-cluster-task-queue"
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                     maximum_interval=timedelta(seconds=30))
-# Every step heartbeats (the worker's background heartbeats, every third of this at most); a
-# worker silent for this long is presumed dead and the step moves to another worker, a long one
-# resuming from its last heartbeat. 30 s, not less: a worker whose event loop is held up (the
-# GIL shared with 32 activity threads, a busy node) must not pass for dead, since a step
-# presumed dead runs twice at once; and a step the server presumes dead after 30 s instead of
-# its start-to-close timeout (90 s for most short steps, 5.5 min for flannel removal) is what
-# was needed.
+# Every step's heartbeat timeout; the worker heartbeats for a running step at least every third
+# of it (worker.heartbeats). A worker silent this long is presumed dead and the step runs again
+# on another, a long step resuming from its last heartbeat. Not shorter: a live worker whose
+# event loop is held up (32 activity threads sharing the GIL on a busy node) must not pass for
+# dead, or the step runs twice at once. 30 s finds a dead worker 3 to 11 times sooner than the
+# start-to-close timeouts did (90 s for most short steps, 5.5 min for flannel removal).
 HEARTBEAT = timedelta(seconds=30)
 SHORT = timedelta(seconds=60)
 # A watcher heartbeats every few seconds anyway; a short timeout lets its cancellation arrive
