@@ -6,7 +6,8 @@ Each run is a whole migration on a fresh three-node sandbox whose worker is kill
 once inside the chosen step; a new worker finishes the run, and the invariants of
 `tests/chaos/matrix.py` are checked: completed, each node rebooted exactly once, nothing left
 cordoned, no pod evicted twice, the Cilium release deployed with nothing pending. A run takes
-three to five minutes, most of it the sandbox and the retry timeouts of the killed step.
+a few minutes, most of it the sandbox and the wait until Temporal gives up on the killed
+worker (the step's heartbeat timeout, 30 s) and retries the step on the new one.
 """
 
 from __future__ import annotations

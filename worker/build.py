@@ -15,6 +15,7 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
+from worker.heartbeats import BackgroundHeartbeats
 from workflows.cluster import ClusterMigrationWorkflow
 from workflows.fleet import FleetMigrationWorkflow
 from workflows.node import NodeMigrationWorkflow
@@ -45,12 +46,14 @@ def build_worker(client: Client, activities: Sequence[Callable[..., Any]],
 
     A client from `connect` already brings its tracing interceptor to the worker (the SDK
     passes client interceptors that are worker interceptors too); any other client gets one
-    here, so workflows and activities are traced either way."""
+    here, so workflows and activities are traced either way. Every activity heartbeats in the
+    background while it runs (`worker.heartbeats`), so a dead worker is noticed within one
+    heartbeat timeout whatever the step."""
     traced = any(isinstance(i, TracingInterceptor) for i in client.config()["interceptors"])
     return Worker(
         client, task_queue=task_queue, workflows=list(WORKFLOWS), activities=list(activities),
         activity_executor=ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
         max_heartbeat_throttle_interval=MAX_HEARTBEAT_THROTTLE,
-        interceptors=[] if traced else [TracingInterceptor()],
+        interceptors=[*([] if traced else [TracingInterceptor()]), BackgroundHeartbeats()],
     )

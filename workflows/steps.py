@@ -4,6 +4,11 @@ Transient failures (API throttling, server errors, lost connections) are retried
 for as long as the step's own deadline allows; the typed failures listed in `StepError` are
 raised non-retryable by the activities and reach the workflow, which asks the operator.
 
+Every step has a heartbeat timeout, and every activity heartbeats while it runs (the worker does
+it in the background, repeating the step's own latest details: `worker.heartbeats`), so a
+worker that dies mid-step is noticed within one heartbeat timeout, whatever the step, and the
+step runs again on another worker; a long step resumes from its last heartbeat's details.
+
 A step runs where its cluster's credentials are: on the task queue the step's cluster names
 (`ClusterRef.task_queue`, from the spec's `cluster.taskQueue`), served by a worker that holds
 only that cluster's credentials, while the workflows run on the queue the migration was started
@@ -30,8 +35,12 @@ CLUSTER_QUEUE_PATCH = "steps-on-the-cluster-task-queue"
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                     maximum_interval=timedelta(seconds=30))
-# Long steps report progress; a silent worker for this long is presumed dead and the step moves
-# to another worker, which resumes from the last heartbeat.
+# Every step's heartbeat timeout; the worker heartbeats for a running step at least every third
+# of it (worker.heartbeats). A worker silent this long is presumed dead and the step runs again
+# on another, a long step resuming from its last heartbeat. Not shorter: a live worker whose
+# event loop is held up (32 activity threads sharing the GIL on a busy node) must not pass for
+# dead, or the step runs twice at once. 30 s finds a dead worker 3 to 11 times sooner than the
+# start-to-close timeouts did (90 s for most short steps, 5.5 min for flannel removal).
 HEARTBEAT = timedelta(seconds=30)
 SHORT = timedelta(seconds=60)
 # A watcher heartbeats every few seconds anyway; a short timeout lets its cancellation arrive
@@ -41,14 +50,17 @@ WATCH_HEARTBEAT = timedelta(seconds=10)
 
 async def run_step(name: str, argument: Any, result_type: type[T], *,
                    timeout: timedelta = SHORT, long: bool = False) -> T:
-    """Runs one activity. ``long`` steps heartbeat, and a cancellation waits until the step
-    has stopped (a drain must not go on evicting after the run was aborted)."""
+    """Runs one activity, whose worker heartbeats for it (a dead worker is noticed within
+    HEARTBEAT). ``long`` steps also report their own progress in heartbeats, and a cancellation
+    waits until the step has stopped (a drain must not go on evicting after the run was
+    aborted); a short step's cancellation is only asked for."""
     result: T = await workflow.execute_activity(
         name, argument, result_type=result_type, task_queue=cluster_queue(argument),
         # Retries of transient errors fit inside this budget; the step's own deadline is inside.
         schedule_to_close_timeout=timeout * 3 + timedelta(minutes=2),
         start_to_close_timeout=timeout + timedelta(seconds=30),
-        heartbeat_timeout=HEARTBEAT if long else None,
+        # Not part of the command's determinism check: runs recorded without it replay.
+        heartbeat_timeout=HEARTBEAT,
         retry_policy=RETRY,
         cancellation_type=(workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
                            if long else workflow.ActivityCancellationType.TRY_CANCEL),
