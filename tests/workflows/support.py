@@ -105,9 +105,16 @@ class HistorySizes:
 
 async def history_sizes(client: Client, migration_id: str, nodes: list[str]) -> HistorySizes:
     runs = await fetch_runs(client, migration_id)
-    children = await asyncio.gather(*(
-        client.get_workflow_handle(node_workflow_id(migration_id, node)).fetch_history()
-        for node in nodes))
+    # A few at a time: 5,000 requests at once overload a dev server on a busy machine (it
+    # answered "Namespace default is not found").
+    asking = asyncio.Semaphore(16)
+
+    async def node_history(node: str) -> WorkflowHistory:
+        async with asking:
+            return await client.get_workflow_handle(
+                node_workflow_id(migration_id, node)).fetch_history()
+
+    children = await asyncio.gather(*(node_history(node) for node in nodes))
     waves = await wave_histories(client, runs)
     kinds = [event.event_type for run in runs for event in run.events]
     first = kinds.index(EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED)
