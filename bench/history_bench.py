@@ -1,5 +1,6 @@
-"""History sizes of a large migration on fake activities: events per node in the parent and
-in each node workflow, the longest single history, the carried state's size, wall time.
+"""History sizes of a large migration on fake activities: events per node in the parent, in
+each wave workflow and in each node workflow, the longest single history, the carried state's
+and the largest wave result's sizes, wall time.
 
     .venv/bin/python bench/history_bench.py [--nodes 5000] [--max-unavailable 50]
 
@@ -23,7 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' he
 from client.history_runs import fetch_runs  # noqa: E402
 from tests.conftest import local_temporal  # noqa: E402
 from tests.fakes import LARGE_CILIUM_POOL, FakeCluster  # noqa: E402
-from tests.workflows.support import HistorySizes, history_sizes, spec, start_with  # noqa: E402
+from tests.workflows.support import (  # noqa: E402
+    HistorySizes,
+    history_sizes,
+    spec,
+    start_with,
+    wave_histories,
+)
 from worker.build import build_worker  # noqa: E402
 from workflows.continuation import DEFAULT_CONTINUE_AS_NEW_AT  # noqa: E402
 from workflows.progress import Phase  # noqa: E402
@@ -52,7 +59,12 @@ async def main(nodes: int, max_unavailable: int, continue_as_new_at: int) -> Non
         carried = max(sum(len(p.data) for p in run.events[0]
                           .workflow_execution_started_event_attributes.input.payloads)
                       for run in runs)
+        waves = await wave_histories(env.client, runs)
+        wave_result = max((sum(len(p.data) for p in event
+                               .workflow_execution_completed_event_attributes.result.payloads)
+                           for wave in waves.values() for event in wave.events[-1:]), default=0)
         show(nodes, max_unavailable, continue_as_new_at, sizes, carried, wall)
+        print(f"largest wave result: {wave_result / 1024:.0f} KiB")
     finally:
         await env.shutdown()
 
@@ -65,6 +77,11 @@ def show(nodes: int, max_unavailable: int, continue_as_new_at: int, sizes: Histo
     print(f"parent: {len(sizes.runs)} runs, events per run {sizes.runs}")
     print(f"parent events per node: {sizes.parent_events_per_node:.2f} while migrating nodes, "
           f"{sizes.all_parent_events_per_node:.2f} with discover/install/finalize")
+    per_wave = sorted(sizes.waves.values())
+    if per_wave:
+        print(f"wave workflows: {len(per_wave)}, events min {per_wave[0]}, median "
+              f"{per_wave[len(per_wave) // 2]}, max {per_wave[-1]}; "
+              f"{sum(per_wave) / nodes:.2f} per node")
     print(f"node workflow events: min {child[0]}, median {child[len(child) // 2]}, "
           f"max {child[-1]}")
     print(f"longest single history: {sizes.longest} events (hard limit {HARD_LIMIT})")

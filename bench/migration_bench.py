@@ -62,6 +62,7 @@ from tests.integration.migration_support import (  # noqa: E402
     progress_of,
     start_migration,
 )
+from tests.workflows.support import wave_histories  # noqa: E402
 from workflows.identity import node_workflow_id  # noqa: E402
 from workflows.progress import NodeState, Phase, Progress  # noqa: E402
 
@@ -162,8 +163,11 @@ def print_requests(counts: audit.RequestCounts, nodes: int, wall: float,
 
 
 def print_time(progress: Progress, runs: list[WorkflowHistory],
-               children: dict[str, WorkflowHistory], bound: PlanBound, wall: float) -> None:
+               children: dict[str, WorkflowHistory], waves: dict[str, WorkflowHistory],
+               bound: PlanBound, wall: float) -> None:
     timeline = parent_timeline(runs)
+    for wave_history in waves.values():  # a wave workflow's children are its nodes
+        timeline.children.update(parent_timeline([wave_history]).children)
     phases = timeline.phase_seconds()
     phase_bound = {Phase.INSTALLING.value: bound.install,
                    Phase.MIGRATING.value: sum(bound.waves),
@@ -208,12 +212,15 @@ def print_time(progress: Progress, runs: list[WorkflowHistory],
           f"{migrating - waves_seconds:.1f}s")
 
 
-def print_histories(runs: list[WorkflowHistory], children: dict[str, WorkflowHistory]) -> None:
+def print_histories(runs: list[WorkflowHistory], children: dict[str, WorkflowHistory],
+                    waves: dict[str, WorkflowHistory]) -> None:
     sizes = sorted(len(h.events) for h in children.values())
     parent = sum(len(run.events) for run in runs)
+    per_wave = sorted(len(h.events) for h in waves.values())
     print(f"\nhistory events: parent {parent} ({parent / len(children):.1f} per node) in "
           f"{len(runs)} runs ({', '.join(str(len(run.events)) for run in runs)}); "
-          f"children {len(sizes)}: "
+          f"wave workflows {len(per_wave)}: {sum(per_wave) / len(children):.1f} per node, "
+          f"max {max(per_wave, default=0)}; node workflows {len(sizes)}: "
           f"min {sizes[0]}, median {statistics.median(sizes):.0f}, max {sizes[-1]}, "
           f"total {sum(sizes)}")
 
@@ -268,6 +275,7 @@ async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
         counts = audit.count_requests(state_dir, since, tag=monitor_or_steps)
         runs = await fetch_runs(env.client, handle.id)
         children = await child_histories(env.client, handle.id, list(progress.nodes))
+        waves = await wave_histories(env.client, runs)
         settings = Settings(reboot_seconds=args.reboot_seconds)
         timings = Timings(exit_delay=settings.exit_delay,
                           agent_ready_delay=settings.agent_ready_delay,
@@ -278,10 +286,10 @@ async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
 
         print(f"\nmigration of {args.nodes} nodes in {len(progress.waves)} waves "
               f"(maxUnavailable {args.max_unavailable}, reboot {args.reboot_seconds:g}s)")
-        print_time(progress, runs, children, bound, wall)
+        print_time(progress, runs, children, waves, bound, wall)
         print_requests(counts, args.nodes, wall,
                        parent_timeline(runs).phase_seconds().get(Phase.MIGRATING.value, 0.0))
-        print_histories(runs, children)
+        print_histories(runs, children, waves)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"\nworker memory: it runs in this process (with the bench's own clients), "
               f"RSS {rss_before or 0:.0f} MiB before the run, peak {peak:.0f} MiB "

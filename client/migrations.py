@@ -159,18 +159,24 @@ async def progress(client: Client, migration: Migration) -> Progress:
     return current
 
 
+# How a node workflow's own record says it ended (its result; FAILED and CANCELLED are the
+# cluster's words for a node workflow that did not end by itself).
+ENDED_BY_THE_NODE = (NodeState.MIGRATED, NodeState.ROLLED_BACK, NodeState.SKIPPED)
+
+
 async def with_running_steps(client: Client, migration_id: str,
                              nodes: Iterable[NodeProgress]) -> None:
     """Fills in each running node's step (and rolling-back) from its own workflow: the parent
-    does not hear of every step, to keep its history short. A node that does not answer keeps
-    the parent's summary."""
+    does not hear of every step, to keep its history short. A node that already ended in a wave
+    still running shows how it ended: the cluster hears of its wave's nodes when the wave's
+    workflow ends. A node that does not answer keeps the parent's summary."""
     running = [n for n in nodes if n.state is NodeState.RUNNING]
     records = await node_records(client, migration_id, [n.name for n in running])
     for node in running:
         record = records.get(node.name)
         if record is not None:
             node.step = record.step
-            if record.state is NodeState.ROLLING_BACK:
+            if record.state in (NodeState.ROLLING_BACK, *ENDED_BY_THE_NODE):
                 node.state = record.state
 
 

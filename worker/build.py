@@ -19,10 +19,11 @@ from worker.heartbeats import BackgroundHeartbeats
 from workflows.cluster import ClusterMigrationWorkflow
 from workflows.fleet import FleetMigrationWorkflow
 from workflows.node import NodeMigrationWorkflow
+from workflows.wave import WaveMigrationWorkflow
 
 TASK_QUEUE = "cilium-migrate"
-WORKFLOWS: tuple[type, ...] = (ClusterMigrationWorkflow, NodeMigrationWorkflow,
-                               FleetMigrationWorkflow)
+WORKFLOWS: tuple[type, ...] = (ClusterMigrationWorkflow, WaveMigrationWorkflow,
+                               NodeMigrationWorkflow, FleetMigrationWorkflow)
 # The SDK's longest wait between two heartbeat calls to the server (it sends at most one per
 # 0.8 x the step's heartbeat timeout otherwise). A cancellation reaches a running activity only
 # in a heartbeat's answer, so this bounds how long a cancelled watcher takes to hear of it;

@@ -1,11 +1,13 @@
 """ClusterMigration: one cluster from flannel to Cilium, the whole procedure.
 
 `run` reads top to bottom like ../shared/docs/procedure.md: discover, preflight, plan, install
-Cilium beside flannel, apply the per-node override, migrate the nodes wave by wave (one
-NodeMigration child per node), finalize, remove flannel. The operator steers it with Updates
-(approve, pause, resume, decide) and watches it with the `progress` query; aborting is
-cancelling the workflow, which uncordons every node this run cordoned. Between waves a long run
-continues as new (workflows/continuation.py) and the next run goes on from the next wave.
+Cilium beside flannel, apply the per-node override, migrate the nodes wave by wave (a
+WaveMigration child per wave, workflows/wave.py, starts one NodeMigration per node; the nodes of
+a wave that each wait for an approval this run starts itself), finalize, remove flannel. The
+operator steers it with Updates (approve, pause, resume, decide) and watches it with the
+`progress` query; aborting is cancelling the workflow, which uncordons every node this run
+cordoned. Between waves a long run continues as new (workflows/continuation.py) and the next
+run goes on from the next wave.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ with workflow.unsafe.imports_passed_through():
         PROGRESS_SUMMARY_QUERY,
         RESUME_UPDATE,
         node_workflow_id,
+        wave_workflow_id,
     )
     from workflows.messages import (
         ApproveRequest,
@@ -86,9 +89,17 @@ with workflow.unsafe.imports_passed_through():
         MigrationInput,
         NodeMigrationInput,
         PauseRequest,
+        WaveMigrationInput,
     )
     from workflows.node import NodeMigrationWorkflow
-    from workflows.progress import NodeProgress, NodeState, Phase, Progress, WaveProgress
+    from workflows.progress import (
+        NodeProgress,
+        NodeState,
+        Phase,
+        Progress,
+        WaveProgress,
+        WaveResult,
+    )
     from workflows.progress_summary import (
         NodesPage,
         NodesPageRequest,
@@ -98,6 +109,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.signal_inputs import signal_input
     from workflows.steps import describe_failure, run_step, start_watch
+    from workflows.wave import WaveMigrationWorkflow
 
 INSTALL_TIMEOUT = 900.0
 # The agents' rolling restart at finalize: 5,000 agents two at a time, each Ready within
@@ -112,6 +124,8 @@ ECHO_MESH_PATCH = "echo-mesh-and-connectivity-monitor"
 ECHO_MESH_TIMEOUT = 300.0
 # Runs started by a fleet before the fleet heard of its clusters' halts replay without telling.
 HALTS_TO_FLEET_PATCH = "cluster-halts-reach-the-fleet"
+# Runs recorded before a wave's nodes ran in a WaveMigration child started each node itself.
+WAVE_WORKFLOW_PATCH = "nodes-run-in-a-wave-workflow"
 FAILED_PAIRS_NAMED = 5  # in the halt message; progress keeps more
 CATCH_UP_WAVE = 0  # the wave number of nodes migrated after the planned waves
 # Our own metrics, served with the SDK's by the worker's Prometheus endpoint. The workflow's
@@ -135,6 +149,7 @@ class ClusterMigrationWorkflow:
         self.cluster: ClusterRef = cluster_ref(input.spec.cluster)
         self.children: dict[str, workflow.ChildWorkflowHandle[NodeMigrationWorkflow,
                                                               NodeProgress]] = {}
+        self._in_wave_workflow: set[str] = set()  # nodes the running WaveMigration started
         self._catch_up: list[str] = []  # nodes the operator chose to migrate before finalize
         self.connectivity: ConnectivityPolicy | None = connectivity_policy(
             input.spec.connectivity)
@@ -280,8 +295,11 @@ class ClusterMigrationWorkflow:
             self._wave_moving = True
             monitor = asyncio.create_task(self._watch_connectivity(progress, policies))
             try:
-                await asyncio.gather(*(self._migrate_node(node, wave.index, policies)
-                                       for node in wave.nodes))
+                if self._nodes_gated(wave) or not workflow.patched(WAVE_WORKFLOW_PATCH):
+                    await asyncio.gather(*(self._migrate_node(node, wave.index, policies)
+                                           for node in wave.nodes))
+                else:
+                    await self._migrate_wave(wave, policies)
             except GeneratorExit:
                 raise  # a worker evicting this run from its cache: nothing may be awaited
             except BaseException:
@@ -385,24 +403,74 @@ class ClusterMigrationWorkflow:
         try:
             result = await handle
         except ChildWorkflowError as error:
-            record = self.progress.nodes[node]  # the child's last report replaced it
             if is_cancelled_exception(error):
-                record.state, record.finished_at = NodeState.CANCELLED, workflow.now()
-                _count_node_finished(NodeState.CANCELLED)
+                self._node_cancelled(node)
                 raise
-            record.state, record.error = NodeState.FAILED, describe_failure(error)
-            _count_node_finished(NodeState.FAILED)
-            self.progress.halted = f"node {node} failed: {record.error}"
+            self._node_failed(node, describe_failure(error))
             return
-        # A large migration keeps of a migrated node only what it needs to go on and count;
-        # the node workflow's result holds the rest (and `status` reads it from there).
-        fold = (result.state is NodeState.MIGRATED
-                and len(self.progress.nodes) > self.fold_migrated_above)
-        self.progress.nodes[node] = result.folded_record() if fold else result
+        self._node_finished(result)
+
+    async def _migrate_wave(self, wave: Wave, policies: NodePolicies) -> None:
+        """The wave's nodes, started together by a WaveMigration child: the nodes' own child
+        events go to the wave's history, and this one records a few per wave. The nodes report
+        here when blocked and hear decisions from here (by ID), as if this run started them.
+        A node cancelled (an abort) ends the wave as a cancellation, after every record is in."""
+        await workflow.wait_condition(lambda: not self.progress.paused)
+        for node in wave.nodes:
+            record = self.progress.nodes[node]
+            record.state, record.started_at = NodeState.RUNNING, workflow.now()
+            record.folded = False
+            self.children.pop(node, None)
+        self._in_wave_workflow = set(wave.nodes)
+        migration_id = workflow.info().workflow_id
+        try:
+            result = await workflow.execute_child_workflow(
+                WaveMigrationWorkflow.run, WaveMigrationInput(
+                    cluster=self.cluster, wave=wave.index, nodes=wave.nodes,
+                    migration_id=migration_id, policies=policies,
+                    fold_migrated=self._folds_migrated()),
+                id=wave_workflow_id(migration_id, wave.index),
+                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+            )
+        except asyncio.CancelledError:  # aborted before the wave's start was recorded
+            result = WaveResult(nodes=[NodeProgress(name=node, wave=wave.index,
+                                                    state=NodeState.CANCELLED)
+                                       for node in wave.nodes])
+        finally:
+            self._in_wave_workflow = set()
+        for record in result.nodes:
+            if record.state is NodeState.CANCELLED:
+                self._node_cancelled(record.name)
+            elif record.state is NodeState.FAILED:
+                self._node_failed(record.name, record.error or "failed")
+            else:
+                self._node_finished(record)
+        if cancelled := [r.name for r in result.nodes if r.state is NodeState.CANCELLED]:
+            raise asyncio.CancelledError(f"cancelled: {', '.join(cancelled)}")
+
+    def _node_cancelled(self, node: str) -> None:
+        record = self.progress.nodes[node]  # the child's last report replaced it
+        record.state, record.finished_at = NodeState.CANCELLED, workflow.now()
+        _count_node_finished(NodeState.CANCELLED)
+
+    def _node_failed(self, node: str, error: str) -> None:
+        record = self.progress.nodes[node]  # the child's last report replaced it
+        record.state, record.error = NodeState.FAILED, error
+        _count_node_finished(NodeState.FAILED)
+        self.progress.halted = f"node {node} failed: {record.error}"
+
+    def _node_finished(self, result: NodeProgress) -> None:
+        """A node workflow's result. A large migration keeps of a migrated node only what it
+        needs to go on and count; the node workflow's result holds the rest (and `status`
+        reads it from there)."""
+        self.progress.nodes[result.name] = result.kept(self._folds_migrated())
         _count_node_finished(result.state)
         if result.state is not NodeState.MIGRATED:
-            self.progress.halted = (f"node {node} was {result.state.value}; resume to go on "
-                                    "with the next wave")
+            self.progress.halted = (f"node {result.name} was {result.state.value}; resume to "
+                                    "go on with the next wave")
+
+    def _folds_migrated(self) -> bool:
+        return len(self.progress.nodes) > self.fold_migrated_above
 
     async def _every_node_migrated(self, policies: NodePolicies) -> None:
         """Finalize switches every node to Cilium without a drain or a reboot and removes
@@ -516,7 +584,11 @@ class ClusterMigrationWorkflow:
                                                              wave=CATCH_UP_WAVE)
             self.progress.halted = None
             return f"node {request.node}: migrating it now"
-        await self.children[request.node].signal(DECIDE_SIGNAL, request)
+        if request.node in self._in_wave_workflow:  # the wave's child, this run's node
+            await workflow.get_external_workflow_handle(node_workflow_id(
+                workflow.info().workflow_id, request.node)).signal(DECIDE_SIGNAL, request)
+        else:
+            await self.children[request.node].signal(DECIDE_SIGNAL, request)
         node = self.progress.nodes[request.node]
         node.state, node.blocker = NodeState.RUNNING, None
         return f"node {request.node}: {request.decision.value}"
@@ -532,7 +604,8 @@ class ClusterMigrationWorkflow:
         node = self.progress.nodes.get(request.node)
         if node is None:
             raise ValueError(f"no node {request.node!r} in this migration")
-        if node.state is not NodeState.BLOCKED or request.node not in self.children:
+        running = request.node in self.children or request.node in self._in_wave_workflow
+        if node.state is not NodeState.BLOCKED or not running:
             raise ValueError(f"node {request.node} is {node.state.value}, not waiting for a "
                              "decision")
 
@@ -566,6 +639,11 @@ class ClusterMigrationWorkflow:
         """The gates before ``wave``, the ``index``-th of the plan."""
         gates = [gate_names.ROLLOUT_GATE] if index == 0 else []
         return [*gates, gate_names.wave_gate(wave)]
+
+    def _nodes_gated(self, wave: Wave) -> bool:
+        """Whether the wave's nodes each have an approval gate of their own (per-node
+        approvals): such nodes start one by one as they are approved, from this run."""
+        return any(gate_names.node_gate(node) in self.gates.planned for node in wave.nodes)
 
     def _open_gate(self, gate: str) -> bool:
         """Marks ``gate`` pending; False when it needs no wait (unplanned or approved)."""

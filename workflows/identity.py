@@ -9,6 +9,8 @@ from temporalio.common import SearchAttributeKey
 
 CLUSTER_WORKFLOW = "ClusterMigration"
 NODE_WORKFLOW = "NodeMigration"
+# Between a cluster and its nodes: one per wave, so the cluster's history grows per wave.
+WAVE_WORKFLOW = "WaveMigration"
 FLEET_WORKFLOW = "FleetMigration"
 
 # Every workflow answers it: the cluster with `Progress`, a node child with its `NodeProgress`,
@@ -58,4 +60,9 @@ def cluster_of(workflow_id: str) -> str:
 
 
 def node_workflow_id(migration_id: str, node: str) -> str:
+    """The same whether the cluster or one of its wave workflows starts the node."""
     return f"{migration_id}/node/{node}"
+
+
+def wave_workflow_id(migration_id: str, wave: int) -> str:
+    return f"{migration_id}/wave/{wave}"

@@ -62,6 +62,18 @@ class NodeMigrationInput(Message):
     policies: NodePolicies
 
 
+class WaveMigrationInput(Message):
+    """One wave's nodes, each migrated as NodeMigrationInput says with these fields."""
+
+    cluster: ClusterRef
+    wave: int
+    nodes: list[str]
+    migration_id: str  # the cluster's workflow ID, as each node's NodeMigrationInput has it
+    policies: NodePolicies
+    # Whether the result keeps migrated nodes folded (the cluster folds its own records so).
+    fold_migrated: bool
+
+
 class ClusterDecision(StrEnum):
     """What a fleet does with a cluster whose migration failed."""
 

@@ -97,12 +97,32 @@ class NodeProgress(BaseModel):
     def folded_record(self) -> NodeProgress:
         return NodeProgress(name=self.name, wave=self.wave, state=self.state, folded=True)
 
+    def kept(self, fold_migrated: bool) -> NodeProgress:
+        """What the cluster keeps of a node workflow's result: folded if it migrated and the
+        migration folds its migrated nodes (it has more than FOLD_MIGRATED_ABOVE of them)."""
+        return (self.folded_record() if fold_migrated and self.state is NodeState.MIGRATED
+                else self)
+
 
 # Past this many nodes the parent folds each migrated node's record as it ends. Whole records
 # (times, bootIDs, each check's detail) take about 1 kB each with cloud node names: 5,000 of
 # them are 5 MB, over Temporal's 2 MB payload limit for the state a run carries into the next
 # and for the migration's result. Folded, a record is its name, wave and state.
 FOLD_MIGRATED_ABOVE = 500
+
+
+class WaveResult(BaseModel):
+    """What a WaveMigration returns: each of its nodes' record as the cluster keeps it, in the
+    wave's order. A node whose workflow failed is FAILED with the failure as its error, one
+    cancelled (an abort) CANCELLED; the others are their node workflow's result."""
+
+    nodes: list[NodeProgress]
+
+    @field_serializer("nodes")
+    def _without_defaults(self, nodes: list[NodeProgress]) -> list[dict[str, Any]]:
+        """A large wave's records must fit in one payload: fields still at their default are
+        left out (and come back as defaults). Folded, a record is then about 60 bytes."""
+        return [node.model_dump(mode="json", exclude_defaults=True) for node in nodes]
 
 
 class WaveProgress(BaseModel):

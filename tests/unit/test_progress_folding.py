@@ -1,6 +1,7 @@
 """A large migration's parent folds each migrated node's record to its wave and state, so the
 state it carries into its next run and its final result stay far below Temporal's 2 MB payload
-limit at 5,000 nodes with cloud-style node names; folded records survive the round trip."""
+limit at 5,000 nodes with cloud-style node names; folded records survive the round trip. A wave
+workflow's input and result stay as small, however large the wave."""
 
 from __future__ import annotations
 
@@ -12,13 +13,20 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from plan.contract import NodeStep
 from plan.facts import ClusterFacts
 from plan.planner import MigrationPlan, make_plan
-from plan.policies import node_policies
+from plan.policies import cluster_ref, node_policies
 from tests.fakes import LARGE_CILIUM_POOL, FakeCluster, passed_checks
 from tests.workflows.support import spec
 from workflows.continuation import Continuation
 from workflows.gates import GateBook
-from workflows.messages import MigrationInput
-from workflows.progress import NodeProgress, NodeState, Progress, WaveProgress
+from workflows.messages import MigrationInput, WaveMigrationInput
+from workflows.progress import (
+    FOLD_MIGRATED_ABOVE,
+    NodeProgress,
+    NodeState,
+    Progress,
+    WaveProgress,
+    WaveResult,
+)
 from workflows.progress_summary import summarize
 
 NODES = 5_000
@@ -103,3 +111,23 @@ def test_folded_records_come_back_folded_from_the_result_and_the_carried_state()
     assert summarize(back).counts == {"migrated": 1, "blocked": 1}
     assert Progress.model_validate(progress.model_dump(mode="json", exclude_defaults=True)) \
         == progress
+
+
+def test_a_wave_of_every_node_fits_its_input_and_folded_result_in_a_payload() -> None:
+    """maxUnavailable as large as the cluster: one wave of 5,000 nodes. Unfolded records come
+    back only from migrations of at most FOLD_MIGRATED_ABOVE nodes."""
+    plan, first, facts = large_plan()
+    names = [name for wave in plan.waves for name in wave.nodes]
+    wave = WaveMigrationInput(cluster=cluster_ref(first.spec.cluster), wave=1, nodes=names,
+                              migration_id="cilium-migrate/prod-eu",
+                              policies=node_policies(first.spec, facts), fold_migrated=True)
+    folded = WaveResult(nodes=[finished(n, 1).kept(fold_migrated=True) for n in names])
+    whole = WaveResult(nodes=[finished(n, 1) for n in names[:FOLD_MIGRATED_ABOVE]])
+
+    assert payload_size(wave) < PAYLOAD_BUDGET, payload_size(wave)
+    assert payload_size(folded) < PAYLOAD_BUDGET, payload_size(folded)
+    assert payload_size(whole) < PAYLOAD_BUDGET, payload_size(whole)
+    converter = pydantic_data_converter.payload_converter
+    for result in (folded, whole):
+        assert converter.from_payloads(converter.to_payloads([result]), [WaveResult])[0] == (
+            result)

@@ -12,13 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 
 from client.history_runs import fetch_runs, to_export
 from plan.spec import MigrationSpec
 from tests.fakes import FakeCluster
 from workflows.cluster import ClusterMigrationWorkflow
-from workflows.identity import cluster_workflow_id, node_workflow_id
+from workflows.identity import (
+    WAVE_WORKFLOW,
+    cluster_workflow_id,
+    node_workflow_id,
+    wave_workflow_id,
+)
 from workflows.messages import ApproveRequest, MigrationInput
 from workflows.progress import Progress
 
@@ -75,10 +80,12 @@ async def start_with(env: Any, migration: MigrationSpec, task_queue: str, **inpu
 
 @dataclass
 class HistorySizes:
-    """Events in each run of a migration's history and in each node workflow's."""
+    """Events in each run of a migration's history, in each wave workflow's and in each node
+    workflow's."""
 
     runs: list[int]
     nodes: dict[str, int]
+    waves: dict[str, int]  # by workflow ID
     # The parent's events from the first node's start to the last node's end, over every run:
     # what migrating the nodes cost it, without the fixed steps (discover, install, finalize).
     migrating: int
@@ -93,33 +100,56 @@ class HistorySizes:
 
     @property
     def longest(self) -> int:
-        return max([*self.runs, *self.nodes.values()])
+        return max([*self.runs, *self.waves.values(), *self.nodes.values()])
 
 
 async def history_sizes(client: Client, migration_id: str, nodes: list[str]) -> HistorySizes:
     runs = await fetch_runs(client, migration_id)
-    children = await asyncio.gather(*(
-        client.get_workflow_handle(node_workflow_id(migration_id, node)).fetch_history()
-        for node in nodes))
+    # A few at a time: 5,000 requests at once overload a dev server on a busy machine (it
+    # answered "Namespace default is not found").
+    asking = asyncio.Semaphore(16)
+
+    async def node_history(node: str) -> WorkflowHistory:
+        async with asking:
+            return await client.get_workflow_handle(
+                node_workflow_id(migration_id, node)).fetch_history()
+
+    children = await asyncio.gather(*(node_history(node) for node in nodes))
+    waves = await wave_histories(client, runs)
     kinds = [event.event_type for run in runs for event in run.events]
     first = kinds.index(EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED)
     last = len(kinds) - kinds[::-1].index(EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED)
     return HistorySizes(runs=[len(run.events) for run in runs],
                         nodes={node: len(h.events) for node, h in zip(nodes, children,
                                                                       strict=True)},
+                        waves={i: len(h.events) for i, h in waves.items()},
                         migrating=last - first)
+
+
+async def wave_histories(client: Client, runs: list[WorkflowHistory]
+                         ) -> dict[str, WorkflowHistory]:
+    """The history of every WaveMigration the migration's runs started, by workflow ID."""
+    started = [event.start_child_workflow_execution_initiated_event_attributes
+               for run in runs for event in run.events if event.event_type
+               == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED]
+    ids = [child.workflow_id for child in started if child.workflow_type.name == WAVE_WORKFLOW]
+    histories = await asyncio.gather(*(client.get_workflow_handle(i).fetch_history()
+                                       for i in ids))
+    return dict(zip(ids, histories, strict=True))
 
 
 HISTORIES = Path(__file__).resolve().parent.parent / "histories"
 RECORD_ENV = "CILIUM_MIGRATE_RECORD_HISTORIES"
 
 
-async def record_histories(client: Client, migration_id: str, *nodes: str) -> None:
-    """Saves every run of a migration's history (and the named nodes') for the replay tests,
-    in `history export`'s layout, when CILIUM_MIGRATE_RECORD_HISTORIES is set."""
+async def record_histories(client: Client, migration_id: str, *nodes: str,
+                           waves: tuple[int, ...] = ()) -> None:
+    """Saves every run of a migration's history (and the named nodes' and waves') for the
+    replay tests, in `history export`'s layout, when CILIUM_MIGRATE_RECORD_HISTORIES is set."""
     if not os.environ.get(RECORD_ENV):
         return
-    for workflow_id in (migration_id, *(node_workflow_id(migration_id, n) for n in nodes)):
+    for workflow_id in (migration_id, *(node_workflow_id(migration_id, n) for n in nodes),
+                        *(wave_workflow_id(migration_id, w) for w in waves)):
         runs = await fetch_runs(client, workflow_id)
         name = re.sub(r"[^A-Za-z0-9_.-]", "__", workflow_id)
         (HISTORIES / f"{name}.json").write_text(json.dumps(to_export(runs)))

@@ -102,7 +102,7 @@ async def accepted_ids(run: WorkflowHistory) -> list[str]:
 async def test_approvals_recorded_before_the_update_id_find_their_sender_by_gate() -> None:
     """A recorded history from before approvals kept their Update's ID: each gate was approved
     once, so the gate finds the accepted event and its identity."""
-    saved = json.loads((HISTORIES / "cilium-migrate__happy.json").read_text())
+    saved = json.loads((HISTORIES / "before-wave-workflow__cilium-migrate__happy.json").read_text())
     history = WorkflowHistory.from_json(saved["workflow_id"], saved["history"])
     accepted = [a for e in history.events
                 if (a := await accepted_approval(e, pydantic_data_converter))]

@@ -1,12 +1,13 @@
 """Every recorded history replays against the current workflow code.
 
 Histories come from real runs (tests/integration/test_migration.py with
-CILIUM_MIGRATE_RECORD_HISTORIES=1), the continued-as-new chain from
-tests/workflows/test_history_budget.py, the fleets (`fleet__*`: stages, soak, approval; a
-failed cluster retried; a soak halted by a degraded cluster; a cluster halted by a rolled-back
-node, with that cluster's own history telling the fleet) from
-tests/workflows/test_fleet_workflow.py and a cluster on its own task queue (`cluster-queue__*`)
-from tests/workflows/test_cluster_task_queue.py, with the same switch. A file holds one run, or
+CILIUM_MIGRATE_RECORD_HISTORIES=1; with each run's first child, a WaveMigration since waves
+have their own workflow), the continued-as-new chain from tests/workflows/test_history_budget.py
+(with its first wave's WaveMigration), the fleets (`fleet__*`: stages, soak, approval; a failed
+cluster retried; a soak halted by a degraded cluster; a cluster halted by a rolled-back node,
+with that cluster's own history telling the fleet) from tests/workflows/test_fleet_workflow.py
+and a cluster on its own task queue (`cluster-queue__*`) from
+tests/workflows/test_cluster_task_queue.py, with the same switch. A file holds one run, or
 every run of a migration that continued as new (`history export`'s layout); each run replays
 on its own. A change that breaks one needs `workflow.patched`.
 """
@@ -39,7 +40,7 @@ def test_histories_were_recorded() -> None:
             for history in exported_histories(json.loads(path.read_text()))]
     types = {run["events"][0]["workflowExecutionStartedEventAttributes"]["workflowType"]["name"]
              for run in runs}
-    assert types == {"ClusterMigration", "NodeMigration", "FleetMigration"}
+    assert types == {"ClusterMigration", "WaveMigration", "NodeMigration", "FleetMigration"}
     # At least one chain in which a run continued as new and the next one went on from it.
     assert any("workflowExecutionContinuedAsNewEventAttributes" in run["events"][-1]
                for run in runs)

@@ -1,0 +1,67 @@
+"""WaveMigration: one wave's nodes, each a NodeMigration child, between the cluster and its nodes.
+
+A child costs its parent's history three events (initiated, started, completed) and, since the
+nodes of a wave finish at different times, about one workflow task (three more) each: some six
+events per node, past the budget of five for the cluster's history. So the cluster starts one
+WaveMigration per wave, which costs it a few events per wave, and each wave's own history holds
+its nodes' child events (a wave is at most maxUnavailable nodes).
+
+The nodes stay the cluster's: each keeps its ID under the cluster's (`node_workflow_id`), reports
+to the cluster when it is blocked and hears the operator's decision from the cluster, by that ID.
+The wave only starts its nodes together, waits for every one, and returns what the cluster keeps
+of each. A node's failure is that node's record (FAILED, with why), not the wave's. Cancelling
+the wave (an abort of the cluster) cancels every node, each undoing what it did, and the wave
+still returns every record, so the cluster learns which nodes had finished before the abort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import workflow
+from temporalio.exceptions import ChildWorkflowError, is_cancelled_exception
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.identity import WAVE_WORKFLOW, node_workflow_id
+    from workflows.messages import NodeMigrationInput, WaveMigrationInput
+    from workflows.node import NodeMigrationWorkflow
+    from workflows.progress import NodeProgress, NodeState, WaveResult
+    from workflows.steps import describe_failure
+
+
+@workflow.defn(name=WAVE_WORKFLOW)
+class WaveMigrationWorkflow:
+    @workflow.run
+    async def run(self, input: WaveMigrationInput) -> WaveResult:
+        nodes = [asyncio.create_task(self._migrate_node(input, node)) for node in input.nodes]
+        try:
+            await workflow.wait(nodes)
+        except asyncio.CancelledError:
+            # The workflow's cancellation reaches only this task: each node is cancelled here,
+            # and their records (the cancelled ones and those that finished) are the result.
+            for task in nodes:
+                task.cancel()
+            await workflow.wait(nodes)
+        return WaveResult(nodes=[
+            NodeProgress(name=node, wave=input.wave, state=NodeState.CANCELLED)
+            if task.cancelled() else task.result()  # cancelled before it began
+            for node, task in zip(input.nodes, nodes, strict=True)])
+
+    async def _migrate_node(self, input: WaveMigrationInput, node: str) -> NodeProgress:
+        try:
+            result = await workflow.execute_child_workflow(
+                NodeMigrationWorkflow.run, NodeMigrationInput(
+                    cluster=input.cluster, node=node, wave=input.wave,
+                    migration_id=input.migration_id, policies=input.policies),
+                id=node_workflow_id(input.migration_id, node),
+                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+            )
+        except asyncio.CancelledError:  # cancelled before the node's start was recorded
+            return NodeProgress(name=node, wave=input.wave, state=NodeState.CANCELLED)
+        except ChildWorkflowError as error:
+            if is_cancelled_exception(error):
+                return NodeProgress(name=node, wave=input.wave, state=NodeState.CANCELLED)
+            return NodeProgress(name=node, wave=input.wave, state=NodeState.FAILED,
+                                error=describe_failure(error))
+        return result.kept(input.fold_migrated)
