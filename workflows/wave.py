@@ -17,9 +17,10 @@ still returns every record, so the cluster learns which nodes had finished befor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from temporalio import workflow
-from temporalio.exceptions import ChildWorkflowError, is_cancelled_exception
+from temporalio.exceptions import ChildWorkflowError, FailureError, is_cancelled_exception
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -32,36 +33,50 @@ with workflow.unsafe.imports_passed_through():
 
 @workflow.defn(name=WAVE_WORKFLOW)
 class WaveMigrationWorkflow:
+    def __init__(self) -> None:
+        self._started: set[str] = set()  # nodes whose workflow has started
+        self._cancelling = False  # the wave was cancelled: every node is to be
+
     @workflow.run
     async def run(self, input: WaveMigrationInput) -> WaveResult:
         nodes = [asyncio.create_task(self._migrate_node(input, node)) for node in input.nodes]
         try:
             await workflow.wait(nodes)
         except asyncio.CancelledError:
-            # The workflow's cancellation reaches only this task: each node is cancelled here,
-            # and their records (the cancelled ones and those that finished) are the result.
-            for task in nodes:
-                task.cancel()
+            # The workflow's cancellation reaches only this task. The node tasks are not
+            # cancelled: one whose node has just finished would take the cancellation for its
+            # result and report a migrated node as cancelled. Each node workflow is asked to
+            # cancel instead, and each task reports how its node really ended.
+            self._cancelling = True
+            await asyncio.gather(*(self._cancel(input, node) for node in sorted(self._started)))
             await workflow.wait(nodes)
-        return WaveResult(nodes=[
-            NodeProgress(name=node, wave=input.wave, state=NodeState.CANCELLED)
-            if task.cancelled() else task.result()  # cancelled before it began
-            for node, task in zip(input.nodes, nodes, strict=True)])
+        return WaveResult(nodes=[task.result() for task in nodes])
 
     async def _migrate_node(self, input: WaveMigrationInput, node: str) -> NodeProgress:
-        try:
-            result = await workflow.execute_child_workflow(
-                NodeMigrationWorkflow.run, NodeMigrationInput(
-                    cluster=input.cluster, node=node, wave=input.wave,
-                    migration_id=input.migration_id, policies=input.policies),
-                id=node_workflow_id(input.migration_id, node),
-                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
-            )
-        except asyncio.CancelledError:  # cancelled before the node's start was recorded
+        if self._cancelling:  # the wave was cancelled before this node started
             return NodeProgress(name=node, wave=input.wave, state=NodeState.CANCELLED)
+        handle = await workflow.start_child_workflow(
+            NodeMigrationWorkflow.run, NodeMigrationInput(
+                cluster=input.cluster, node=node, wave=input.wave,
+                migration_id=input.migration_id, policies=input.policies),
+            id=node_workflow_id(input.migration_id, node),
+            parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+        )
+        self._started.add(node)
+        if self._cancelling:  # cancelled while this node was starting
+            await self._cancel(input, node)
+        try:
+            result = await handle
         except ChildWorkflowError as error:
             if is_cancelled_exception(error):
                 return NodeProgress(name=node, wave=input.wave, state=NodeState.CANCELLED)
             return NodeProgress(name=node, wave=input.wave, state=NodeState.FAILED,
                                 error=describe_failure(error))
         return result.kept(input.fold_migrated)
+
+    async def _cancel(self, input: WaveMigrationInput, node: str) -> None:
+        """Asks the node's workflow to cancel (it undoes what it did); one that has ended
+        meanwhile refuses, and its result says how it ended."""
+        with contextlib.suppress(FailureError):
+            await workflow.get_external_workflow_handle(
+                node_workflow_id(input.migration_id, node)).cancel()
