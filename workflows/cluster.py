@@ -124,6 +124,8 @@ ECHO_MESH_PATCH = "echo-mesh-and-connectivity-monitor"
 ECHO_MESH_TIMEOUT = 300.0
 # Runs started by a fleet before the fleet heard of its clusters' halts replay without telling.
 HALTS_TO_FLEET_PATCH = "cluster-halts-reach-the-fleet"
+# ...and without telling it of nodes blocked, each waiting for the operator's `decide`.
+BLOCKED_NODES_TO_FLEET_PATCH = "blocked-nodes-reach-the-fleet"
 # Runs recorded before a wave's nodes ran in a WaveMigration child started each node itself.
 WAVE_WORKFLOW_PATCH = "nodes-run-in-a-wave-workflow"
 FAILED_PAIRS_NAMED = 5  # in the halt message; progress keeps more
@@ -156,6 +158,7 @@ class ClusterMigrationWorkflow:
         self._monitor: workflow.ActivityHandle[ConnectivityFigures] | None = None
         self._wave_moving = False  # the current wave's nodes are still on their way
         self._told_fleet: str | None = None  # the halt a fleet that started this run last heard
+        self._blocked: dict[str, str] = {}  # nodes in the operator's hands, and how
 
     # ---- the procedure --------------------------------------------------------------------
 
@@ -211,18 +214,22 @@ class ClusterMigrationWorkflow:
     def _tell_the_fleet_about_halts(self) -> asyncio.Task[None] | None:
         """A cluster that a fleet started tells the fleet whenever its halt starts, changes
         or ends, so the fleet holds its next clusters and stages while this one needs the
-        operator (a failed or rolled-back node halts the cluster; it does not fail it).
+        operator (a failed or rolled-back node halts the cluster; it does not fail it), and
+        while a node waits for the operator's `decide` (the cluster's wave waits; the fleet
+        must not start another cluster meanwhile).
 
         A migration started by hand has no parent and records nothing of this."""
         parent = workflow.info().parent
         if parent is None or not workflow.patched(HALTS_TO_FLEET_PATCH):
             return None
+        with_blocked = workflow.patched(BLOCKED_NODES_TO_FLEET_PATCH)
         fleet = workflow.get_external_workflow_handle(parent.workflow_id)
 
         async def tell() -> None:
             while True:
-                await workflow.wait_condition(lambda: self.progress.halted != self._told_fleet)
-                self._told_fleet = self.progress.halted
+                await workflow.wait_condition(
+                    lambda: self._operator_needed(with_blocked) != self._told_fleet)
+                self._told_fleet = self._operator_needed(with_blocked)
                 try:
                     await fleet.signal(CLUSTER_HALT_SIGNAL, ClusterHalt(
                         cluster=self.progress.cluster, halted=self._told_fleet))
@@ -230,6 +237,13 @@ class ClusterMigrationWorkflow:
                     return
 
         return asyncio.create_task(tell())
+
+    def _operator_needed(self, with_blocked: bool) -> str | None:
+        """What holds this run until the operator acts: its halt, or else the nodes waiting
+        for `decide` (only for runs recorded since a fleet hears of those)."""
+        if self.progress.halted or not with_blocked or not self._blocked:
+            return self.progress.halted
+        return "; ".join(f"node {node} {why}" for node, why in sorted(self._blocked.items()))
 
     async def _discover(self) -> ClusterFacts:
         self._set_phase(Phase.DISCOVERING)
@@ -449,11 +463,13 @@ class ClusterMigrationWorkflow:
             raise asyncio.CancelledError(f"cancelled: {', '.join(cancelled)}")
 
     def _node_cancelled(self, node: str) -> None:
+        self._blocked.pop(node, None)
         record = self.progress.nodes[node]  # the child's last report replaced it
         record.state, record.finished_at = NodeState.CANCELLED, workflow.now()
         _count_node_finished(NodeState.CANCELLED)
 
     def _node_failed(self, node: str, error: str) -> None:
+        self._blocked.pop(node, None)
         record = self.progress.nodes[node]  # the child's last report replaced it
         record.state, record.error = NodeState.FAILED, error
         _count_node_finished(NodeState.FAILED)
@@ -463,6 +479,7 @@ class ClusterMigrationWorkflow:
         """A node workflow's result. A large migration keeps of a migrated node only what it
         needs to go on and count; the node workflow's result holds the rest (and `status`
         reads it from there)."""
+        self._blocked.pop(result.name, None)
         self.progress.nodes[result.name] = result.kept(self._folds_migrated())
         _count_node_finished(result.state)
         if result.state is not NodeState.MIGRATED:
@@ -591,6 +608,10 @@ class ClusterMigrationWorkflow:
             await self.children[request.node].signal(DECIDE_SIGNAL, request)
         node = self.progress.nodes[request.node]
         node.state, node.blocker = NodeState.RUNNING, None
+        if request.decision is Decision.RETRY:
+            self._blocked.pop(request.node, None)
+        else:  # a skipped or rolled-back node halts the run once it ends: no gap in between
+            self._blocked[request.node] = f"is under the {request.decision.value} decided"
         return f"node {request.node}: {request.decision.value}"
 
     @decide.validator
@@ -620,6 +641,10 @@ class ClusterMigrationWorkflow:
         report = signal_input(NodeProgress, args, NODE_REPORT_SIGNAL, required=("state",))
         if report is not None and report.name in self.progress.nodes:
             self.progress.nodes[report.name] = report
+            if report.state is NodeState.BLOCKED:
+                self._blocked[report.name] = f"waits for `decide` ({report.blocker or 'blocked'})"
+            else:
+                self._blocked.pop(report.name, None)
 
     @workflow.query(name=PROGRESS_QUERY)
     def get_progress(self) -> Progress:

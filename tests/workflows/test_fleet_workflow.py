@@ -5,6 +5,7 @@ halting the fleet until the operator decides, and abort."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -27,6 +28,7 @@ from workflows.cluster import ClusterMigrationWorkflow
 from workflows.fleet import FleetMigrationWorkflow
 from workflows.fleet_progress import ClusterState, FleetPhase, FleetProgress, StageState
 from workflows.identity import (
+    CLUSTER_HALT_SIGNAL,
     FLEET_ATTRIBUTE,
     STAGE_ATTRIBUTE,
     cluster_workflow_id,
@@ -317,9 +319,9 @@ async def test_a_cluster_already_migrating_by_hand_halts_the_fleet_until_retried
 
 async def test_a_cluster_halted_by_a_rolled_back_node_holds_the_fleet_until_it_goes_on(
         temporal_env: Any, task_queue: str) -> None:
-    """A rolled-back node halts its cluster without failing it; the fleet hears of the halt
-    from the cluster and starts nothing new until the operator has mended that cluster with
-    its own commands."""
+    """A blocked node, then the rolled-back node, halt their cluster without failing it; the
+    fleet hears of each from the cluster and starts nothing new until the operator has mended
+    that cluster with its own commands."""
     fake = FakeCluster(workers=2)
     fake.verify_fails.add("worker-1")  # the canary's Cilium checks fail until fixed
     suffix = task_queue.removeprefix("fleet-")
@@ -338,11 +340,15 @@ async def test_a_cluster_halted_by_a_rolled_back_node_holds_the_fleet_until_it_g
         assert await _cluster_nodes(cluster) == {"worker-1": NodeState.BLOCKED,
                                                  "worker-2": NodeState.PENDING,
                                                  "cp-1": NodeState.PENDING}
-        assert (await handle.query(FleetMigrationWorkflow.get_progress)).halted is None
+        # A node waiting for the operator holds the fleet already.
+        blocked = await until(handle, lambda p: p.halted is not None, "the fleet's halt")
+        assert "node worker-1 waits for `decide`" in (blocked.clusters[first].halted or "")
+        assert blocked.stages[1].state is StageState.PENDING and second not in fake.discovered
         await cluster.execute_update(ClusterMigrationWorkflow.decide, DecideRequest(
             node="worker-1", decision=Decision.ROLLBACK, operator="alice"))
 
-        halted = await until(handle, lambda p: p.halted is not None, "the fleet's halt")
+        halted = await until(handle, lambda p: "rolled-back" in (p.halted or ""),
+                             "the halt after the rollback")
         assert halted.clusters[first].state is ClusterState.RUNNING
         assert "worker-1 was rolled-back" in (halted.clusters[first].halted or "")
         assert f"cluster {first} halted: node worker-1" in halted.halted  # type: ignore[operator]
@@ -363,9 +369,18 @@ async def test_a_cluster_halted_by_a_rolled_back_node_holds_the_fleet_until_it_g
         report = await handle.result()
         await record_histories(temporal_env.client, handle.id)
         await record_histories(temporal_env.client, cluster.id)
+        told = [json.loads(event.workflow_execution_signaled_event_attributes.input.payloads[0]
+                           .data)["halted"]
+                for event in (await handle.fetch_history()).events
+                if event.workflow_execution_signaled_event_attributes.signal_name
+                == CLUSTER_HALT_SIGNAL]
 
     assert report.phase is FleetPhase.COMPLETED and report.halted is None
     assert report.clusters[first].halted is None
+    # What the cluster told the fleet, in order: never clear between the block and the
+    # rolled-back halt (a gap would let the fleet start a cluster meanwhile).
+    assert [_gist(halt) for halt in told] == ["blocked", "rolling back", "rolled back", None,
+                                              "finalize", None]
     assert {c.state for c in report.clusters.values()} == {ClusterState.COMPLETED}
     assert fake.discovered == [first, second]
 
@@ -373,3 +388,13 @@ async def test_a_cluster_halted_by_a_rolled_back_node_holds_the_fleet_until_it_g
 async def _cluster_nodes(cluster: WorkflowHandle[Any, Any]) -> dict[str, NodeState]:
     progress = await cluster.query(ClusterMigrationWorkflow.get_progress)
     return {name: node.state for name, node in progress.nodes.items()}
+
+
+def _gist(halt: str | None) -> str | None:
+    if halt is None:
+        return None
+    for marker, gist in (("waits for `decide`", "blocked"), ("under the rollback", "rolling back"),
+                         ("was rolled-back", "rolled back"), ("finalize waits", "finalize")):
+        if marker in halt:
+            return gist
+    return halt
