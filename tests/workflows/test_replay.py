@@ -5,7 +5,8 @@ CILIUM_MIGRATE_RECORD_HISTORIES=1; with each run's first child, a WaveMigration 
 have their own workflow), the continued-as-new chain from tests/workflows/test_history_budget.py
 (with its first wave's WaveMigration), the fleets (`fleet__*`: stages, soak, approval; a failed
 cluster retried; a soak halted by a degraded cluster; a cluster halted by a rolled-back node,
-with that cluster's own history telling the fleet) from tests/workflows/test_fleet_workflow.py
+with that cluster's own history telling the fleet: `rolled` before and `blocked` since the
+fleet hears of nodes waiting for `decide` too) from tests/workflows/test_fleet_workflow.py
 and a cluster on its own task queue (`cluster-queue__*`) from
 tests/workflows/test_cluster_task_queue.py, with the same switch. A file holds one run, or
 every run of a migration that continued as new (`history export`'s layout); each run replays
