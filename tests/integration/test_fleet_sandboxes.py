@@ -257,12 +257,16 @@ async def test_three_stages_in_order_through_a_failure_and_a_worker_outage(
             assert NODES[1] not in blocked.nodes or \
                 blocked.nodes[NODES[1]].state is NodeState.PENDING  # no new wave
             assert await asyncio.to_thread(cordoned, staging.kube) == [NODES[0]]
+            # A node waiting for the operator holds the fleet already.
+            held = await operator.until_fleet(lambda p: "waits for `decide`" in (p.halted or ""),
+                                              "the fleet to hold for the blocked canary")
+            assert held.clusters["prod"].state is ClusterState.PENDING
 
-            # The operator rolls the canary back: staging halts, and so does the fleet.
+            # The operator rolls the canary back: staging halts, and the fleet stays halted.
             set_fault(staging.state_dir, NODES[0], Fault.PROBE_FAILS, on=False)
             await operator.cli("decide", "staging", NODES[0], "rollback", "--as", APPROVER)
-            halted = await operator.until_fleet(lambda p: p.halted is not None,
-                                                "the fleet to halt")
+            halted = await operator.until_fleet(lambda p: "rolled-back" in (p.halted or ""),
+                                                "the fleet's halt for the rolled-back canary")
             assert halted.halted and "staging" in halted.halted
             assert halted.clusters["staging"].state is ClusterState.RUNNING
             assert halted.clusters["prod"].state is ClusterState.PENDING
