@@ -136,11 +136,7 @@ def _demo(args: argparse.Namespace) -> int:
         say(f"History for a post-mortem: cilium-migrate history export {CLUSTER} -o FILE "
             f"--address localhost:{args.port} (while the dev server runs)")
         ended = True  # from here on, Ctrl-C is the way out, not an interruption
-        if not args.no_wait and sys.stdin.isatty():
-            say("The dev server and the sandbox keep running; press Ctrl-C to stop them.")
-            while dev.poll() is None:
-                time.sleep(1)
-            say("the dev server stopped on its own; see dev.log")
+        keep_running(args, dev, "The dev server and the sandbox keep running")
         return exit_codes.OK
     except KeyboardInterrupt:
         say("\nstopping everything the demo started")
@@ -191,6 +187,17 @@ def start_dev_server(directory: Path, port: int, toolchain: Toolchain,
         return subprocess.Popen(cli_command(
             "dev", "--port", str(port), "--db-file", str(history), *clusters,
             "--helm", str(toolchain["helm"])), stdout=log, stderr=log, start_new_session=True)
+
+
+def keep_running(args: argparse.Namespace, dev: subprocess.Popen[bytes], what: str) -> None:
+    """After a demo, on a terminal and without --no-wait: everything stays up (the Web UI
+    link can be opened) until Ctrl-C, or until the dev server stops on its own."""
+    if args.no_wait or not sys.stdin.isatty():
+        return
+    say(f"{what}; press Ctrl-C to stop them.")
+    while dev.poll() is None:
+        time.sleep(1)
+    say("the dev server stopped on its own; see dev.log")
 
 
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from client.demo_commands import (
     cli_command,
     demo_directory,
     interrupt_on_sigterm,
+    keep_running,
     run_shown,
     say,
     start_dev_server,
@@ -82,12 +82,7 @@ def fleet_demo(args: argparse.Namespace) -> int:
             f"http://localhost:{args.port + 1000}/namespaces/default/workflows")
         say(f"Each cluster as usual: cilium-migrate status prod --address localhost:{args.port}")
         ended = True  # from here on, Ctrl-C is the way out, not an interruption
-        if not args.no_wait and sys.stdin.isatty():
-            say("The dev server, the workers and the sandboxes keep running; press Ctrl-C "
-                "to stop them.")
-            while dev.poll() is None:
-                time.sleep(1)
-            say("the dev server stopped on its own; see dev.log")
+        keep_running(args, dev, "The dev server, the workers and the sandboxes keep running")
         return exit_codes.OK
     except KeyboardInterrupt:
         say("\nstopping everything the demo started")
