@@ -128,6 +128,8 @@ HALTS_TO_FLEET_PATCH = "cluster-halts-reach-the-fleet"
 BLOCKED_NODES_TO_FLEET_PATCH = "blocked-nodes-reach-the-fleet"
 # Runs recorded before a wave's nodes ran in a WaveMigration child started each node itself.
 WAVE_WORKFLOW_PATCH = "nodes-run-in-a-wave-workflow"
+# ...and a wave too large for one WaveMigration's history ran in one all the same.
+WAVE_PARTS_PATCH = "large-waves-run-in-parts"
 FAILED_PAIRS_NAMED = 5  # in the halt message; progress keeps more
 CATCH_UP_WAVE = 0  # the wave number of nodes migrated after the planned waves
 # Our own metrics, served with the SDK's by the worker's Prometheus endpoint. The workflow's
@@ -148,6 +150,7 @@ class ClusterMigrationWorkflow:
         self.gates = Gates(input.spec.approvals, carried.gates if carried else None)
         self.continue_as_new_at = input.continue_as_new_at
         self.fold_migrated_above = input.fold_migrated_above
+        self.wave_part_nodes = input.wave_part_nodes
         self.cluster: ClusterRef = cluster_ref(input.spec.cluster)
         self.children: dict[str, workflow.ChildWorkflowHandle[NodeMigrationWorkflow,
                                                               NodeProgress]] = {}
@@ -425,8 +428,9 @@ class ClusterMigrationWorkflow:
         self._node_finished(result)
 
     async def _migrate_wave(self, wave: Wave, policies: NodePolicies) -> None:
-        """The wave's nodes, started together by a WaveMigration child: the nodes' own child
-        events go to the wave's history, and this one records a few per wave. The nodes report
+        """The wave's nodes, started together by a WaveMigration child (several, side by side,
+        for a wave too large for one): the nodes' own child events go to the wave's history,
+        and this one records a few per wave. The nodes report
         here when blocked and hear decisions from here (by ID), as if this run started them.
         A node cancelled (an abort) ends the wave as a cancellation, after every record is in."""
         await workflow.wait_condition(lambda: not self.progress.paused)
@@ -436,31 +440,67 @@ class ClusterMigrationWorkflow:
             record.folded = False
             self.children.pop(node, None)
         self._in_wave_workflow = set(wave.nodes)
-        migration_id = workflow.info().workflow_id
+        parts = self._wave_parts(wave)
         try:
-            result = await workflow.execute_child_workflow(
-                WaveMigrationWorkflow.run, WaveMigrationInput(
-                    cluster=self.cluster, wave=wave.index, nodes=wave.nodes,
-                    migration_id=migration_id, policies=policies,
-                    fold_migrated=self._folds_migrated()),
-                id=wave_workflow_id(migration_id, wave.index),
-                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
-            )
-        except asyncio.CancelledError:  # aborted before the wave's start was recorded
-            result = WaveResult(nodes=[NodeProgress(name=node, wave=wave.index,
-                                                    state=NodeState.CANCELLED)
-                                       for node in wave.nodes])
+            if len(parts) == 1:
+                records = (await self._run_wave_part(wave, parts[0], None, policies)).nodes
+            else:
+                records = await self._run_wave_parts(wave, parts, policies)
         finally:
             self._in_wave_workflow = set()
-        for record in result.nodes:
+        for record in records:
             if record.state is NodeState.CANCELLED:
                 self._node_cancelled(record.name)
             elif record.state is NodeState.FAILED:
                 self._node_failed(record.name, record.error or "failed")
             else:
                 self._node_finished(record)
-        if cancelled := [r.name for r in result.nodes if r.state is NodeState.CANCELLED]:
+        if cancelled := [r.name for r in records if r.state is NodeState.CANCELLED]:
             raise asyncio.CancelledError(f"cancelled: {', '.join(cancelled)}")
+
+    def _wave_parts(self, wave: Wave) -> list[list[str]]:
+        """The wave's nodes as one WaveMigration holds them, or, past wave_part_nodes nodes,
+        cut in order into parts of nearly equal size that run side by side."""
+        count = -(-len(wave.nodes) // self.wave_part_nodes)  # ceiling
+        if count <= 1 or not workflow.patched(WAVE_PARTS_PATCH):
+            return [wave.nodes]
+        size = -(-len(wave.nodes) // count)
+        return [wave.nodes[start:start + size] for start in range(0, len(wave.nodes), size)]
+
+    async def _run_wave_part(self, wave: Wave, nodes: list[str], part: int | None,
+                             policies: NodePolicies) -> WaveResult:
+        """One WaveMigration. Cancelled before its start was recorded (an abort), every one
+        of its nodes is cancelled; once started, it answers a cancellation with every node's
+        record (workflows/wave.py)."""
+        migration_id = workflow.info().workflow_id
+        try:
+            return await workflow.execute_child_workflow(
+                WaveMigrationWorkflow.run, WaveMigrationInput(
+                    cluster=self.cluster, wave=wave.index, nodes=nodes,
+                    migration_id=migration_id, policies=policies,
+                    fold_migrated=self._folds_migrated()),
+                id=wave_workflow_id(migration_id, wave.index, part),
+                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+            )
+        except asyncio.CancelledError:
+            return WaveResult(nodes=[NodeProgress(name=node, wave=wave.index,
+                                                  state=NodeState.CANCELLED)
+                                     for node in nodes])
+
+    async def _run_wave_parts(self, wave: Wave, parts: list[list[str]],
+                              policies: NodePolicies) -> list[NodeProgress]:
+        """Every part at once; an abort is handed to each part, and each still returns its
+        nodes' records, in the wave's order."""
+        running = [asyncio.create_task(self._run_wave_part(wave, nodes, part, policies))
+                   for part, nodes in enumerate(parts)]
+        try:
+            await workflow.wait(running)
+        except asyncio.CancelledError:
+            for task in running:
+                task.cancel()
+            await workflow.wait(running)
+        by_name = {record.name: record for task in running for record in task.result().nodes}
+        return [by_name[node] for node in wave.nodes]
 
     def _node_cancelled(self, node: str) -> None:
         self._blocked.pop(node, None)
@@ -725,6 +765,7 @@ class ClusterMigrationWorkflow:
         workflow.continue_as_new(MigrationInput(
             spec=self.spec, continue_as_new_at=self.continue_as_new_at,
             fold_migrated_above=self.fold_migrated_above,
+            wave_part_nodes=self.wave_part_nodes,
             continued=Continuation(plan=plan, next_wave=next_wave, policies=policies,
                                    flannel=flannel, progress=self.progress,
                                    gates=self.gates.book())))

@@ -64,5 +64,7 @@ def node_workflow_id(migration_id: str, node: str) -> str:
     return f"{migration_id}/node/{node}"
 
 
-def wave_workflow_id(migration_id: str, wave: int) -> str:
-    return f"{migration_id}/wave/{wave}"
+def wave_workflow_id(migration_id: str, wave: int, part: int | None = None) -> str:
+    """A wave too large for one WaveMigration runs as several parts, each with its own ID."""
+    base = f"{migration_id}/wave/{wave}"
+    return base if part is None else f"{base}/part/{part}"

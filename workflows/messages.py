@@ -10,7 +10,7 @@ from plan.fleet import Fleet
 from plan.policies import ClusterRef, NodePolicies
 from plan.spec import MigrationSpec
 from workflows.continuation import DEFAULT_CONTINUE_AS_NEW_AT, Continuation
-from workflows.progress import FOLD_MIGRATED_ABOVE
+from workflows.progress import FOLD_MIGRATED_ABOVE, WAVE_PART_NODES
 
 
 class Message(BaseModel):
@@ -47,6 +47,8 @@ class MigrationInput(Message):
     continue_as_new_at: int = Field(default=DEFAULT_CONTINUE_AS_NEW_AT, ge=1)
     # A migration of more nodes than this keeps its migrated nodes' records folded.
     fold_migrated_above: int = Field(default=FOLD_MIGRATED_ABOVE, ge=0)
+    # A wave of more nodes than this runs as several WaveMigration parts, each at most this.
+    wave_part_nodes: int = Field(default=WAVE_PART_NODES, ge=1)
     # Set by the run this one continues: where it got to.
     continued: Continuation | None = None
 

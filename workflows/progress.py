@@ -111,6 +111,14 @@ class NodeProgress(BaseModel):
 FOLD_MIGRATED_ABOVE = 500
 
 
+# A WaveMigration's history holds about four events per node (its child's start, started and
+# completed, and a share of workflow tasks), and its result a record per node: past about
+# 2,400 nodes one wave's history would pass Temporal's warning of 10,240 events. So a wave of
+# more nodes than this (a maxUnavailable of 25% at 5,000 nodes is 1,250) runs as several
+# WaveMigration parts side by side, each at most this many nodes.
+WAVE_PART_NODES = 1_000
+
+
 class WaveResult(BaseModel):
     """What a WaveMigration returns: each of its nodes' record as the cluster keeps it, in the
     wave's order. A node whose workflow failed is FAILED with the failure as its error, one

@@ -4,7 +4,8 @@ A child costs its parent's history three events (initiated, started, completed) 
 nodes of a wave finish at different times, about one workflow task (three more) each: some six
 events per node, past the budget of five for the cluster's history. So the cluster starts one
 WaveMigration per wave, which costs it a few events per wave, and each wave's own history holds
-its nodes' child events (a wave is at most maxUnavailable nodes).
+its nodes' child events (a wave is at most maxUnavailable nodes; a wave of more than
+WAVE_PART_NODES runs as several WaveMigrations, each given a part of its nodes).
 
 The nodes stay the cluster's: each keeps its ID under the cluster's (`node_workflow_id`), reports
 to the cluster when it is blocked and hears the operator's decision from the cluster, by that ID.

@@ -8,7 +8,8 @@ cluster retried; a soak halted by a degraded cluster; a cluster halted by a roll
 with that cluster's own history telling the fleet: `rolled` before and `blocked` since the
 fleet hears of nodes waiting for `decide` too) from tests/workflows/test_fleet_workflow.py
 and a cluster on its own task queue (`cluster-queue__*`) from
-tests/workflows/test_cluster_task_queue.py, with the same switch. A file holds one run, or
+tests/workflows/test_cluster_task_queue.py, and a wave run in parts (`wave-parts__*`) from
+tests/workflows/test_wave_workflow.py, with the same switch. A file holds one run, or
 every run of a migration that continued as new (`history export`'s layout); each run replays
 on its own. A change that breaks one needs `workflow.patched`.
 """
