@@ -111,3 +111,67 @@ def parent_timeline(runs: list[WorkflowHistory]) -> ParentTimeline:
         elif kind in _RUN_ENDS and since is not None:
             timeline.phases.append((phase, since, when))
     return timeline
+
+
+@dataclass
+class WaveGaps:
+    """Where the time between one wave's nodes and the next went, summed over every wave, in
+    seconds: the wave workflow starting its first node and reporting after its last one, the
+    parent stopping the connectivity monitor and running the health check, and the rest
+    (gates, workflow tasks, starting the next wave)."""
+
+    waves: int = 0
+    starting_nodes: float = 0.0  # wave workflow started -> its first node's child initiated
+    reporting: float = 0.0  # its last node's child completed -> the wave's completion in parent
+    monitor_stop: float = 0.0  # wave completed in the parent -> the monitor's step closed
+    health_check: float = 0.0  # the health check's step, scheduled to closed
+    rest: float = 0.0  # the health check's end -> the next wave workflow initiated
+
+    def lines(self) -> list[str]:
+        per = max(self.waves, 1)
+        return [f"  {name:<15} {seconds:7.1f}s ({seconds / per:.2f}s a wave)" for name, seconds in (
+            ("starting nodes", self.starting_nodes), ("reporting", self.reporting),
+            ("stopping monitor", self.monitor_stop), ("health check", self.health_check),
+            ("next wave", self.rest))]
+
+
+def wave_gaps(runs: list[WorkflowHistory], waves: dict[str, WorkflowHistory],
+              wave_type: str, monitor: str, health: str) -> WaveGaps:
+    """The gaps around each wave workflow (`waves` by workflow ID) in the parent's runs."""
+    gaps = WaveGaps()
+    events = [event for run in runs for event in run.events]
+    spans = [a for run in runs for a in activity_spans(run)]
+    initiated: list[tuple[str, datetime]] = []
+    completed: dict[str, datetime] = {}
+    for event in events:
+        if event.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+            child = event.start_child_workflow_execution_initiated_event_attributes
+            if child.workflow_type.name == wave_type:
+                initiated.append((child.workflow_id, _time(event)))
+        elif event.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED:
+            child_done = event.child_workflow_execution_completed_event_attributes
+            completed[child_done.workflow_execution.workflow_id] = _time(event)
+    for position, (wave_id, _) in enumerate(initiated):
+        history = waves.get(wave_id)
+        if history is None or wave_id not in completed:
+            continue
+        gaps.waves += 1
+        own = history.events
+        nodes_started = [_time(e) for e in own if e.event_type
+                         == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED]
+        nodes_done = [_time(e) for e in own if e.event_type
+                      == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED]
+        if nodes_started and nodes_done:
+            gaps.starting_nodes += (min(nodes_started) - _time(own[0])).total_seconds()
+            gaps.reporting += (completed[wave_id] - max(nodes_done)).total_seconds()
+        end = completed[wave_id]
+        following = (initiated[position + 1][1] if position + 1 < len(initiated) else None)
+        after = [a for a in spans if a.end >= end and (following is None or a.start < following)]
+        if stopped := [a for a in after if a.name == monitor and a.start < end]:
+            gaps.monitor_stop += (max(a.end for a in stopped) - end).total_seconds()
+        checks = [a for a in after if a.name == health and a.start >= end]
+        if checks:
+            gaps.health_check += sum(a.seconds for a in checks[:1])
+            if following is not None:
+                gaps.rest += (following - checks[0].end).total_seconds()
+    return gaps

@@ -37,7 +37,7 @@ from temporalio.worker import Worker  # noqa: E402
 
 from activities.context import ActivityContext  # noqa: E402
 from activities.kubeapi import Kube  # noqa: E402
-from bench.history_figures import activity_spans, parent_timeline  # noqa: E402
+from bench.history_figures import activity_spans, parent_timeline, wave_gaps  # noqa: E402
 from bench.lifecycle import (  # noqa: E402
     BenchStopped,
     Stage,
@@ -63,7 +63,7 @@ from tests.integration.migration_support import (  # noqa: E402
     start_migration,
 )
 from tests.workflows.support import wave_histories  # noqa: E402
-from workflows.identity import node_workflow_id  # noqa: E402
+from workflows.identity import WAVE_WORKFLOW, node_workflow_id  # noqa: E402
 from workflows.progress import NodeState, Phase, Progress  # noqa: E402
 
 BUDGET_PER_NODE = 25  # issue 13: the product's requests per node, watches apart
@@ -209,7 +209,10 @@ def print_time(progress: Progress, runs: list[WorkflowHistory],
               f"{bound.waves[index]:6.1f}s  {ids[slowest]}: {detail} other {taken['other']:.1f}")
     migrating = phases.get(Phase.MIGRATING.value, 0.0)
     print("  between waves (health checks, gates, starting children): "
-          f"{migrating - waves_seconds:.1f}s")
+          f"{migrating - waves_seconds:.1f}s, of which:")
+    for line in wave_gaps(runs, waves, WAVE_WORKFLOW, Activity.MONITOR_CONNECTIVITY,
+                          Activity.CHECK_HEALTH).lines():
+        print("  " + line)
 
 
 def print_histories(runs: list[WorkflowHistory], children: dict[str, WorkflowHistory],
