@@ -27,6 +27,7 @@ Obj = dict[str, Any]
 T = TypeVar("T")
 STRATEGIC = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 APPLY = "application/apply-patch+yaml"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 # A wait's watch is cut into windows this long: the server closes each, and the caller's
