@@ -3,7 +3,8 @@
 Used by the activities and by the sandbox's node simulator. It skips the client's model
 deserialisation (the costly part with hundreds of objects) and works on the JSON the server
 sends, addressed by REST paths. Watches resume from the last resourceVersion and fall back to a
-fresh list when the server says it is too old.
+fresh list when the server says it is too old. A followed collection starts from a streaming
+list where the server serves them, so one watch does what a list and a watch did.
 """
 
 from __future__ import annotations
@@ -26,11 +27,20 @@ Obj = dict[str, Any]
 T = TypeVar("T")
 STRATEGIC = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 APPLY = "application/apply-patch+yaml"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 # A wait's watch is cut into windows this long: the server closes each, and the caller's
 # `on_tick` (its heartbeat) runs between them.
 WATCH_WINDOW_SECONDS = 5.0
+# The annotation of the bookmark that ends a streaming list's initial events (KEP-3157).
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+# A streaming list's window: short, so that a step's first wait, however short (a reboot re-reads
+# its witness every 2 s), reads on in it rather than opening one of its own.
+STREAMING_LIST_WINDOW_SECONDS = 2
+# How much longer than a wait's own window an open window may run before the wait would rather
+# open its own: the server counts timeoutSeconds in whole seconds.
+WINDOW_SLACK_SECONDS = 1.0
 
 
 class Kube:
@@ -45,6 +55,10 @@ class Kube:
             config.load_kube_config(config_file=kubeconfig, context=context,
                                     client_configuration=configuration)
         self.api = client.ApiClient(configuration)
+        # Whether the server serves streaming lists (a watch that starts with the current
+        # state: the WatchList feature, on by default in 1.32 and again from 1.34); None until
+        # a follow has asked. Refused once, a collection is listed from then on.
+        self.streaming_lists: bool | None = None
 
     @property
     def server(self) -> str:
@@ -177,9 +191,19 @@ class Kube:
         return self.follow(path, query).wait(condition, timeout, on_tick)
 
     def _stream(self, path: str, resource_version: str, query: dict[str, Any],
-                timeout_seconds: int = 300) -> Generator[tuple[str, Obj], None, None]:
-        params = {**query, "watch": "true", "resourceVersion": resource_version,
-                  "allowWatchBookmarks": "true", "timeoutSeconds": timeout_seconds}
+                timeout_seconds: int = 300, *, initial_events: bool = False
+                ) -> Generator[tuple[str, Obj], None, None]:
+        """The watch events of ``path`` from ``resource_version``; with ``initial_events`` (and
+        no resource version) a streaming list: the current objects as ADDED events first, then
+        a bookmark annotated INITIAL_EVENTS_END, then the changes."""
+        params: dict[str, Any] = {**query, "watch": "true", "allowWatchBookmarks": "true",
+                                  "timeoutSeconds": timeout_seconds}
+        if initial_events:
+            # No resourceVersion with NotOlderThan: the state is at least as new as this
+            # request, as a list's would be.
+            params.update(sendInitialEvents="true", resourceVersionMatch="NotOlderThan")
+        else:
+            params["resourceVersion"] = resource_version
         method, url, headers, _, _ = self.api.param_serialize(
             method="GET", resource_path=path, query_params=list(params.items()),
             header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
@@ -187,7 +211,10 @@ class Kube:
                                                 _request_timeout=(10, timeout_seconds + 30))
         try:
             if response.status != 200:
-                raise ApiException(status=response.status, reason=response.reason)
+                error = ApiException(status=response.status, reason=response.reason)
+                data = response.read()  # the Status saying why, for the caller to read
+                error.body = data.decode(errors="replace") if isinstance(data, bytes) else data
+                raise error
             for line in iter_resp_lines(response.response):
                 event = json.loads(line)
                 yield event["type"], event["object"]
@@ -199,13 +226,21 @@ class Followed:
     """One collection as the server has it, from one list and then a watch: an activity that
     waits on the same collection several times (a drain's rounds, a reboot's stages) lists it
     once, and each wait resumes the watch where the last one stopped. A resourceVersion that
-    expired in between makes it list again."""
+    expired in between makes it list again.
+
+    Where the server serves streaming lists, the list is the start of the first watch window
+    (its initial events), and the waits read on in that window: one watch request does what a
+    list and a watch did, the objects coming from the API server's watch cache. A window a
+    wait leaves open (its condition held mid-window) is read on by the next wait."""
 
     def __init__(self, kube: Kube, path: str, query: dict[str, Any],
                  objects: list[Obj] | None = None, resource_version: str = "") -> None:
         self.kube, self.path, self.query = kube, path, query
         self._objects: dict[str, Obj] = {}
         self._resource_version = ""
+        # The watch window being read, if one is open, and when the server closes it.
+        self._window: Generator[tuple[str, Obj], None, None] | None = None
+        self._window_ends = 0.0
         if objects is not None and resource_version:
             self._objects = {object_key(o): o for o in objects}
             self._resource_version = resource_version
@@ -217,10 +252,66 @@ class Followed:
         """The collection's objects as last seen."""
         return list(self._objects.values())
 
+    def close(self) -> None:
+        """Ends the open watch window, if any (dropping the object does too)."""
+        if self._window is not None:
+            self._window.close()  # hands the connection back to the pool
+            self._window = None
+
     def _list(self) -> None:
+        self.close()
+        if self.kube.streaming_lists is not False and self._stream_list():
+            return
         listing = self.kube.get(self.path, **self.query)
         self._objects = {object_key(o): o for o in listing.get("items", [])}
         self._resource_version = listing["metadata"]["resourceVersion"]
+
+    def _stream_list(self) -> bool:
+        """The collection's objects from a streaming list, its window left open for the waits;
+        False when it was not to be had: the server refused the query (no WatchList feature,
+        as in 1.33 by default or before 1.27), or closed the window before the end of its
+        initial events (a collection too large for STREAMING_LIST_WINDOW_SECONDS)."""
+        opened = time.monotonic()
+        events = self.kube._stream(self.path, "", self.query, STREAMING_LIST_WINDOW_SECONDS,
+                                   initial_events=True)
+        objects: dict[str, Obj] = {}
+        try:
+            for kind, obj in events:
+                meta = obj.get("metadata") or {}
+                if kind == "BOOKMARK":
+                    if (meta.get("annotations") or {}).get(INITIAL_EVENTS_END) == "true":
+                        self._objects, self._resource_version = objects, meta["resourceVersion"]
+                        self._window = events
+                        self._window_ends = opened + STREAMING_LIST_WINDOW_SECONDS
+                        self.kube.streaming_lists = True
+                        return True
+                elif kind == "ERROR":
+                    break
+                elif kind == "DELETED":
+                    objects.pop(object_key(obj), None)
+                else:
+                    objects[object_key(obj)] = obj
+        except ApiException as error:
+            # Only the first refusal says the server has no streaming lists; once it served
+            # one, a refusal is an error like any other.
+            if error.status not in (400, 422) or self.kube.streaming_lists:
+                raise
+            log.info("the API server serves no streaming lists (%s %s); listing instead",
+                     error.status, error.reason)
+            self.kube.streaming_lists = False
+        events.close()
+        return False
+
+    def _window_until(self, end: float) -> Generator[tuple[str, Obj], None, None]:
+        """The open window if the server closes it by ``end`` (in whole seconds), else a new
+        one from the last resourceVersion that closes then."""
+        if self._window is not None and self._window_ends <= end + WINDOW_SLACK_SECONDS:
+            return self._window
+        self.close()
+        seconds = max(1, math.ceil(end - time.monotonic()))
+        self._window = self.kube._stream(self.path, self._resource_version, self.query, seconds)
+        self._window_ends = time.monotonic() + seconds
+        return self._window
 
     def wait(self, condition: Callable[[list[Obj]], T | None], timeout: float,
              on_tick: Callable[[], None] | None = None) -> T | None:
@@ -238,8 +329,7 @@ class Followed:
                 return None
             if on_tick is not None:
                 on_tick()
-            window = max(1, math.ceil(min(remaining, WATCH_WINDOW_SECONDS)))
-            events = self.kube._stream(self.path, self._resource_version, self.query, window)
+            events = self._window_until(time.monotonic() + min(remaining, WATCH_WINDOW_SECONDS))
             try:
                 for kind, obj in events:
                     if kind == "ERROR":  # our resourceVersion expired: list again
@@ -253,13 +343,17 @@ class Followed:
                     else:
                         self._objects[object_key(obj)] = obj
                     if result := condition(self.objects):
-                        return result
+                        return result  # the window stays open for the next wait
             except ApiException as error:
+                self.close()
                 if error.status != 410:
                     raise
                 self._resource_version = ""
-            finally:
-                events.close()  # hands the connection back to the pool
+            except BaseException:
+                self.close()
+                raise
+            else:  # the server closed the window, or our resourceVersion expired
+                self.close()
 
 
 # ---- reading objects ----------------------------------------------------------------------------

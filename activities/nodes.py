@@ -7,6 +7,7 @@ Cordoning records its owner in an annotation, so a run only ever uncordons what 
 a node an operator cordoned before the migration stays cordoned after it. Every write decided on
 what the node was carries that resourceVersion, so a concurrent change makes it decide again;
 the label needs no decision (the patch is the same whatever the node holds) and no read.
+Uncordoning first tries one JSON patch whose test op is the decision, made by the server.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TypeVar
 from kubernetes.client.rest import ApiException
 
 from activities.context import get_node, record_node_event, step_error
-from activities.kubeapi import Kube, Obj, boot_id, condition_true, unschedulable
+from activities.kubeapi import JSON_PATCH, Kube, Obj, boot_id, condition_true, unschedulable
 from activities.reboot.strategies import RebootStrategy
 from plan.contract import (
     CORDONED_BY_ANNOTATION,
@@ -68,7 +69,29 @@ def cordon_node(kube: Kube, target: NodeRef) -> CordonResult:
 
 
 def uncordon_node(kube: Kube, target: NodeRef) -> bool:
-    """Uncordons only a node this run cordoned; True when it did (or had done) so."""
+    """Uncordons only a node this run cordoned; True when it did (or had done) so.
+
+    The usual case, a node this run cordoned that nobody touched since, takes one write and no
+    read: a JSON patch that the server applies only while the annotation names this run (its
+    `test` op), atomically with the removals. Anything else (not ours, uncordoned already, the
+    cordon lifted by someone else: the patch does not apply) is read and decided on."""
+    name, request_path = target.node, f"/api/v1/nodes/{target.node}"
+    event = ("CiliumMigrateUncordoned", f"uncordoned by cilium-migrate run {target.migration_id}")
+    annotation = "/metadata/annotations/" + _json_pointer_token(CORDONED_BY_ANNOTATION)
+    try:
+        node = kube.request("PATCH", request_path, [
+            {"op": "test", "path": annotation, "value": target.migration_id},
+            {"op": "remove", "path": annotation},
+            {"op": "remove", "path": "/spec/unschedulable"},
+        ], content_type=JSON_PATCH)
+    except ApiException as error:
+        if error.status == 404:
+            raise step_error(StepError.NODE_GONE, f"node {name} no longer exists") from None
+        if error.status not in (400, 422):  # the patch did not apply: a test or a path failed
+            raise
+    else:
+        record_node_event(kube, name, *event, uid=node["metadata"].get("uid"))
+        return True
 
     def decide(node: Obj) -> tuple[Obj | None, bool]:
         if _owner(node) != target.migration_id:
@@ -76,8 +99,7 @@ def uncordon_node(kube: Kube, target: NodeRef) -> bool:
         return {"metadata": {"annotations": {CORDONED_BY_ANNOTATION: None}},
                 "spec": {"unschedulable": None}}, True
 
-    return _update(kube, target.node, decide, event=(
-        "CiliumMigrateUncordoned", f"uncordoned by cilium-migrate run {target.migration_id}"))
+    return _update(kube, target.node, decide, event=event)
 
 
 def label_node(kube: Kube, request: LabelInput) -> None:
@@ -104,6 +126,11 @@ def list_switched_nodes(kube: Kube) -> SwitchedNodes:
         (switched if labels.get(MIGRATION_LABEL) == "true" else unswitched).append(
             node["metadata"]["name"])
     return SwitchedNodes(switched=sorted(switched), unswitched=sorted(unswitched))
+
+
+def _json_pointer_token(key: str) -> str:
+    """A map key as one JSON Pointer token (RFC 6901): '~' and '/' escaped."""
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 def _owner(node: Obj) -> str | None:

@@ -135,6 +135,10 @@ class FakeKube(Kube):
         if method == "DELETE":
             self._delete(key, body)
             return {"kind": "Status", "status": "Success"}
+        if method == "PATCH" and content_type == "application/json-patch+json":
+            _json_patch(obj, body)
+            obj["metadata"]["resourceVersion"] = str(next(self._versions))
+            return copy.deepcopy(obj)
         if method == "PATCH":
             wanted = (body.get("metadata") or {}).get("resourceVersion")
             if wanted is not None and wanted != obj["metadata"]["resourceVersion"]:
@@ -272,6 +276,28 @@ def _fields_match(obj: Obj, selector: str) -> bool:
         if str(current if current is not None else "") != value:
             return False
     return True
+
+
+def _json_patch(target: Obj, operations: list[Obj]) -> None:
+    """The `test` and `remove` ops of a JSON patch (RFC 6902) on map paths, all or nothing:
+    a test that fails or a path that is missing answers 422, as the API server does."""
+    changed = copy.deepcopy(target)
+    for op in operations:
+        *parents, last = [t.replace("~1", "/").replace("~0", "~")
+                          for t in op["path"].lstrip("/").split("/")]
+        holder: Any = changed
+        for token in parents:
+            holder = holder.get(token) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict) or last not in holder:
+            raise api_error(422, f"path {op['path']} is missing", "Invalid")
+        if op["op"] == "test" and holder[last] != op["value"]:
+            raise api_error(422, f"test of {op['path']} failed", "Invalid")
+        if op["op"] == "remove":
+            del holder[last]
+        elif op["op"] != "test":
+            raise NotImplementedError(op["op"])
+    target.clear()
+    target.update(changed)
 
 
 def _merge(target: Obj, patch: Obj) -> None:
