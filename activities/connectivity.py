@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes.client.rest import ApiException
@@ -58,7 +58,18 @@ FAILED_METRIC = "cilium_migrate_connectivity_failed_requests"
 UNREACHABLE_METRIC = "cilium_migrate_connectivity_unreachable_calls"
 IN_SERVICE_METRIC = "cilium_migrate_connectivity_echo_pods_in_service"
 
-clock, pause = time.monotonic, time.sleep  # module attributes, so unit tests can stand in
+
+
+def _sleep_unless_cancelled(seconds: float) -> None:
+    """Sleeps, but wakes as soon as a cancel arrives: the wave waits for the monitor's figures
+    before it goes on, so each moment between the cancel and its noticing is the wave's."""
+    if activity.in_activity():
+        activity.wait_for_cancelled_sync(timedelta(seconds=seconds))
+    else:
+        time.sleep(seconds)
+
+
+clock, pause = time.monotonic, _sleep_unless_cancelled  # module attributes: tests stand in
 
 _ADDRESS = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b|\[[0-9a-fA-F:]+\](?::\d+)?")
 

@@ -5,6 +5,7 @@ heartbeats and cancellation."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from collections import Counter
@@ -546,3 +547,25 @@ def test_metrics_count_requests_and_failures_by_wave_and_kind(
     assert totals == {("cilium_migrate_connectivity_requests", "flannel-cilium"): 2,
                       ("cilium_migrate_connectivity_failed_requests", "flannel-cilium"): 1}
     assert gauges == {"flannel": 1, "cilium": 1}
+
+
+def test_a_pause_between_rounds_ends_when_the_cancel_arrives() -> None:
+    """The wave waits for its monitor's figures: a cancel must not wait out the pause."""
+    env = ActivityEnvironment()
+    woke = threading.Event()
+
+    def pause_an_hour() -> None:
+        try:
+            connectivity.pause(3600)
+        finally:  # the cancel is raised in the activity's thread as it wakes
+            woke.set()
+
+    def run_activity() -> None:
+        with contextlib.suppress(CancelledError):
+            env.run(pause_an_hour)
+
+    sleeper = threading.Thread(target=run_activity, daemon=True)
+    sleeper.start()
+    assert not woke.wait(0.2)  # still paused
+    env.cancel()
+    assert woke.wait(60), "the pause went on after the cancel"
