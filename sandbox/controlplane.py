@@ -10,12 +10,13 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 from sandbox import audit, egress, pki
-from sandbox.processes import free_port, start_process
+from sandbox.processes import alive, free_port, start_process
 from sandbox.toolchain import Toolchain
 from sandbox.topology import (
     API_SERVICE_IP,
@@ -41,8 +42,18 @@ AUDITED = (pki.WORKER, pki.NODE_SIMULATOR, pki.ADMIN)
 AUDITED_GROUPS = ("system:serviceaccounts:cilium-migrate",)
 
 
+# A free port is only free until someone binds it: sandboxes started side by side (or any other
+# program) can take it between `free_port` and the component's bind. A component that exits
+# before it is healthy is started again on fresh ports, up to this many times in all.
+START_ATTEMPTS = 3
+
+
 class ControlPlaneError(RuntimeError):
     pass
+
+
+class ComponentExited(ControlPlaneError):
+    """The component's process ended before it was healthy (a port taken meanwhile, say)."""
 
 
 def write_kubeconfig(path: Path, server: str, paths: pki.PkiPaths,
@@ -73,13 +84,17 @@ def write_kubeconfig_file(path: Path, cluster_name: str, cluster: dict[str, str]
 
 
 def wait_healthy(url: str, what: str, log: Path, timeout: float,
-                  context: ssl.SSLContext | None = None) -> None:
+                  context: ssl.SSLContext | None = None, pid: int | None = None) -> None:
+    """Waits until ``url`` answers 200. With ``pid``, the answer counts only while that process
+    runs: on a port taken by another program the health check would pass while ours exited."""
     deadline = time.monotonic() + timeout
     last_error = ""
     while time.monotonic() < deadline:
+        if pid is not None and not alive(pid):
+            raise ComponentExited(f"{what} exited before it was healthy; see {log}")
         try:
             with urllib.request.urlopen(url, timeout=5, context=context) as response:
-                if response.status == 200:
+                if response.status == 200 and (pid is None or alive(pid)):
                     return
         except (urllib.error.URLError, OSError) as error:
             last_error = str(error)
@@ -120,21 +135,32 @@ class ControlPlane:
         return self.state_dir / "kubeconfigs" / f"{identity.file_stem}.kubeconfig"
 
     def start(self, timeout: float = 120.0) -> None:
-        for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler"):
-            self.ports[name] = free_port()
-        self._start_etcd(timeout)
-        self._start_apiserver(timeout)
+        self._started(("etcd", "etcd-peer"), lambda: self._start_etcd(timeout))
+        self._started(("apiserver",), lambda: self._start_apiserver(timeout))
         for identity in pki.CLIENT_IDENTITIES:
             write_kubeconfig(self.kubeconfig(identity), self.server, self.pki, identity,
                              self.cluster_name)
-        self._start_controller_manager()
-        self._start_scheduler()
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE  # their serving certs are self-signed on the fly
-        for name in ("controller-manager", "scheduler"):
-            wait_healthy(f"https://127.0.0.1:{self.ports[name]}/healthz", f"kube-{name}",
-                          self.log_dir / f"kube-{name}.log", timeout, insecure)
+        for name, start in (("controller-manager", self._start_controller_manager),
+                            ("scheduler", self._start_scheduler)):
+            def started(name: str = name, start: Callable[[], int] = start) -> None:
+                wait_healthy(f"https://127.0.0.1:{self.ports[name]}/healthz", f"kube-{name}",
+                             self.log_dir / f"kube-{name}.log", timeout, insecure, pid=start())
+            self._started((name,), started)
+
+    def _started(self, ports: tuple[str, ...], start: Callable[[], None]) -> None:
+        """Starts a component on fresh ``ports`` until it is healthy (START_ATTEMPTS)."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            for name in ports:
+                self.ports[name] = free_port()
+            try:
+                start()
+                return
+            except ComponentExited:
+                if attempt == START_ATTEMPTS:
+                    raise
 
     def _start_etcd(self, timeout: float) -> None:
         client = f"http://127.0.0.1:{self.ports['etcd']}"
@@ -151,7 +177,8 @@ class ControlPlane:
             "--unsafe-no-fsync",
             "--log-level=warn",
         ], self.log_dir)
-        wait_healthy(f"{client}/health", "etcd", self.log_dir / "etcd.log", timeout)
+        wait_healthy(f"{client}/health", "etcd", self.log_dir / "etcd.log", timeout,
+                     pid=self.pids["etcd"])
 
     def _start_apiserver(self, timeout: float) -> None:
         paths = self.pki
@@ -198,9 +225,10 @@ class ControlPlane:
         context.load_cert_chain(str(paths.client_cert(pki.ADMIN)),
                                 str(paths.client_key(pki.ADMIN)))
         wait_healthy(f"{self.server}/readyz", "kube-apiserver",
-                      self.log_dir / "kube-apiserver.log", timeout, context)
+                     self.log_dir / "kube-apiserver.log", timeout, context,
+                     pid=self.pids["kube-apiserver"])
 
-    def _start_controller_manager(self) -> None:
+    def _start_controller_manager(self) -> int:
         paths = self.pki
         kubeconfig = self.kubeconfig(pki.CONTROLLER_MANAGER)
         self.pids["kube-controller-manager"] = start_process("kube-controller-manager", [
@@ -224,8 +252,9 @@ class ControlPlane:
             f"--node-monitor-grace-period={NODE_MONITOR_GRACE_PERIOD}",
             "--v=1",
         ], self.log_dir)
+        return self.pids["kube-controller-manager"]
 
-    def _start_scheduler(self) -> None:
+    def _start_scheduler(self) -> int:
         kubeconfig = self.kubeconfig(pki.SCHEDULER)
         self.pids["kube-scheduler"] = start_process("kube-scheduler", [
             str(self.toolchain["kube-scheduler"]),
@@ -237,3 +266,4 @@ class ControlPlane:
             "--leader-elect=false",
             "--v=1",
         ], self.log_dir)
+        return self.pids["kube-scheduler"]
