@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from temporalio.exceptions import ApplicationError
 
 from activities.context import get_node, heartbeat, record_node_event, step_error
-from activities.kubeapi import Kube, Obj, created_at, is_terminating, pod_ready
+from activities.kubeapi import Kube, Obj, condition_since, created_at, is_terminating, pod_ready
 from activities.rollout import (
     NOT_READY_YET,
     daemonset_rolled_out,
@@ -96,7 +96,8 @@ def restart_agent(kube: Kube, request: RestartAgentInput) -> AgentStatus:
                    f"{request.timeout_seconds:.0f}s: {state}")
         record_node_event(kube, node, "CiliumMigrateAgentNotReady", message, type="Warning")
         raise step_error(StepError.AGENT_NOT_READY, message)
-    return AgentStatus(pod=agent["metadata"]["name"], ready=True)
+    return AgentStatus(pod=agent["metadata"]["name"], ready=True, created_at=created_at(agent),
+                       ready_at=condition_since(agent, "Ready"))
 
 
 def _whole_seconds(instant: datetime) -> datetime:

@@ -369,6 +369,14 @@ def condition_true(obj: Obj, kind: str) -> bool:
                for c in (obj.get("status") or {}).get("conditions") or [])
 
 
+def condition_since(obj: Obj, kind: str) -> datetime | None:
+    """When the ``kind`` condition last changed (its lastTransitionTime), if it says."""
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind and (stamp := condition.get("lastTransitionTime")):
+            return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return None
+
+
 def is_terminating(obj: Obj) -> bool:
     return bool(obj["metadata"].get("deletionTimestamp"))
 

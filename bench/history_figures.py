@@ -175,3 +175,42 @@ def wave_gaps(runs: list[WorkflowHistory], waves: dict[str, WorkflowHistory],
             if following is not None:
                 gaps.rest += (following - checks[0].end).total_seconds()
     return gaps
+
+
+@dataclass
+class AgentRestart:
+    """One agent restart step, cut where the cluster's own timestamps (whole seconds) allow:
+    the step's start to the new agent pod's creation (the old one deleted, the DaemonSet
+    controller making another), to its Ready condition (scheduled, started, Ready), to the
+    step's completion (the step noticing, Temporal recording it)."""
+
+    replacing: float
+    starting: float
+    noticing: float
+
+
+def agent_restarts(children: dict[str, WorkflowHistory], activity: str) -> list[AgentRestart]:
+    """Every completed ``activity`` (the agent restart) whose result names its pod's times."""
+    found = []
+    for history in children.values():
+        scheduled: dict[int, datetime] = {}
+        for event in history.events:
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                attributes = event.activity_task_scheduled_event_attributes
+                if attributes.activity_type.name == activity:
+                    scheduled[event.event_id] = _time(event)
+            elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+                done = event.activity_task_completed_event_attributes
+                if done.scheduled_event_id not in scheduled or not done.result.payloads:
+                    continue
+                result = json.loads(done.result.payloads[0].data)
+                if not result.get("created_at") or not result.get("ready_at"):
+                    continue
+                created = datetime.fromisoformat(result["created_at"]).replace(tzinfo=None)
+                ready = datetime.fromisoformat(result["ready_at"]).replace(tzinfo=None)
+                start = scheduled[done.scheduled_event_id].replace(tzinfo=None)
+                found.append(AgentRestart(
+                    replacing=(created - start).total_seconds(),
+                    starting=(ready - created).total_seconds(),
+                    noticing=(_time(event).replace(tzinfo=None) - ready).total_seconds()))
+    return found

@@ -37,7 +37,13 @@ from temporalio.worker import Worker  # noqa: E402
 
 from activities.context import ActivityContext  # noqa: E402
 from activities.kubeapi import Kube  # noqa: E402
-from bench.history_figures import activity_spans, parent_timeline, wave_gaps  # noqa: E402
+from bench.history_figures import (  # noqa: E402
+    AgentRestart,
+    activity_spans,
+    agent_restarts,
+    parent_timeline,
+    wave_gaps,
+)
 from bench.lifecycle import (  # noqa: E402
     BenchStopped,
     Stage,
@@ -207,12 +213,25 @@ def print_time(progress: Progress, runs: list[WorkflowHistory],
             for step in ("drain", "restart_agent", "reboot", "verify"))
         print(f"  wave {wave.index:<3} {len(wave.nodes):4d} nodes {span:7.1f}s "
               f"{bound.waves[index]:6.1f}s  {ids[slowest]}: {detail} other {taken['other']:.1f}")
+    print_agent_restarts(agent_restarts(children, Activity.RESTART_AGENT))
     migrating = phases.get(Phase.MIGRATING.value, 0.0)
     print("  between waves (health checks, gates, starting children): "
           f"{migrating - waves_seconds:.1f}s, of which:")
     for line in wave_gaps(runs, waves, WAVE_WORKFLOW, Activity.MONITOR_CONNECTIVITY,
                           Activity.CHECK_HEALTH).lines():
         print("  " + line)
+
+
+def print_agent_restarts(restarts: list[AgentRestart]) -> None:
+    """Where the agent restarts' time went: the cluster replacing and starting the agent, or the
+    step noticing it (timestamps in whole seconds: each part is +-1 s)."""
+    if not restarts:
+        return
+    print(f"agent restarts ({len(restarts)}): median / 90th percentile / max, seconds")
+    for part in ("replacing", "starting", "noticing"):
+        values = sorted(getattr(r, part) for r in restarts)
+        print(f"  {part:<10} {statistics.median(values):6.1f} "
+              f"{values[int(0.9 * (len(values) - 1))]:6.1f} {values[-1]:6.1f}")
 
 
 def print_histories(runs: list[WorkflowHistory], children: dict[str, WorkflowHistory],

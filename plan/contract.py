@@ -142,6 +142,11 @@ class RestartAgentInput(StepModel):
 class AgentStatus(StepModel):
     pod: str
     ready: bool
+    # The new agent pod's creation and its Ready condition's change, as the API server has them
+    # (whole seconds): how much of the step was the cluster replacing the agent, and how much
+    # came after, for a post-mortem or a benchmark. None in steps recorded before.
+    created_at: datetime | None = None
+    ready_at: datetime | None = None
 
 
 class RebootInput(StepModel):

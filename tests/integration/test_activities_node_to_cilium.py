@@ -107,6 +107,10 @@ def test_label_and_agent_restart_switch_the_node_and_a_retry_restarts_nothing(
         switched: tuple[NodeRef, RestartAgentInput, AgentStatus]) -> None:
     target, restart, agent = switched
     assert agent.ready
+    # The new agent's own times, as the API server has them: created after the step began
+    # (whole seconds), Ready after that.
+    assert agent.created_at and agent.ready_at
+    assert restart.not_before.replace(microsecond=0) <= agent.created_at <= agent.ready_at
     assert sorted(p.name for p in sandbox.cni_dir(target.node).iterdir()) == [
         "05-cilium.conflist", "10-flannel.conflist.cilium_bak"]
     # The step retried: the agent it started already read the overrides, so it stays.
