@@ -52,6 +52,7 @@ def test_the_workers_requests_are_counted_under_its_own_user(sandbox: Sandbox,
 def test_a_watch_is_counted_once_and_apart(sandbox: Sandbox) -> None:
     since = audit.mark(sandbox.state_dir)
     worker = Kube(str(worker_kubeconfig(sandbox.state_dir)))
+    worker.streaming_lists = False  # as against a server without them: list, then watch
     # A wait that never holds: one list, then one watch until its second is over.
     assert worker.wait("/api/v1/namespaces", lambda items: None, 1.0,
                        fieldSelector="metadata.name=default") is None
@@ -60,3 +61,18 @@ def test_a_watch_is_counted_once_and_apart(sandbox: Sandbox) -> None:
     assert counts.total(WORKER, watches=True) == 1
     assert counts.of(WORKER)[audit.RequestKey(WORKER, "watch", "namespaces")] == 1
     assert counts.of(WORKER)[audit.RequestKey(WORKER, "list", "namespaces")] == 1
+
+
+def test_a_wait_on_a_server_with_streaming_lists_is_one_watch_and_no_list(
+        sandbox: Sandbox) -> None:
+    """The sandbox's API server serves streaming lists (WatchList): the wait's list is the
+    start of its watch, one request in all."""
+    since = audit.mark(sandbox.state_dir)
+    worker = Kube(str(worker_kubeconfig(sandbox.state_dir)))
+    assert worker.wait("/api/v1/namespaces", lambda items: None, 1.0,
+                       fieldSelector="metadata.name=default") is None
+    counts = wait_for(lambda: (c := audit.count_requests(sandbox.state_dir, since)).total(
+        WORKER, watches=True) and c, "the watch to be recorded")
+    assert worker.streaming_lists is True
+    assert counts.of(WORKER)[audit.RequestKey(WORKER, "watch", "namespaces")] == 1
+    assert counts.total(WORKER) == 0  # no list
