@@ -59,7 +59,6 @@ UNREACHABLE_METRIC = "cilium_migrate_connectivity_unreachable_calls"
 IN_SERVICE_METRIC = "cilium_migrate_connectivity_echo_pods_in_service"
 
 
-
 def _sleep_unless_cancelled(seconds: float) -> None:
     """Sleeps, but wakes as soon as a cancel arrives: the wave waits for the monitor's figures
     before it goes on, so each moment between the cancel and its noticing is the wave's."""

@@ -140,15 +140,8 @@ class ControlPlane:
         for identity in pki.CLIENT_IDENTITIES:
             write_kubeconfig(self.kubeconfig(identity), self.server, self.pki, identity,
                              self.cluster_name)
-        insecure = ssl.create_default_context()
-        insecure.check_hostname = False
-        insecure.verify_mode = ssl.CERT_NONE  # their serving certs are self-signed on the fly
-        for name, start in (("controller-manager", self._start_controller_manager),
-                            ("scheduler", self._start_scheduler)):
-            def started(name: str = name, start: Callable[[], int] = start) -> None:
-                wait_healthy(f"https://127.0.0.1:{self.ports[name]}/healthz", f"kube-{name}",
-                             self.log_dir / f"kube-{name}.log", timeout, insecure, pid=start())
-            self._started((name,), started)
+        self._started(("controller-manager",), lambda: self._start_controller_manager(timeout))
+        self._started(("scheduler",), lambda: self._start_scheduler(timeout))
 
     def _started(self, ports: tuple[str, ...], start: Callable[[], None]) -> None:
         """Starts a component on fresh ``ports`` until it is healthy (START_ATTEMPTS)."""
@@ -228,7 +221,7 @@ class ControlPlane:
                      self.log_dir / "kube-apiserver.log", timeout, context,
                      pid=self.pids["kube-apiserver"])
 
-    def _start_controller_manager(self) -> int:
+    def _start_controller_manager(self, timeout: float) -> None:
         paths = self.pki
         kubeconfig = self.kubeconfig(pki.CONTROLLER_MANAGER)
         self.pids["kube-controller-manager"] = start_process("kube-controller-manager", [
@@ -252,9 +245,9 @@ class ControlPlane:
             f"--node-monitor-grace-period={NODE_MONITOR_GRACE_PERIOD}",
             "--v=1",
         ], self.log_dir)
-        return self.pids["kube-controller-manager"]
+        self._wait_serving("controller-manager", timeout)
 
-    def _start_scheduler(self) -> int:
+    def _start_scheduler(self, timeout: float) -> None:
         kubeconfig = self.kubeconfig(pki.SCHEDULER)
         self.pids["kube-scheduler"] = start_process("kube-scheduler", [
             str(self.toolchain["kube-scheduler"]),
@@ -266,4 +259,13 @@ class ControlPlane:
             "--leader-elect=false",
             "--v=1",
         ], self.log_dir)
-        return self.pids["kube-scheduler"]
+        self._wait_serving("scheduler", timeout)
+
+    def _wait_serving(self, name: str, timeout: float) -> None:
+        """kube-controller-manager's or kube-scheduler's /healthz, from its own process."""
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE  # their serving certs are self-signed on the fly
+        wait_healthy(f"https://127.0.0.1:{self.ports[name]}/healthz", f"kube-{name}",
+                     self.log_dir / f"kube-{name}.log", timeout, insecure,
+                     pid=self.pids[f"kube-{name}"])

@@ -430,8 +430,8 @@ class ClusterMigrationWorkflow:
     async def _migrate_wave(self, wave: Wave, policies: NodePolicies) -> None:
         """The wave's nodes, started together by a WaveMigration child (several, side by side,
         for a wave too large for one): the nodes' own child events go to the wave's history,
-        and this one records a few per wave. The nodes report
-        here when blocked and hear decisions from here (by ID), as if this run started them.
+        and this one records a few per wave. The nodes report here when blocked and hear
+        decisions from here (by ID), as if this run started them.
         A node cancelled (an abort) ends the wave as a cancellation, after every record is in."""
         await workflow.wait_condition(lambda: not self.progress.paused)
         for node in wave.nodes:

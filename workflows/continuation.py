@@ -61,11 +61,11 @@ class Continuation(BaseModel):
         nodes: dict[str, Any] = written.get("nodes", {})
         letters = []
         for wave in self.plan.waves:
-            letter = [_letter(progress.nodes[node], wave.index) for node in wave.nodes]
-            for node, code in zip(wave.nodes, letter, strict=True):
+            codes = [_letter(progress.nodes[node], wave.index) for node in wave.nodes]
+            for node, code in zip(wave.nodes, codes, strict=True):
                 if code != WHOLE:
                     del nodes[node]
-            letters.append("".join(letter))
+            letters.append("".join(codes))
         written[PLANNED_NODES_KEY] = letters
         return written
 
