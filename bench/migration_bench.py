@@ -37,6 +37,7 @@ from temporalio.worker import Worker  # noqa: E402
 
 from activities.context import ActivityContext  # noqa: E402
 from activities.kubeapi import Kube  # noqa: E402
+from bench.cpu import CpuSampler  # noqa: E402
 from bench.history_figures import (  # noqa: E402
     AgentRestart,
     activity_spans,
@@ -247,6 +248,36 @@ def print_histories(runs: list[WorkflowHistory], children: dict[str, WorkflowHis
           f"total {sum(sizes)}")
 
 
+def sampled_processes(state_dir: Path) -> dict[str, int]:
+    """The processes whose CPU the bench reports: the sandbox's, the dev server, and this one
+    (the worker, its Helm runs and the bench's own polling)."""
+    pids = dict(cluster.SandboxState.load(state_dir).pids)
+    pids.update({"temporal" if i == 0 else f"temporal-{i}": pid
+                 for i, pid in enumerate(dev_server_pids())})
+    pids["worker+bench"] = os.getpid()
+    return pids
+
+
+def print_cpu(cpu: CpuSampler, runs: list[WorkflowHistory], wall: float) -> None:
+    """Average cores busy per phase, the host's and each process's: a phase far over its
+    bound with the host near its core count was short of CPU, not waiting on the product."""
+    names = list(cpu.pids)
+    print(f"\nCPU: average cores busy (the host has {os.cpu_count()})")
+    print(f"  {'phase':<17} {'seconds':>7} {'host':>5}  "
+          + " ".join(f"{n[:14]:>14}" for n in names))
+    windows = [(phase, start.timestamp(), end.timestamp())
+               for phase, start, end in parent_timeline(runs).phases]
+    if cpu.samples:
+        windows.append(("whole run", cpu.samples[0].at, cpu.samples[-1].at))
+    for phase, start, end in windows:
+        figures = cpu.cores(start, end)
+        if figures is None:
+            continue
+        host, per = figures
+        print(f"  {phase:<17} {end - start:7.0f} {host:5.2f}  "
+              + " ".join(f"{per.get(n, float('nan')):14.2f}" for n in names))
+
+
 async def _within(what: Awaitable[Any], name: str) -> None:
     try:
         await asyncio.wait_for(what, CLEANUP_SECONDS)
@@ -290,8 +321,9 @@ async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
         rss_before = rss_mib(os.getpid(), "VmRSS")
         since = audit.mark(state_dir)
         started = time.monotonic()
-        handle = await start_migration(env.client, spec, task_queue)
-        progress = await wait_completed(env.client, handle.id, stage)
+        with CpuSampler(sampled_processes(state_dir)) as cpu:
+            handle = await start_migration(env.client, spec, task_queue)
+            progress = await wait_completed(env.client, handle.id, stage)
         wall = time.monotonic() - started
         stage("reading the audit log and the histories")
         counts = audit.count_requests(state_dir, since, tag=monitor_or_steps)
@@ -312,6 +344,7 @@ async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
         print_requests(counts, args.nodes, wall,
                        parent_timeline(runs).phase_seconds().get(Phase.MIGRATING.value, 0.0))
         print_histories(runs, children, waves)
+        print_cpu(cpu, runs, wall)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"\nworker memory: it runs in this process (with the bench's own clients), "
               f"RSS {rss_before or 0:.0f} MiB before the run, peak {peak:.0f} MiB "
