@@ -35,6 +35,7 @@ from temporalio.client import Client, WorkflowHistory  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
+from activities.agent import AGENT_DAEMONSET  # noqa: E402
 from activities.context import ActivityContext  # noqa: E402
 from activities.kubeapi import Kube  # noqa: E402
 from bench.cpu import CpuSampler  # noqa: E402
@@ -58,7 +59,13 @@ from client.history_runs import fetch_runs  # noqa: E402
 from plan.contract import Activity  # noqa: E402
 from sandbox import audit, cluster, pki  # noqa: E402
 from sandbox.cilium_release import ensure_default_release  # noqa: E402
-from sandbox.physical_bound import DEFAULT_GRACE_SECONDS, PlanBound, Timings, plan_bound  # noqa: E402
+from sandbox.physical_bound import (  # noqa: E402
+    DEFAULT_GRACE_SECONDS,
+    PlanBound,
+    Timings,
+    plan_bound,
+    rolling_max_unavailable,
+)
 from sandbox.simulator.kubelet import Settings  # noqa: E402
 from sandbox.toolchain import Toolchain, ensure_toolchain  # noqa: E402
 from sandbox.topology import node_cidr_mask  # noqa: E402
@@ -248,6 +255,14 @@ def print_histories(runs: list[WorkflowHistory], children: dict[str, WorkflowHis
           f"total {sum(sizes)}")
 
 
+def cilium_values(mask: int, args: argparse.Namespace) -> dict[str, Any]:
+    values: dict[str, Any] = {"ipam": {"operator": {"clusterPoolIPv4MaskSize": mask}}}
+    if args.agent_max_unavailable:  # the final rolling restart's pace (the chart's default: 2)
+        values["updateStrategy"] = {"rollingUpdate": {
+            "maxUnavailable": args.agent_max_unavailable}}
+    return values
+
+
 def sampled_processes(state_dir: Path) -> dict[str, int]:
     """The processes whose CPU the bench reports: the sandbox's, the dev server, and this one
     (the worker, its Helm runs and the bench's own polling)."""
@@ -309,8 +324,7 @@ async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
         spec = migration_spec(name, approvals={"policy": "none"},
                               rollout={"maxUnavailable": args.max_unavailable},
                               drain={"timeout": "5m"}, reboot={"timeout": "5m"},
-                              cilium={"extraValues": {"ipam": {"operator": {
-                                  "clusterPoolIPv4MaskSize": mask}}}})
+                              cilium={"extraValues": cilium_values(mask, args)})
         evicted = evicted_grace_periods(Kube(str(state_dir / "kubeconfig")))
         task_queue = f"bench-{uuid.uuid4().hex[:6]}"
         context = ActivityContext(
@@ -335,11 +349,18 @@ async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
                           agent_ready_delay=settings.agent_ready_delay,
                           reboot_seconds=settings.reboot_seconds,
                           container_restart_seconds=settings.container_restart_seconds)
+        # The final rolling restart goes at the agents' DaemonSet's own pace (the chart's
+        # default, or what the spec's values set).
+        agents = Kube(str(state_dir / "kubeconfig")).get(
+            f"/apis/apps/v1/namespaces/{spec.cilium.namespace}/daemonsets/{AGENT_DAEMONSET}")
         bound = plan_bound([w.nodes for w in progress.waves], evicted, nodes=args.nodes,
-                           timings=timings)
+                           timings=timings,
+                           agent_max_unavailable=rolling_max_unavailable(agents, args.nodes))
 
         print(f"\nmigration of {args.nodes} nodes in {len(progress.waves)} waves "
-              f"(maxUnavailable {args.max_unavailable}, reboot {args.reboot_seconds:g}s)")
+              f"(maxUnavailable {args.max_unavailable}, reboot {args.reboot_seconds:g}s, "
+              f"agents restarted {rolling_max_unavailable(agents, args.nodes)} at a time "
+              "at the end)")
         print_time(progress, runs, children, waves, bound, wall)
         print_requests(counts, args.nodes, wall,
                        parent_timeline(runs).phase_seconds().get(Phase.MIGRATING.value, 0.0))
@@ -376,6 +397,9 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--max-unavailable", type=int, default=10)
     parser.add_argument("--reboot-seconds", type=float, default=1.0)
+    parser.add_argument("--agent-max-unavailable", default=None,
+                        help="the agents' DaemonSet's maxUnavailable (a count or a percentage; "
+                             "default: the chart's), the pace of the final rolling restart")
     parser.add_argument("--deadline", type=float, default=None,
                         help="seconds for the whole bench (default: 900 + 3 per node)")
     parser.add_argument("--state-dir", type=Path, default=None)

@@ -70,6 +70,19 @@ class PlanBound:
         return self.install + sum(self.waves) + self.finalize + self.remove_flannel
 
 
+def rolling_max_unavailable(daemonset: Mapping[str, object], desired: int) -> int:
+    """How many pods a DaemonSet's rolling update replaces at a time: its
+    ``spec.updateStrategy.rollingUpdate.maxUnavailable``, a count or a percentage of the
+    desired pods rounded up (as the DaemonSet controller reads it), 1 when unset; at least 1."""
+    spec = daemonset.get("spec")
+    strategy = spec.get("updateStrategy") if isinstance(spec, Mapping) else None
+    rolling = strategy.get("rollingUpdate") if isinstance(strategy, Mapping) else None
+    value = rolling.get("maxUnavailable", 1) if isinstance(rolling, Mapping) else 1
+    if isinstance(value, str) and value.endswith("%"):
+        return max(1, math.ceil(desired * float(value[:-1]) / 100))
+    return max(1, int(str(value)))
+
+
 def node_bound(evicted_grace_seconds: Sequence[float], timings: Timings,
                agent_grace_seconds: float = AGENT_GRACE_SECONDS) -> NodeBound:
     """One node's migration: ``evicted_grace_seconds`` are the grace periods of the pods its

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.physical_bound import Timings, node_bound, plan_bound
+from sandbox.physical_bound import Timings, node_bound, plan_bound, rolling_max_unavailable
 
 TIMINGS = Timings(exit_delay=0.5, agent_ready_delay=1.0, reboot_seconds=1.0,
                   container_restart_seconds=0.5)
@@ -42,3 +42,17 @@ def test_the_final_rolling_restart_grows_with_the_cluster_not_the_waves() -> Non
 
 def test_an_empty_wave_costs_nothing() -> None:
     assert plan_bound([[]], {}, nodes=0, timings=TIMINGS).waves == [0.0]
+
+
+@pytest.mark.parametrize(("rolling", "expected"), [
+    ({"maxUnavailable": 2}, 2),         # the Cilium chart's default
+    ({"maxUnavailable": "10%"}, 100),   # a percentage of the desired agents
+    ({"maxUnavailable": "0.1%"}, 1),    # rounded up, as the DaemonSet controller does
+    ({"maxUnavailable": 0}, 1),         # at least one (a surge-only update still moves)
+    ({}, 1),                            # unset: Kubernetes' default
+    (None, 1),
+])
+def test_the_rolling_restarts_pace_is_read_from_the_daemonset(
+        rolling: dict[str, object] | None, expected: int) -> None:
+    strategy = {"type": "RollingUpdate"} | ({} if rolling is None else {"rollingUpdate": rolling})
+    assert rolling_max_unavailable({"spec": {"updateStrategy": strategy}}, 1000) == expected
