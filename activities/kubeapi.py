@@ -38,6 +38,10 @@ INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 # A streaming list's window: short, so that a step's first wait, however short (a reboot re-reads
 # its witness every 2 s), reads on in it rather than opening one of its own.
 STREAMING_LIST_WINDOW_SECONDS = 2
+# Connections kept open to one API server. The client's default (5 per core) is far fewer than
+# the worker's activities at once, each holding one while it watches; past it, every request
+# and watch window opened a new TLS connection and threw it away after.
+CONNECTIONS = 256
 # How much longer than a wait's own window an open window may run before the wait would rather
 # open its own: the server counts timeoutSeconds in whole seconds.
 WINDOW_SLACK_SECONDS = 1.0
@@ -54,6 +58,8 @@ class Kube:
         else:
             config.load_kube_config(config_file=kubeconfig, context=context,
                                     client_configuration=configuration)
+        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize,
+                                                     CONNECTIONS)
         self.api = client.ApiClient(configuration)
         # Whether the server serves streaming lists (a watch that starts with the current
         # state: the WatchList feature, on by default in 1.32 and again from 1.34); None until

@@ -9,7 +9,7 @@ from pathlib import Path
 from client import argument_types, exit_codes
 from client.errors import CommandError
 from client.temporal_flags import add_temporal_flags, open_client, run
-from worker.build import TASK_QUEUE
+from worker.build import MAX_CONCURRENT_ACTIVITIES, TASK_QUEUE
 from worker.main import WorkerOptions, configure_logging, serve, stop_on_signals
 
 
@@ -36,9 +36,11 @@ def add_worker_flags(parser: argparse.ArgumentParser) -> None:
                        "%(default)s)")
     group.add_argument("--task-queue", default=TASK_QUEUE, metavar="QUEUE",
                        help="default: %(default)s")
-    group.add_argument("--max-concurrent-activities", type=argument_types.positive, default=32,
-                       metavar="N", help="activities at once, each on its own thread "
-                       "(default: %(default)s)")
+    group.add_argument("--max-concurrent-activities", type=argument_types.positive,
+                       default=MAX_CONCURRENT_ACTIVITIES, metavar="N",
+                       help="activities at once, each on its own thread: at least the widest "
+                       "wave's nodes plus 4, summed over the migrations served at once; fewer "
+                       "run a wave in rounds (default: %(default)s)")
     group.add_argument("--log-format", choices=("logfmt", "json"), default="logfmt")
     group.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                        default="info")

@@ -120,6 +120,12 @@ class FakeCluster:
         self.discovered: list[str] = []
         self.unreachable: set[str] = set()
         self.degraded: dict[str, str] = {}  # cluster -> what its health check reports wrong
+        # These nodes' agent restarts each wait until all of them are restarting at once: a
+        # worker that cannot run a wave's steps side by side never gets them all there.
+        self.agents_meet: set[str] = set()
+        self.agents_restarting: set[str] = set()
+        self.most_agents_restarting = 0
+        self._agents_met = asyncio.Event()
 
     def facts(self) -> ClusterFacts:
         if len(self.nodes) > SMALL_CLUSTER:
@@ -241,7 +247,17 @@ class FakeCluster:
 
         @activity.defn(name=Activity.RESTART_AGENT)
         async def restart_agent(input: RestartAgentInput) -> AgentStatus:
-            record("restart-agent", input)
+            node = record("restart-agent", input)
+            cluster.agents_restarting.add(node)
+            cluster.most_agents_restarting = max(cluster.most_agents_restarting,
+                                                 len(cluster.agents_restarting))
+            try:
+                if node in cluster.agents_meet:
+                    if cluster.agents_meet <= cluster.agents_restarting:
+                        cluster._agents_met.set()
+                    await cluster._agents_met.wait()
+            finally:
+                cluster.agents_restarting.discard(node)
             return AgentStatus(pod="cilium-x", ready=True)
 
         @activity.defn(name=Activity.REBOOT_NODE)

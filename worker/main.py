@@ -23,7 +23,7 @@ from temporalio.client import Client
 
 from activities.context import ActivityContext
 from activities.registry import activities
-from worker.build import TASK_QUEUE, build_worker
+from worker.build import MAX_CONCURRENT_ACTIVITIES, TASK_QUEUE, build_worker
 
 log = logging.getLogger("cilium_migrate.worker")
 
@@ -34,7 +34,7 @@ _RECORD_KEYS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"me
 @dataclass(frozen=True)
 class WorkerOptions:
     task_queue: str = TASK_QUEUE
-    max_concurrent_activities: int = 32
+    max_concurrent_activities: int = MAX_CONCURRENT_ACTIVITIES
     kubeconfig: str | None = None  # clusters without an entry below; None: $KUBECONFIG etc.
     cluster_kubeconfigs: Mapping[str, str] = field(default_factory=dict)
     helm: str = "helm"

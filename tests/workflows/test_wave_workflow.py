@@ -4,6 +4,7 @@ Decisions for a wave's blocked node (test_cluster_workflow.py) reach it the same
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -25,10 +26,37 @@ from worker.build import build_worker
 from workflows.identity import WAVE_WORKFLOW, node_workflow_id, wave_workflow_id
 from workflows.progress import NodeState, Phase
 
+# Only a guard against a wave that never gets all its nodes running (it would wait forever);
+# a wave that does finishes in seconds.
+DEADLOCK_SECONDS = 120.0
+
 
 @pytest.fixture
 def task_queue() -> str:
     return f"wave-{uuid.uuid4().hex[:8]}"
+
+
+async def test_a_wave_of_sixty_nodes_runs_its_steps_side_by_side_on_one_default_worker(
+        temporal_env: Any, task_queue: str) -> None:
+    """Each node of a wave holds one activity slot for its whole step. A worker with fewer
+    slots than the wave has nodes runs the wave in rounds, and nobody is told: here the wave's
+    sixty agent restarts only return once all sixty are running at once."""
+    fake = FakeCluster(workers=61)  # waves: worker-1 (canary), sixty workers, cp-1
+    fake.agents_meet = {f"worker-{i}" for i in range(2, 62)}
+    migration = spec(f"wave-wide-{task_queue}", approvals={"policy": "none"},
+                     rollout={"maxUnavailable": 60})
+    async with build_worker(temporal_env.client, fake.activities(), task_queue=task_queue):
+        handle = await start(temporal_env, fake, migration, task_queue)
+        try:
+            final = await asyncio.wait_for(handle.result(), DEADLOCK_SECONDS)
+        except TimeoutError:
+            raise AssertionError(
+                f"the wave never had all its agents restarting at once: at most "
+                f"{fake.most_agents_restarting} of 60") from None
+
+    assert final.phase is Phase.COMPLETED
+    assert fake.most_agents_restarting == 60
+    assert [len(w.nodes) for w in final.waves] == [1, 60, 1]
 
 
 async def test_a_failed_node_workflow_halts_the_cluster_not_its_wave(
