@@ -258,8 +258,9 @@ def print_histories(runs: list[WorkflowHistory], children: dict[str, WorkflowHis
 def cilium_values(mask: int, args: argparse.Namespace) -> dict[str, Any]:
     values: dict[str, Any] = {"ipam": {"operator": {"clusterPoolIPv4MaskSize": mask}}}
     if args.agent_max_unavailable:  # the final rolling restart's pace (the chart's default: 2)
+        pace = args.agent_max_unavailable  # an int is a count; the API refuses "10"
         values["updateStrategy"] = {"rollingUpdate": {
-            "maxUnavailable": args.agent_max_unavailable}}
+            "maxUnavailable": pace if pace.endswith("%") else int(pace)}}
     return values
 
 
