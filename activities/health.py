@@ -55,12 +55,14 @@ def check_health(kube: Kube, request: HealthInput) -> HealthReport:
         look = _look(kube, request)  # what else mended meanwhile, or broke again
         if not mended:
             break  # the deadline passed: this last look is the report
-    workloads = [p for p in running_pods(kube, None) if not is_terminating(p)]
+    pods_on_cilium = pods_total = 0
+    for pod in running_pods(kube, None):  # counted as the pages come, never all held at once
+        if not is_terminating(pod):
+            pods_total += 1
+            pods_on_cilium += range_of(pod["status"]["podIP"], request.cilium_pools) is not None
     return HealthReport(
-        nodes_on_cilium=look.nodes_on_cilium,
-        pods_on_cilium=sum(range_of(p["status"]["podIP"], request.cilium_pools) is not None
-                           for p in workloads),
-        pods_total=len(workloads), flannel_ready=look.flannel_ready,
+        nodes_on_cilium=look.nodes_on_cilium, pods_on_cilium=pods_on_cilium,
+        pods_total=pods_total, flannel_ready=look.flannel_ready,
         problems=[c.problem for c in look.concerns])
 
 

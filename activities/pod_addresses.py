@@ -8,9 +8,12 @@ all sort pods by their address, so they share this one reading of it.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator
 
 from activities.kubeapi import Kube, Obj
 from plan.policies import Overlays
+
+POD_PAGE = 500
 
 
 def range_of(ip: str, cidrs: list[str]) -> str | None:
@@ -27,11 +30,13 @@ def overlay_ranges(overlays: Overlays) -> dict[str, list[str]]:
     return ranges
 
 
-def running_pods(kube: Kube, namespaces: list[str] | None) -> list[Obj]:
+def running_pods(kube: Kube, namespaces: list[str] | None) -> Iterator[Obj]:
     """Running pods on a pod network (not the host's), with an address; ``namespaces`` None
-    means all of them."""
+    means all of them. Read a page at a time: a large cluster runs up to 150,000 pods, and one
+    list of them all would be hundreds of megabytes in the worker at once."""
     paths = (["/api/v1/pods"] if namespaces is None
              else [f"/api/v1/namespaces/{ns}/pods" for ns in namespaces])
-    return [p for path in paths
-            for p in kube.get(path, fieldSelector="status.phase=Running")["items"]
-            if not p["spec"].get("hostNetwork") and p.get("status", {}).get("podIP")]
+    for path in paths:
+        for page in kube.pages(path, POD_PAGE, fieldSelector="status.phase=Running"):
+            yield from (p for p in page
+                        if not p["spec"].get("hostNetwork") and p.get("status", {}).get("podIP"))

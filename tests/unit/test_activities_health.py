@@ -107,3 +107,28 @@ def test_the_default_wait_fits_in_the_time_the_workflow_gives_the_step() -> None
     default = HealthInput(cluster=ClusterRef(name="c"), cilium_namespace="kube-system",
                           cilium_pools=[], flannel_namespace=None, flannel_daemonset=None)
     assert 0 < default.timeout_seconds <= SHORT.total_seconds()
+
+
+def test_pods_are_counted_a_page_at_a_time(monkeypatch: Any) -> None:
+    """A cluster's pods are never listed whole: 150,000 of them would be hundreds of MB."""
+    monkeypatch.setattr("activities.pod_addresses.POD_PAGE", 2)
+    kube = cluster()
+    for index in range(4):  # four more on Cilium, one on flannel, one host-network
+        kube.add("/api/v1/namespaces/apps/pods", pod(f"app-{index}", "node-1",
+                                                     ip=f"10.245.1.{index + 10}"))
+    kube.add("/api/v1/namespaces/apps/pods", pod("old", "node-3", ip="10.244.3.5"))
+    kube.add("/api/v1/namespaces/apps/pods", pod("host", "node-3", host_network=True))
+    pod_lists: list[dict[str, Any]] = []
+    answer = kube.request
+
+    def recorded(method: str, path: str, body: Any = None,
+                 query: dict[str, Any] | None = None, **rest: Any) -> Any:
+        if method == "GET" and path == "/api/v1/pods":
+            pod_lists.append(dict(query or {}))
+        return answer(method, path, body, query, **rest)
+
+    monkeypatch.setattr(kube, "request", recorded)
+    report, _ = run(kube)
+    assert (report.pods_on_cilium, report.pods_total) == (5, 6)
+    assert len(pod_lists) == 5  # ten running pods (four on the host network): 5 pages of 2
+    assert all(q.get("limit") == 2 for q in pod_lists)
