@@ -273,6 +273,8 @@ def _fields_match(obj: Obj, selector: str) -> bool:
             current = current.get(part) if isinstance(current, dict) else None
         if isinstance(current, bool):
             current = str(current).lower()
+        elif current is None and value in ("true", "false"):
+            current = "false"  # an unset boolean field reads "false" (spec.hostNetwork)
         if str(current if current is not None else "") != value:
             return False
     return True
