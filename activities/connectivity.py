@@ -1,10 +1,11 @@
 """The connectivity monitor: while a wave's nodes move, echo pods call each other across nodes
 and overlays, and the monitor counts the requests that got no answer.
 
-Each round lists the echo mesh's pods, samples a bounded number of (source, target) pairs on
-different nodes, spread over the pair kinds present (flannel-flannel, flannel-cilium either
-way, cilium-cilium), and has every source's agnhost `netexec` /dial its target through the API
-server's pod proxy. A round costs two lists, `sample_pairs` proxied calls and, per failed
+The echo mesh's pods are listed once and kept current by a watch (`EchoPods`). Each round
+samples a bounded number of (source, target) pairs on different nodes among those in service,
+spread over the pair kinds present (flannel-flannel, flannel-cilium either way, cilium-cilium),
+and has every source's agnhost `netexec` /dial its target through the API server's pod proxy.
+A round costs one list (the cordoned nodes), `sample_pairs` proxied calls and, per failed
 request, a re-read of its two ends: never one request per node, whatever the cluster's size.
 
 The step runs for one wave: the workflow cancels it when the wave's nodes are done, and it then
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import random
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -32,7 +35,15 @@ from temporalio import activity
 from temporalio.exceptions import CancelledError
 
 from activities.context import heartbeat, metric_meter, resumed
-from activities.kubeapi import Kube, condition_true, pod_ready, unschedulable
+from activities.kubeapi import (
+    WATCH_WINDOW_SECONDS,
+    Followed,
+    Kube,
+    Obj,
+    condition_true,
+    pod_ready,
+    unschedulable,
+)
 from activities.pod_addresses import overlay_ranges, range_of
 from plan.contract import (
     ECHO_PORT,
@@ -45,6 +56,8 @@ from plan.contract import (
     PairCounts,
     PairKind,
 )
+
+log = logging.getLogger(__name__)
 
 # agnhost's /dial gives up on its target after 5 s (its HTTP client's timeout), so a call still
 # unanswered after this long was held up between the API server and the source pod.
@@ -153,24 +166,27 @@ def _run(kube: Kube, request: MonitorInput, tally: Tally) -> None:
     # calls still out (each ends within its timeout on its own).
     pool = ThreadPoolExecutor(max_workers=min(DIAL_WORKERS, policy.sample_pairs),
                               thread_name_prefix="echo-dial")
+    echo_pods = EchoPods(kube, policy.namespace)
     ends = clock() + request.duration_seconds
     try:
         while not _cancelled() and clock() < ends:
             started = clock()
-            if not _round(kube, request, tally, pool):
+            if not _round(kube, request, tally, pool, echo_pods):
                 return  # cancelled while its calls were out: that round is not counted
             _heartbeat(tally)
             if tally.figures.breached and request.stop_on_breach:
                 return
             _pause_until(min(started + policy.interval_seconds, ends), tally)
     finally:
+        echo_pods.close()
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _round(kube: Kube, request: MonitorInput, tally: Tally, pool: ThreadPoolExecutor) -> bool:
+def _round(kube: Kube, request: MonitorInput, tally: Tally, pool: ThreadPoolExecutor,
+           echo_pods: EchoPods) -> bool:
     """One round of requests, added to ``tally``; False when cancelled before all answered."""
     policy, wave = request.policy, request.wave
-    echoes = in_service(kube, request)
+    echoes = in_service(kube, request, echo_pods.current())
     gauge = metric_meter().create_gauge(
         IN_SERVICE_METRIC, "Echo pods in service that the connectivity monitor could call, by "
         "wave and overlay")
@@ -256,18 +272,63 @@ def _close_round(tally: Tally, request: MonitorInput, pairs: int,
 
 # ---- who is in service ----------------------------------------------------------------------
 
-def in_service(kube: Kube, request: MonitorInput) -> list[Echo]:
-    """The echo pods in service, each with the overlay its address is on.
+class EchoPods:
+    """The echo mesh's pods as the server has them: listed once, then kept current by a watch
+    read on a thread of its own, so a round finds them without listing them. At 5,000 nodes a
+    list every round (5 s) moved and parsed some 25 MB of pods, in the worker and in the API
+    server; the watch moves only the pods that change.
 
-    Two lists a round, both with resourceVersion=0 (served from the API server's watch cache,
-    not read from etcd): the echo pods, and only the cordoned nodes (`spec.unschedulable` is a
-    field selector the server serves), a handful during a wave where listing every node would
-    move megabytes per round at 5,000 nodes. A NotReady node is told by its pods: the node
-    lifecycle controller marks them not Ready; and a failed request re-reads its ends, so a
-    node that went NotReady meanwhile makes that failure `in_maintenance`.
+    A round reads the latest picture (`current`). Should the watch fail for good (not an
+    expired resourceVersion, which it lists again for), each round lists them itself, from the
+    API server's watch cache."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self._kube, self._path = kube, f"/api/v1/namespaces/{namespace}/pods"
+        followed = kube.follow(self._path, {"labelSelector": ECHO_SELECTOR})
+        self._pods: list[Obj] = followed.objects  # replaced whole, never changed in place
+        self._stop = threading.Event()
+        self._broken = False
+        threading.Thread(target=self._follow, args=(followed,), name="echo-pods",
+                         daemon=True).start()
+
+    def current(self) -> list[Obj]:
+        if self._broken:
+            items: list[Obj] = self._kube.get(self._path, labelSelector=ECHO_SELECTOR,
+                                              resourceVersion="0")["items"]
+            return items
+        return self._pods
+
+    def close(self) -> None:
+        """The watch ends at its window's end (within WATCH_WINDOW_SECONDS): nothing waits
+        for it."""
+        self._stop.set()
+
+    def _follow(self, followed: Followed) -> None:
+        try:
+            while not self._stop.is_set():
+                followed.wait(self._seen, WATCH_WINDOW_SECONDS)
+        except Exception as error:  # noqa: BLE001 - the rounds list instead
+            log.warning("the echo pods' watch failed (%s); each round lists them instead",
+                        error)
+            self._broken = True
+        finally:
+            followed.close()
+
+    def _seen(self, pods: list[Obj]) -> bool:
+        self._pods = pods
+        return self._stop.is_set()
+
+
+def in_service(kube: Kube, request: MonitorInput, pods: list[Obj]) -> list[Echo]:
+    """The echo pods in service among ``pods``, each with the overlay its address is on.
+
+    One list a round, with resourceVersion=0 (served from the API server's watch cache, not read
+    from etcd): only the cordoned nodes (`spec.unschedulable` is a field selector the server
+    serves), a handful during a wave where listing every node would move megabytes per round at
+    5,000 nodes. A NotReady node is told by its pods: the node lifecycle controller marks them
+    not Ready; and a failed request re-reads its ends, so a node that went NotReady meanwhile
+    makes that failure `in_maintenance`.
     """
-    pods = kube.get(f"/api/v1/namespaces/{request.policy.namespace}/pods",
-                    labelSelector=ECHO_SELECTOR, resourceVersion="0")["items"]
     cordoned = {n["metadata"]["name"] for n in kube.get(
         "/api/v1/nodes", fieldSelector="spec.unschedulable=true", resourceVersion="0")["items"]}
     ranges = overlay_ranges(request.overlays)
