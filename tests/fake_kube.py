@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from kubernetes.client.rest import ApiException
 
 from activities.kubeapi import Kube, Obj
+from plan.contract import ECHO_SELECTOR
 
 T = TypeVar("T")
 # Where an object lives: API prefix, resource, namespace ("" when cluster-scoped), name.
@@ -238,6 +239,23 @@ class FakeFollowed:
             on_tick()
         self.kube.pass_time()
         return condition(self.objects) or None
+
+
+class FollowedEchoPods:
+    """The connectivity monitor's `EchoPods` on this fake, without its watch thread (the fake's
+    waits do not block, so the thread would spin, letting the fake's time pass): the followed
+    collection always shows the pods as they are now, which the thread keeps the real one close
+    to. Tests running the real monitor on the fake put it in place of `EchoPods`."""
+
+    def __init__(self, kube: FakeKube, namespace: str) -> None:
+        self.followed = kube.follow(f"/api/v1/namespaces/{namespace}/pods",
+                                    {"labelSelector": ECHO_SELECTOR})
+
+    def current(self) -> list[Obj]:
+        return self.followed.objects
+
+    def close(self) -> None:
+        pass
 
 
 def _parse(path: str) -> tuple[str, str, str | None, str | None, str | None]:

@@ -30,7 +30,6 @@ from activities.connectivity import (
 )
 from plan.contract import (
     ECHO_APP,
-    ECHO_SELECTOR,
     PAIR_KINDS,
     ConnectivityFigures,
     FailedRequest,
@@ -38,7 +37,7 @@ from plan.contract import (
     PairCounts,
 )
 from plan.policies import ClusterRef, ConnectivityPolicy, Overlays
-from tests.fake_kube import FakeKube, api_error, node, pod
+from tests.fake_kube import FakeKube, FollowedEchoPods, api_error, node, pod
 
 NS = "cilium-migrate-echo"
 FLANNEL_NETWORK = "10.244.0.0/16"
@@ -48,24 +47,9 @@ REFUSAL = ("the simulated network carries no packets: {ip} is data here, and thi
            "default route would take a packet to it off the machine")
 
 
-class FollowedEchoPods:
-    """`EchoPods` without its watch thread: the fake's followed collection always shows the
-    pods as they are now, which is what the thread keeps the real one close to."""
-
-    def __init__(self, kube: FakeKube, namespace: str) -> None:
-        self.followed = kube.follow(f"/api/v1/namespaces/{namespace}/pods",
-                                    {"labelSelector": ECHO_SELECTOR})
-
-    def current(self) -> list[Any]:
-        return self.followed.objects
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture(autouse=True)
 def _echo_pods_followed_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(connectivity, "EchoPods", FollowedEchoPods)
+    monkeypatch.setattr(connectivity, "EchoPods", FollowedEchoPods)  # no thread on the fake
 
 
 def address(i: int, cilium: bool) -> str:

@@ -8,10 +8,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
 from temporalio import activity
 
+from activities import connectivity
 from activities.connectivity import monitor_connectivity
 from plan.contract import Activity, ConnectivityFigures, MonitorInput
+from tests.fake_kube import FollowedEchoPods
 from tests.fakes import FakeCluster
 from tests.unit.test_activities_connectivity import EchoNetwork, cluster
 from tests.workflows.support import spec, start
@@ -19,7 +22,14 @@ from worker.build import build_worker
 from workflows.progress import Phase, Progress
 
 
+@pytest.fixture(autouse=True)
+def _echo_pods_followed_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(connectivity, "EchoPods", FollowedEchoPods)  # no thread on the fake
+
+
 def with_real_monitor(fake: FakeCluster, network: EchoNetwork) -> list[Any]:
+    """The real monitor on ``network``'s fake cluster; `connectivity.EchoPods` must be
+    `FollowedEchoPods` meanwhile (this module's fixture does that)."""
     @activity.defn(name=Activity.MONITOR_CONNECTIVITY)
     def monitor(request: MonitorInput) -> ConnectivityFigures:
         return monitor_connectivity(network.kube, request)

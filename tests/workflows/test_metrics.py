@@ -81,9 +81,13 @@ async def test_finished_nodes_and_gate_waits_are_counted(temporal_env: Any) -> N
 
 
 async def test_the_monitors_requests_are_exported_by_wave_and_pair_kind(
-        temporal_env: Any) -> None:
+        temporal_env: Any, monkeypatch: Any) -> None:
+    from activities import connectivity
+    from tests.fake_kube import FollowedEchoPods
     from tests.unit.test_activities_connectivity import EchoNetwork, cluster
     from tests.workflows.test_connectivity_monitor import with_real_monitor
+
+    monkeypatch.setattr(connectivity, "EchoPods", FollowedEchoPods)  # no thread on the fake
 
     address = f"127.0.0.1:{free_port()}"
     client = await connect(temporal_env.client.service_client.config.target_host,
