@@ -17,7 +17,6 @@ failure, at the deadline, on Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from activities.kubeapi import Kube, Obj, pod_ready  # noqa: E402
 from bench.cpu import CpuSampler  # noqa: E402
-from bench.lifecycle import BenchStopped, Stage, cleaning_up, guard  # noqa: E402
+from bench.lifecycle import BenchStopped, Stage, cleaning_up, guard, stop_sandbox  # noqa: E402
 from sandbox import cluster  # noqa: E402
 from sandbox.simulator.kubelet import Settings  # noqa: E402
 
@@ -77,8 +76,7 @@ def report(what: str, seconds: dict[str, float], bound: float, cpu: CpuSampler) 
                                            for name, cores in figures[1].items()))
 
 
-async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
-    stage.task = asyncio.current_task()
+def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
     try:
         stage(f"starting a sandbox of {args.nodes} nodes in {state_dir}")
         cluster.up(state_dir, nodes=args.nodes, control_planes=1, zones=3,
@@ -93,7 +91,7 @@ async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
         with CpuSampler(pids, interval=0.5) as cpu:
             one = replace(kube, workers[:1])
         report("1 node", one, bound, cpu)
-        await asyncio.sleep(10)  # the controller's status updates settle
+        time.sleep(10)  # the controller's status updates settle
         stage(f"replacing {args.wave} nodes' flannel pods at once")
         with CpuSampler(pids, interval=0.5) as cpu:
             wave = replace(kube, workers[1:1 + args.wave])
@@ -101,10 +99,7 @@ async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
     finally:
         cleaning_up()
         stage("stopping the sandbox")
-        if (state_dir / "state.json").exists():
-            stopped = cluster.down(state_dir)
-            print(f"sandbox stopped ({', '.join(stopped) or 'nothing was running'})",
-                  file=sys.stderr)
+        stop_sandbox(state_dir)
 
 
 def main() -> None:
@@ -118,10 +113,9 @@ def main() -> None:
     stage = Stage()
     try:
         with guard(args.deadline or 900.0 + args.nodes, stage):
-            asyncio.run(run(args, state_dir.resolve(), stage))
-    except (BenchStopped, asyncio.CancelledError):
-        print(f"cluster_baseline stopped: {stage.stopped}", file=sys.stderr)
-        sys.exit(1)
+            run(args, state_dir.resolve(), stage)
+    except BenchStopped as stopped:
+        sys.exit(f"cluster_baseline stopped: {stopped.reason}")
     except Exception:  # noqa: BLE001 - the sandbox is stopped; say why and leave
         traceback.print_exc()
         print(f"cluster_baseline failed while {stage.now}", file=sys.stderr)

@@ -6,6 +6,7 @@ figures tell which."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -15,17 +16,13 @@ from pathlib import Path
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu_seconds(pid: int) -> float | None:
-    """User and system time of a process and of the children it has waited for (a Helm the
-    worker ran, say); None when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
+def process_cpu_seconds(pid: int, waited_children: bool = True) -> float:
+    """User and system time of a process, and (``waited_children``) of the children it has
+    waited for (a Helm the worker ran, say). Raises OSError when the process is gone."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     # After the command name: state is fields[0], so utime is [11], stime [12], cutime [13],
     # cstime [14] (proc(5) numbers them 14 to 17).
-    return sum(int(v) for v in fields[11:15]) / TICKS
+    return sum(int(v) for v in fields[11:15 if waited_children else 13]) / TICKS
 
 
 def host_cpu_seconds() -> tuple[float, float]:
@@ -55,8 +52,10 @@ class CpuSampler:
 
     def _sample(self) -> None:
         busy, total = host_cpu_seconds()
-        processes = {name: s for name, pid in self.pids.items()
-                     if (s := process_cpu_seconds(pid)) is not None}
+        processes = {}
+        for name, pid in self.pids.items():
+            with contextlib.suppress(OSError):  # gone: left out of this sample
+                processes[name] = process_cpu_seconds(pid)
         self.samples.append(Sample(time.time(), busy, total, processes))
 
     def _run(self) -> None:

@@ -21,6 +21,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 
+from sandbox import cluster
+
 _SIGNALS = (signal.SIGALRM, signal.SIGINT, signal.SIGTERM)
 
 
@@ -112,3 +114,11 @@ def stop_children(keep: set[int], timeout: float = 5.0) -> list[str]:
         with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return [f"{name} ({pid})" for pid, name in targets.items()]
+
+
+def stop_sandbox(state_dir: Path) -> None:
+    """Stops the benchmark's sandbox, if it got as far as starting, and says what was running."""
+    if (state_dir / "state.json").exists():
+        stopped = cluster.down(state_dir)
+        print(f"sandbox stopped ({', '.join(stopped) or 'nothing was running'})",
+              file=sys.stderr)

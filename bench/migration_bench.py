@@ -53,6 +53,7 @@ from bench.lifecycle import (  # noqa: E402
     cleaning_up,
     guard,
     stop_children,
+    stop_sandbox,
 )  # noqa: E402
 from bench.proc import rss_mib  # noqa: E402
 from client.history_runs import fetch_runs  # noqa: E402
@@ -282,7 +283,7 @@ def sampled_processes(state_dir: Path) -> dict[str, int]:
     return pids
 
 
-def print_cpu(cpu: CpuSampler, runs: list[WorkflowHistory], wall: float) -> None:
+def print_cpu(cpu: CpuSampler, runs: list[WorkflowHistory]) -> None:
     """Average cores busy per phase, the host's and each process's: a phase far over its
     bound with the host near its core count was short of CPU, not waiting on the product."""
     names = list(cpu.pids)
@@ -362,19 +363,18 @@ async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
         # default, or what the spec's values set).
         agents = Kube(str(state_dir / "kubeconfig")).get(
             f"/apis/apps/v1/namespaces/{spec.cilium.namespace}/daemonsets/{AGENT_DAEMONSET}")
+        pace = rolling_max_unavailable(agents, args.nodes)
         bound = plan_bound([w.nodes for w in progress.waves], evicted, nodes=args.nodes,
-                           timings=timings,
-                           agent_max_unavailable=rolling_max_unavailable(agents, args.nodes))
+                           timings=timings, agent_max_unavailable=pace)
 
         print(f"\nmigration of {args.nodes} nodes in {len(progress.waves)} waves "
               f"(maxUnavailable {args.max_unavailable}, reboot {args.reboot_seconds:g}s, "
-              f"agents restarted {rolling_max_unavailable(agents, args.nodes)} at a time "
-              "at the end)")
+              f"agents restarted {pace} at a time at the end)")
         print_time(progress, runs, children, waves, bound, wall)
         print_requests(counts, args.nodes, wall,
                        parent_timeline(runs).phase_seconds().get(Phase.MIGRATING.value, 0.0))
         print_histories(runs, children, waves)
-        print_cpu(cpu, runs, wall)
+        print_cpu(cpu, runs)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"\nworker memory: it runs in this process (with the bench's own clients), "
               f"RSS {rss_before or 0:.0f} MiB before the run, peak {peak:.0f} MiB "
@@ -386,10 +386,7 @@ async def run(args: argparse.Namespace, state_dir: Path, stage: Stage) -> None:
         stage("stopping the sandbox, the worker and the dev server")
         # The sandbox first: activities still waiting on it then fail at once, so the worker
         # can shut down.
-        if (state_dir / "state.json").exists():
-            stopped = cluster.down(state_dir)
-            print(f"sandbox stopped ({', '.join(stopped) or 'nothing was running'})",
-                  file=sys.stderr)
+        stop_sandbox(state_dir)
         if stray := stop_children(keep=set(dev_server_pids())):
             print(f"stopped what activities had started: {', '.join(stray)}", file=sys.stderr)
         if worker is not None and worker_task is not None:

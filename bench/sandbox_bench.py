@@ -12,7 +12,6 @@ it (done, a failure, ``--deadline``, Ctrl-C, SIGTERM) stops the sandbox it start
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -20,16 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.cpu import process_cpu_seconds  # noqa: E402
 from bench.lifecycle import BenchStopped, Stage, cleaning_up, guard  # noqa: E402
 from bench.proc import rss_mib  # noqa: E402
 from sandbox import cluster  # noqa: E402
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
 def timed_up(state_dir: Path, nodes: int, zones: int) -> float:
@@ -54,11 +47,13 @@ def measure(args: argparse.Namespace, stage: Stage) -> None:
         stage(f"measuring {args.nodes} idle nodes")
         state = cluster.SandboxState.load(state_dir)
         time.sleep(5)  # let the start-up burst settle
-        before = {name: cpu_seconds(pid) for name, pid in state.pids.items()}
+        before = {name: process_cpu_seconds(pid, waited_children=False)
+                  for name, pid in state.pids.items()}
         time.sleep(args.idle_seconds)
         print(f"idle for {args.idle_seconds:.0f}s with {args.nodes} nodes:")
         for name, pid in state.pids.items():
-            share = (cpu_seconds(pid) - before[name]) / args.idle_seconds * 100
+            spent = process_cpu_seconds(pid, waited_children=False) - before[name]
+            share = spent / args.idle_seconds * 100
             print(f"  {name:<24} CPU {share:5.1f}% of a core   RSS {rss_mib(pid) or 0.0:7.1f} MiB")
     finally:
         cleaning_up()
