@@ -43,8 +43,9 @@ def dialled_endpoint(env: Callable[[str], str | None]) -> Endpoint | str:
 
 
 def why_unreachable(endpoint: Endpoint, api_server: ApiServerAddress, kube_proxy_ready: bool,
-                    service_endpoints: Iterable[Endpoint]) -> str | None:
-    """Why ``endpoint`` does not reach the API server from the node; None when it does."""
+                    service_endpoints: Callable[[], Iterable[Endpoint]]) -> str | None:
+    """Why ``endpoint`` does not reach the API server from the node; None when it does.
+    ``service_endpoints`` reads the `kubernetes` Service's endpoints, only when they matter."""
     here = Endpoint(api_server.host, api_server.port)
     if endpoint == here:
         return None
@@ -52,7 +53,7 @@ def why_unreachable(endpoint: Endpoint, api_server: ApiServerAddress, kube_proxy
         if not kube_proxy_ready:
             return (f"{endpoint} is the kubernetes Service, and no kube-proxy runs Ready on "
                     "this node to forward it")
-        backends = sorted(str(e) for e in service_endpoints)
+        backends = sorted(str(e) for e in service_endpoints())
         if str(here) not in backends:
             return (f"{endpoint} is the kubernetes Service, whose EndpointSlice lists "
                     f"{', '.join(backends) or 'no endpoint'}, not the API server at {here}")

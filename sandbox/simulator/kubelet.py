@@ -39,6 +39,9 @@ from sandbox.simulator.selectors import InvalidSelector, selects
 from sandbox.simulator.state import NodeState, PodState, new_boot_id, now_micro, now_rfc3339
 from sandbox.topology import DEFAULT_CAPACITY, NodeSpec, Topology
 
+# cilium-config (None when missing) and the list of CiliumNodeConfigs.
+AgentConfigSources = tuple[Obj | None, Obj]
+
 log = logging.getLogger("sandbox.simulator")
 
 # The kubelet doubles the wait after each crash up to five minutes; a sandbox caps it lower.
@@ -92,6 +95,7 @@ class Simulator:
         self._sequence = itertools.count()
         self._stop = threading.Event()
         self.lanes = Lanes()
+        self._healthz_opener: urllib.request.OpenerDirector | None = None
         self.datapath = datapath(self)
 
     # ---- running ---------------------------------------------------------------------------
@@ -141,6 +145,19 @@ class Simulator:
         """Sends a write on ``lane`` (a node's name, or a controller's): after the lane's
         earlier writes, without holding the dispatcher up."""
         self.lanes.submit(lane, action, *args)
+
+    def read(self, lane: str, fetch: Callable[[], Any], then: Callable[..., None],
+             *args: Any) -> None:
+        """Asks the API server ``fetch()`` on ``lane``, then runs ``then(answer, *args)`` on
+        the dispatcher. For what a node's own process reads (an agent's configuration, its
+        CiliumNode): every node's processes wait on their own answers side by side, so one
+        slow answer holds up that node only, never the dispatcher and every other node."""
+        def fetch_then() -> None:
+            answer = fetch()
+            self.soon(then, answer, *args)
+
+        fetch_then.__name__ = getattr(fetch, "__name__", "read")
+        self.lanes.submit(lane, fetch_then)
 
     def soon(self, action: Callable[..., None], *args: Any) -> None:
         """Runs ``action(*args)`` on the dispatcher; callable from any thread (a lane's
@@ -711,12 +728,22 @@ class Simulator:
                 self.cilium_blocks[item["metadata"]["name"]] = cidrs[0]
 
     def cilium_agent_config(self, namespace: str, node: NodeState) -> dict[str, str]:
-        """cilium-config, then matching CiliumNodeConfigs in name order (later ones win)."""
+        return self.agent_config_from(self.agent_config_sources(namespace), node)
+
+    def agent_config_sources(self, namespace: str) -> AgentConfigSources:
+        """What the agent's `config` init container (`cilium-dbg build-config`) reads:
+        cilium-config and the CiliumNodeConfigs."""
         config_map = self.kube.get_or_none(
             f"/api/v1/namespaces/{namespace}/configmaps/cilium-config")
-        config: dict[str, str] = dict((config_map or {}).get("data") or {})
         listing = self.kube.get_or_none(
             f"/apis/cilium.io/v2/namespaces/{namespace}/ciliumnodeconfigs") or {}
+        return config_map, listing
+
+    @staticmethod
+    def agent_config_from(sources: AgentConfigSources, node: NodeState) -> dict[str, str]:
+        """cilium-config, then matching CiliumNodeConfigs in name order (later ones win)."""
+        config_map, listing = sources
+        config: dict[str, str] = dict((config_map or {}).get("data") or {})
         for item in sorted(listing.get("items", []), key=lambda i: i["metadata"]["name"]):
             spec = item.get("spec", {})
             try:
@@ -736,7 +763,7 @@ class Simulator:
         if isinstance(endpoint, str):
             return endpoint
         reason = why_unreachable(endpoint, self.api_server, self._kube_proxy_ready(node),
-                                 self.api_service_endpoints())
+                                 self.api_service_endpoints)
         return None if reason is None else f"cannot reach the API server at {endpoint}: {reason}"
 
     def _kube_proxy_ready(self, node: NodeState) -> bool:
@@ -783,14 +810,15 @@ class Simulator:
     def healthz_answer(self) -> tuple[int | None, tuple[str, ...]]:
         """The API server's own answer to an anonymous GET /healthz, certificate unchecked, as
         a probe's wget asks it: (status, nothing) or (None, what wget would say instead)."""
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        # No proxy: the API server is on loopback, whatever the environment says.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                             urllib.request.HTTPSHandler(context=context))
+        if self._healthz_opener is None:  # one TLS context: building one loads every CA
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            # No proxy: the API server is on loopback, whatever the environment says.
+            self._healthz_opener = urllib.request.build_opener(
+                urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
         try:
-            with opener.open(f"{self.kube.server}/healthz", timeout=5) as answer:
+            with self._healthz_opener.open(f"{self.kube.server}/healthz", timeout=5) as answer:
                 return int(answer.status), ()
         except urllib.error.HTTPError as error:
             return error.code, ()

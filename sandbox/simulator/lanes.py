@@ -8,8 +8,8 @@ API server at 20 nodes a reboot of 1 s took up to 3.4 s. So the dispatcher only 
 to the node's lane; a few threads serve the lanes, one lane at a time per thread, so one node's
 writes stay in order while other nodes' go on beside them.
 
-A write is built (its body) on the dispatcher thread and only sent here: lane actions touch no
-simulator state.
+A write is built (its body) on the dispatcher thread and only sent here, and a read's answer
+goes back to the dispatcher (`Simulator.read`): lane actions touch no simulator state.
 
 A write the API server turns away for now (429 from API Priority and Fairness, a 5xx, a broken
 connection) is sent again after a back-off, ahead of the lane's later writes: a kubelet's status
@@ -33,9 +33,10 @@ from urllib3.exceptions import HTTPError
 
 log = logging.getLogger("sandbox.simulator")
 
-# The Kubernetes client's connection pool keeps cpu_count * 5 connections (10 on two cores); the
-# dispatcher and the simulator's four watches hold five of them.
-LANE_THREADS = 4
+# Each kubelet is its own process: with a few threads for 1,000 nodes, a wave's reboots queued
+# behind one another (at 1,000 nodes, 4 threads were all busy in a third of the samples of a
+# wave). The client's pool (`activities.kubeapi.CONNECTIONS`) holds a connection for each.
+LANE_THREADS = 32
 # Back-off for writes the API server turned away for now; the status manager's own period is 10 s.
 RETRY_FIRST_SECONDS = 0.2
 RETRY_MAX_SECONDS = 10.0

@@ -26,6 +26,7 @@ Everything else is a plain workload: Running and Ready once it has an IP.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -33,14 +34,14 @@ from typing import TYPE_CHECKING
 
 from kubernetes.client.rest import ApiException
 
-from activities.kubeapi import Obj
+from activities.kubeapi import Kube, Obj
 from sandbox.simulator.faults import Fault
 from sandbox.simulator.hostfs import CILIUM_CONFLIST, CNI_DIR, run_host_command
 from sandbox.simulator.operator import CILIUM_OPERATOR, operator_container, pod_cidrs
 from sandbox.simulator.state import NodeState, PodState
 
 if TYPE_CHECKING:
-    from sandbox.simulator.kubelet import Simulator
+    from sandbox.simulator.kubelet import AgentConfigSources, Simulator
 
 log = logging.getLogger("sandbox.simulator")
 
@@ -122,8 +123,19 @@ class CiliumAgent(Personality):
         finds running but not Ready. Overrides are read once, at pod start: a new
         CiliumNodeConfig needs a new agent pod."""
         node.agent_uid = pod.uid
-        node.agent_config = sim.cilium_agent_config(pod.namespace, node)
-        sim.later(sim.settings.agent_ready_delay, self._connect, sim, node, pod.uid)
+        node.agent_stage = "config"
+        sim.read(node.name, functools.partial(sim.agent_config_sources, pod.namespace),
+                 self._configured, sim, node, pod.uid, _attempt(node, pod))
+
+    def _configured(self, sources: AgentConfigSources, sim: Simulator, node: NodeState,
+                    uid: str, attempt: tuple[str, int]) -> None:
+        """The `config` init container has its answers: the agent container starts."""
+        pod = self._current(sim, node, uid)
+        if pod is None or node.agent_stage != "config" or attempt != _attempt(node, pod):
+            return  # stopped, or started afresh since (a reboot): that start reads again
+        node.agent_config = sim.agent_config_from(sources, node)
+        node.agent_stage = None
+        sim.later(sim.settings.agent_ready_delay, self._connect, sim, node, uid)
 
     def _current(self, sim: Simulator, node: NodeState, uid: str) -> PodState | None:
         pod = sim.pods.get(uid)
@@ -175,52 +187,39 @@ class CiliumAgent(Personality):
         pod = self._current(sim, node, node.agent_uid)
         if pod is None:
             return
-        cluster_pool = node.agent_config.get("ipam", "cluster-pool") == "cluster-pool"
         if node.agent_stage == "crds":
             if not set(agent_crds(node.agent_config)) <= sim.crds:
                 return  # still waiting for the operator to register them
-            cilium_node = self._update_cilium_node(sim, node)
-            if cilium_node is not None:
-                sim.cilium_nodes[node.name] = cilium_node
-            node.agent_stage = "pod-cidrs" if cluster_pool else None
-            if not cluster_pool:
-                self._set_up(sim, node, pod, None)
-                return
+            node.agent_stage = "ciliumnode"
+            meta = {"ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node.name,
+                                         "uid": sim.node_uids.get(node.name, "")}],
+                    "labels": dict(node.labels)}
+            addresses = [{"type": "InternalIP", "ip": node.spec.internal_ip}]
+            sim.read(node.name, functools.partial(_update_cilium_node, sim.kube, node.name,
+                                                  meta, addresses),
+                     self._cilium_node_updated, sim, node, pod.uid, _attempt(node, pod),
+                     sim.cilium_nodes.get(node.name))
+            return
         if node.agent_stage == "pod-cidrs":
             cidrs = pod_cidrs(sim.cilium_nodes.get(node.name) or {})
             if cidrs:  # `WaitForNodeInformation`: the first IPv4 podCIDR is the alloc range
                 node.agent_stage = None
                 self._set_up(sim, node, pod, cidrs[0])
 
-    @staticmethod
-    def _update_cilium_node(sim: Simulator, node: NodeState) -> Obj | None:
-        """`NodeDiscovery.updateCiliumNodeResource`: get the node's CiliumNode and update it,
-        or create it; owned by the Node, with the Node's labels and addresses. The agent never
-        writes `spec.ipam.podCIDRs`: an update keeps what the operator wrote."""
-        path = f"/apis/cilium.io/v2/ciliumnodes/{node.name}"
-        meta = {"ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node.name,
-                                     "uid": sim.node_uids.get(node.name, "")}],
-                "labels": dict(node.labels)}
-        addresses = [{"type": "InternalIP", "ip": node.spec.internal_ip}]
-        for _ in range(3):  # a conflict means someone wrote in between: read again
-            existing = sim.kube.get_or_none(path)
-            try:
-                if existing is None:
-                    created = sim.kube.create("/apis/cilium.io/v2/ciliumnodes", {
-                        "apiVersion": "cilium.io/v2", "kind": "CiliumNode",
-                        "metadata": {"name": node.name, **meta},
-                        "spec": {"addresses": addresses}})
-                    if created is not None:
-                        return created
-                    continue  # AlreadyExists: update it instead
-                existing["metadata"].update(meta)
-                existing.setdefault("spec", {})["addresses"] = addresses
-                updated: Obj = sim.kube.request("PUT", path, existing)
-                return updated
-            except ApiException as error:
-                if error.status != 409:
-                    raise
-        return None
+    def _cilium_node_updated(self, cilium_node: Obj | None, sim: Simulator, node: NodeState,
+                             uid: str, attempt: tuple[str, int], seen: Obj | None) -> None:
+        pod = self._current(sim, node, uid)
+        if pod is None or node.agent_stage != "ciliumnode" or attempt != _attempt(node, pod):
+            return
+        # The watch may already have brought a newer copy (the operator's podCIDRs): keep it.
+        if cilium_node is not None and sim.cilium_nodes.get(node.name) is seen:
+            sim.cilium_nodes[node.name] = cilium_node
+        if node.agent_config.get("ipam", "cluster-pool") != "cluster-pool":
+            node.agent_stage = None
+            self._set_up(sim, node, pod, None)
+            return
+        node.agent_stage = "pod-cidrs"
+        self.advance(sim, node)
 
     def _set_up(self, sim: Simulator, node: NodeState, pod: PodState, block: str | None) -> None:
         if block is not None:
@@ -282,6 +281,36 @@ class CiliumAgent(Personality):
             path = node.agent_config.get("write-cni-conf-when-ready") or DEFAULT_CILIUM_CONF_PATH
             node.host.remove_cni(path.rsplit("/", 1)[-1])
             sim.network_changed(node)
+
+
+def _attempt(node: NodeState, pod: PodState) -> tuple[str, int]:
+    """Which start of the agent's containers this is: a reboot or a restart makes another."""
+    return node.boot_id, pod.restarts
+
+
+def _update_cilium_node(kube: Kube, name: str, meta: Obj, addresses: list[Obj]) -> Obj | None:
+    """`NodeDiscovery.updateCiliumNodeResource`: get the node's CiliumNode and update it, or
+    create it; owned by the Node, with the Node's labels and addresses. The agent never writes
+    `spec.ipam.podCIDRs`: an update keeps what the operator wrote. Sent from the node's lane."""
+    path = f"/apis/cilium.io/v2/ciliumnodes/{name}"
+    for _ in range(3):  # a conflict means someone wrote in between: read again
+        existing = kube.get_or_none(path)
+        try:
+            if existing is None:
+                created = kube.create("/apis/cilium.io/v2/ciliumnodes", {
+                    "apiVersion": "cilium.io/v2", "kind": "CiliumNode",
+                    "metadata": {"name": name, **meta}, "spec": {"addresses": addresses}})
+                if created is not None:
+                    return created
+                continue  # AlreadyExists: update it instead
+            existing["metadata"].update(meta)
+            existing.setdefault("spec", {})["addresses"] = addresses
+            updated: Obj = kube.request("PUT", path, existing)
+            return updated
+        except ApiException as error:
+            if error.status != 409:
+                raise
+    return None
 
 
 def agent_crds(config: dict[str, str]) -> list[str]:

@@ -200,7 +200,7 @@ def test_a_pod_dials_its_env_before_the_kubelets_service_variables(
 ])
 def test_only_the_node_visible_address_or_the_service_through_kube_proxy_reach_the_api_server(
         endpoint: Endpoint, kube_proxy: bool, backends: set[Endpoint], words: str | None) -> None:
-    reason = why_unreachable(endpoint, API, kube_proxy, backends)
+    reason = why_unreachable(endpoint, API, kube_proxy, lambda: backends)
     assert (reason is None) if words is None else (reason is not None and words in reason)
 
 
