@@ -11,6 +11,7 @@ personalities call, with two strategies behind it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -147,7 +148,17 @@ class SimulatedDatapath(Datapath):
                     ipam.release(pod.ip)
 
     def flannel_started(self, node: NodeState, pod: PodState) -> None:
-        net_conf = self.sim.flannel_net_conf(pod)
+        # flanneld reads its net-conf as it starts: on the node's lane, beside other nodes'.
+        self.sim.read(node.name, functools.partial(self.sim.read_flannel_net_conf,
+                                                   pod.namespace, flannel_config_maps(pod)),
+                      self._flannel_configured, node, pod.uid, (node.boot_id, pod.restarts))
+
+    def _flannel_configured(self, net_conf: dict[str, Any], node: NodeState, uid: str,
+                            attempt: tuple[str, int]) -> None:
+        pod = self.sim.pods.get(uid)
+        if (pod is None or not pod.started or pod.terminating
+                or attempt != (node.boot_id, pod.restarts)):
+            return  # stopped, or started afresh since: that start reads again
         backend = net_conf.get("Backend") or {}
         node.flannel_backend = backend
         node.flannel_running = True
@@ -277,3 +288,9 @@ class SimulatedDatapath(Datapath):
         if ipaddress.ip_address(ip) in ipaddress.ip_network(CLUSTER_CIDR):
             return "flannel"
         return "unknown"
+
+
+def flannel_config_maps(pod: PodState) -> list[str]:
+    """The ConfigMaps mounted into a flannel pod, where its net-conf.json may be."""
+    return [volume["configMap"]["name"] for volume in pod.spec.get("volumes") or []
+            if "configMap" in volume]

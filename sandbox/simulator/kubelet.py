@@ -10,6 +10,7 @@ other nodes' writes, as independent kubelets send them.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import json
@@ -29,7 +30,7 @@ from activities.kubeapi import MERGE, Kube, Obj, condition_true
 from sandbox import egress
 from sandbox.simulator import containers
 from sandbox.simulator.apiserver import Endpoint, dialled_endpoint, why_unreachable
-from sandbox.simulator.datapath import Datapath, SimulatedDatapath
+from sandbox.simulator.datapath import Datapath, SimulatedDatapath, flannel_config_maps
 from sandbox.simulator.faults import Fault, FaultBook, FaultFileError
 from sandbox.simulator.hostfs import CNI_DIR, HostFs
 from sandbox.simulator.lanes import Lanes
@@ -95,6 +96,7 @@ class Simulator:
         self._sequence = itertools.count()
         self._stop = threading.Event()
         self.lanes = Lanes()
+        self._initializing: set[str] = set()  # pods whose init containers wait for a read
         self._healthz_opener: urllib.request.OpenerDirector | None = None
         self.datapath = datapath(self)
 
@@ -494,7 +496,31 @@ class Simulator:
         node = self.nodes[pod.node]
         if not node.up:
             return  # started when the node boots
-        self._run_init_containers(pod, node)
+        # Init containers ran already for a pod that waits for its network.
+        copies = [] if pod.uid in node.waiting_for_network else self._init_copies(pod)
+        if copies:  # the kubelet reads the ConfigMaps first; the pod goes on with the answer
+            if pod.uid not in self._initializing:
+                self._initializing.add(pod.uid)
+                self.read(node.name, functools.partial(self._read_copies, pod.namespace, copies),
+                          self._initialized, pod.uid)
+            return
+        self._start_initialized(pod, node)
+
+    def _initialized(self, contents: list[tuple[str, str]], uid: str) -> None:
+        """The init containers copied ``contents`` (file name, text) into the CNI directory."""
+        self._initializing.discard(uid)
+        pod = self.pods.get(uid)
+        if pod is None or pod.started or pod.terminating or pod.completed:
+            return
+        node = self.nodes[pod.node]
+        if not node.up:
+            return  # its boot starts it again
+        for name, content in contents:
+            node.host.write_cni(name, content)
+            self.cni_dir_changed(node)
+        self._start_initialized(pod, node)
+
+    def _start_initialized(self, pod: PodState, node: NodeState) -> None:
         ip = self._allocate_ip(pod, node)
         if ip is None:
             node.waiting_for_network.add(pod.uid)
@@ -629,13 +655,15 @@ class Simulator:
         pod.started = False
         pod.completed = True
 
-    def _run_init_containers(self, pod: PodState, node: NodeState) -> None:
-        """Plays init containers that copy a ConfigMap file into the host's CNI directory.
+    def _init_copies(self, pod: PodState) -> list[tuple[str, str, str]]:
+        """The init containers that copy a ConfigMap key into the host's CNI directory, as
+        (file name there, ConfigMap, key).
 
         That is how flannel installs ``10-flannel.conflist`` (its ``install-cni`` container,
         in the current and the older kube-system manifests alike).
         """
         volumes = {v["name"]: v for v in pod.spec.get("volumes") or []}
+        copies = []
         for container in pod.spec.get("initContainers") or []:
             paths = [a for a in (*(container.get("command") or []), *(container.get("args") or []))
                      if a.startswith("/")]
@@ -647,14 +675,21 @@ class Simulator:
             if host_target is None or config_key is None:
                 continue
             host_path, (config_name, key) = host_target[0], config_key
-            if not host_path.startswith(CNI_DIR + "/"):
-                continue
+            if host_path.startswith(CNI_DIR + "/"):
+                copies.append((host_path.rsplit("/", 1)[-1], config_name, key))
+        return copies
+
+    def _read_copies(self, namespace: str,
+                     copies: list[tuple[str, str, str]]) -> list[tuple[str, str]]:
+        """On the node's lane: the ConfigMap keys ``copies`` name, as (file name, text)."""
+        contents = []
+        for name, config_name, key in copies:
             config_map = self.kube.get_or_none(
-                f"/api/v1/namespaces/{pod.namespace}/configmaps/{config_name}")
+                f"/api/v1/namespaces/{namespace}/configmaps/{config_name}")
             content = ((config_map or {}).get("data") or {}).get(key)
             if content is not None:
-                node.host.write_cni(host_path.rsplit("/", 1)[-1], content)
-                self.cni_dir_changed(node)
+                contents.append((name, content))
+        return contents
 
     @staticmethod
     def _mounted(container: Obj, volumes: dict[str, Obj], path: str,
@@ -793,18 +828,20 @@ class Simulator:
         return address if address and address != "None" else None
 
     def flannel_net_conf(self, pod: PodState) -> dict[str, Any]:
-        for volume in pod.spec.get("volumes") or []:
-            if "configMap" in volume:
-                name = volume["configMap"]["name"]
-                config_map = self.kube.get_or_none(
-                    f"/api/v1/namespaces/{pod.namespace}/configmaps/{name}") or {}
-                raw = (config_map.get("data") or {}).get("net-conf.json")
-                if raw:
-                    try:
-                        parsed: dict[str, Any] = json.loads(raw)
-                        return parsed
-                    except ValueError:
-                        log.error("%s/%s: net-conf.json is not JSON", pod.namespace, name)
+        return self.read_flannel_net_conf(pod.namespace, flannel_config_maps(pod))
+
+    def read_flannel_net_conf(self, namespace: str, config_maps: list[str]) -> dict[str, Any]:
+        """flanneld's net-conf.json from the first of the pod's ConfigMaps that has one."""
+        for name in config_maps:
+            config_map = self.kube.get_or_none(
+                f"/api/v1/namespaces/{namespace}/configmaps/{name}") or {}
+            raw = (config_map.get("data") or {}).get("net-conf.json")
+            if raw:
+                try:
+                    parsed: dict[str, Any] = json.loads(raw)
+                    return parsed
+                except ValueError:
+                    log.error("%s/%s: net-conf.json is not JSON", namespace, name)
         return {}
 
     def healthz_answer(self) -> tuple[int | None, tuple[str, ...]]:
