@@ -298,17 +298,48 @@ def test_peers_are_read_a_page_at_a_time_and_no_further_than_both_overlays_need(
                    if method == "GET" and path.endswith(f"{ECHO_NAMESPACE}/pods"))
 
     early = cluster_with_cilium_pod(position=40)
-    peers, seen_all, _ = verify._find_peers(early, request())
+    peers, _ = verify._find_peers(early, request())
     assert peers["cilium"] == Peer(ip="10.245.40.2", pod=f"{ECHO_NAMESPACE}/echo-040",
                                    node="node-41")
-    assert lists(early) == 1 and not seen_all
+    assert lists(early) == 2  # the echo pods on the node itself, then one page
 
     late = cluster_with_cilium_pod(position=240)
-    peers, _, _ = verify._find_peers(late, request())
+    peers, _ = verify._find_peers(late, request())
     assert peers["cilium"] is not None and peers["cilium"].node == "node-241"
-    assert lists(late) == 3  # 100 + 100 + 50 pods
+    assert lists(late) == 1 + 3  # 100 + 100 + 50 pods
     # The flannel peer is the first page's, whichever page the Cilium one came from.
     assert peers["flannel"] == verify._find_peers(early, request())[0]["flannel"]
+
+
+def test_the_next_verify_asks_for_the_peers_the_last_one_chose_and_reads_no_page() -> None:
+    """A wave's verifies each need a peer per overlay: once one has found them, the next ask
+    for those two pods by name; a remembered pod no longer usable sends it looking again."""
+    kube = FakeKube()
+    pods = f"/api/v1/namespaces/{ECHO_NAMESPACE}/pods"
+    for i in range(1, 151):
+        ip = "10.245.140.2" if i in (140, 145) else f"10.244.{i}.2"
+        kube.add(pods, pod(f"echo-{i:03d}", f"node-{i + 1}", ip=ip, labels=ECHO_LABELS))
+
+    def lists() -> int:  # the node's own echo pods, and each page
+        return sum(1 for method, path, _ in kube.requests if method == "GET" and path == pods)
+
+    first, runs_echo = verify._find_peers(kube, request())
+    assert first["cilium"] == Peer(ip="10.245.140.2", pod=f"{ECHO_NAMESPACE}/echo-140",
+                                   node="node-141")
+    assert lists() == 1 + 2 and not runs_echo  # 100 + 50 pods
+    again, _ = verify._find_peers(kube, request())
+    assert again == first
+    assert lists() == 3 + 1  # the node's own echo pods only
+    assert len(kube.asked("GET", "/echo-140")) == 1
+
+    # The Cilium peer's node reboots: its pod is not Ready, so the next verify looks again.
+    [key] = [k for k in kube.objects if k[1] == "pods" and k[3] == "echo-140"]
+    kube.objects[key] = pod("echo-140", "node-141", ip="10.245.140.2", ready=False,
+                            labels=ECHO_LABELS) | {"metadata": kube.objects[key]["metadata"]}
+    moved, _ = verify._find_peers(kube, request())
+    assert moved["cilium"] is not None and moved["cilium"].node == "node-146"
+    assert moved["flannel"] == first["flannel"]
+    assert lists() == 4 + 1 + 2
 
 
 # ---- the step -----------------------------------------------------------------------------
@@ -442,8 +473,9 @@ def test_the_step_starts_its_watch_from_the_probe_it_created() -> None:
              pod("echo-0", "node-1", ip="10.245.0.2", owner="DaemonSet", labels=ECHO_LABELS))
     ActivityEnvironment().run(verify_node, kube, request())
     probe = f"/api/v1/namespaces/{request().namespace}/pods"
+    echo = f"/api/v1/namespaces/{ECHO_NAMESPACE}/pods"  # the node's own, then the peers
     assert [(method, path) for method, path, _ in kube.requests if "/events" not in path] == [
-        ("GET", f"/api/v1/namespaces/{ECHO_NAMESPACE}/pods"), ("POST", probe),
+        ("GET", echo), ("GET", echo), ("POST", probe),
         ("DELETE", f"{probe}/cilium-migrate-probe-node-1")]
 
 
