@@ -151,9 +151,11 @@ class Simulator:
     def read(self, lane: str, fetch: Callable[[], Any], then: Callable[..., None],
              *args: Any) -> None:
         """Asks the API server ``fetch()`` on ``lane``, then runs ``then(answer, *args)`` on
-        the dispatcher. For what a node's own process reads (an agent's configuration, its
-        CiliumNode): every node's processes wait on their own answers side by side, so one
-        slow answer holds up that node only, never the dispatcher and every other node."""
+        the dispatcher. For what a node's own processes read (an agent's configuration and its
+        CiliumNode, flannel's ConfigMaps): every node's processes wait on their own answers side
+        by side, so one slow answer holds up that node only, never the dispatcher and every
+        other node. A fetch that fails for good (not a transient error, which the lane sends
+        again) is logged, and its ``then`` never runs."""
         def fetch_then() -> None:
             answer = fetch()
             self.soon(then, answer, *args)
