@@ -21,14 +21,13 @@ import statistics
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from activities.kubeapi import Kube, Obj, pod_ready  # noqa: E402
 from bench.cpu import CpuSampler  # noqa: E402
-from bench.lifecycle import BenchStopped, Stage, cleaning_up, guard, stop_sandbox  # noqa: E402
+from bench.lifecycle import Stage, cleaning_up, run_blocking, stop_sandbox  # noqa: E402
 from sandbox import cluster  # noqa: E402
 from sandbox.simulator.kubelet import Settings  # noqa: E402
 
@@ -109,17 +108,9 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=None,
                         help="seconds for the whole bench (default: 900 + 1 per node)")
     args = parser.parse_args()
-    state_dir = Path(tempfile.mkdtemp(prefix="bench-baseline-")) / "state"
-    stage = Stage()
-    try:
-        with guard(args.deadline or 900.0 + args.nodes, stage):
-            run(args, state_dir.resolve(), stage)
-    except BenchStopped as stopped:
-        sys.exit(f"cluster_baseline stopped: {stopped.reason}")
-    except Exception:  # noqa: BLE001 - the sandbox is stopped; say why and leave
-        traceback.print_exc()
-        print(f"cluster_baseline failed while {stage.now}", file=sys.stderr)
-        sys.exit(1)
+    state_dir = (Path(tempfile.mkdtemp(prefix="bench-baseline-")) / "state").resolve()
+    run_blocking("cluster_baseline", args.deadline or 900.0 + args.nodes,
+                 lambda stage: run(args, state_dir, stage))
 
 
 if __name__ == "__main__":

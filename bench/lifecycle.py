@@ -16,7 +16,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
@@ -122,3 +123,17 @@ def stop_sandbox(state_dir: Path) -> None:
         stopped = cluster.down(state_dir)
         print(f"sandbox stopped ({', '.join(stopped) or 'nothing was running'})",
               file=sys.stderr)
+
+
+def run_blocking(name: str, deadline_seconds: float, work: Callable[[Stage], None]) -> None:
+    """Runs a blocking benchmark's ``work`` under `guard`; its `finally` blocks have stopped
+    what it started by the time this exits the process with why it stopped or failed."""
+    stage = Stage()
+    try:
+        with guard(deadline_seconds, stage):
+            work(stage)
+    except BenchStopped as stopped:
+        sys.exit(f"{name} stopped: {stopped.reason}")
+    except Exception:  # noqa: BLE001 - say why and leave
+        traceback.print_exc()
+        sys.exit(f"{name} failed while {stage.now}")

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.cpu import process_cpu_seconds  # noqa: E402
-from bench.lifecycle import BenchStopped, Stage, cleaning_up, guard  # noqa: E402
+from bench.lifecycle import Stage, cleaning_up, run_blocking, stop_sandbox  # noqa: E402
 from bench.proc import rss_mib  # noqa: E402
 from sandbox import cluster  # noqa: E402
 
@@ -57,8 +57,7 @@ def measure(args: argparse.Namespace, stage: Stage) -> None:
             print(f"  {name:<24} CPU {share:5.1f}% of a core   RSS {rss_mib(pid) or 0.0:7.1f} MiB")
     finally:
         cleaning_up()
-        if (state_dir / "state.json").exists():
-            cluster.down(state_dir)
+        stop_sandbox(state_dir)
 
 
 def main() -> None:
@@ -68,12 +67,8 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=None,
                         help="seconds for the whole bench (default: 300 + idle + 2 per node)")
     args = parser.parse_args()
-    stage = Stage()
-    try:
-        with guard(args.deadline or 300.0 + args.idle_seconds + 2 * args.nodes, stage):
-            measure(args, stage)
-    except BenchStopped as stopped:
-        sys.exit(f"sandbox_bench stopped: {stopped.reason}")
+    run_blocking("sandbox_bench", args.deadline or 300.0 + args.idle_seconds + 2 * args.nodes,
+                 lambda stage: measure(args, stage))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from sandbox.network import coredns, pod_dns
 from sandbox.simulator import busybox
 from sandbox.simulator.faults import Fault
 from sandbox.simulator.ipam import ExhaustedError, HostLocal
-from sandbox.simulator.state import NodeState, PodState
+from sandbox.simulator.state import NodeState, PodState, start_attempt
 from sandbox.topology import CLUSTER_CIDR, CLUSTER_DOMAIN
 
 if TYPE_CHECKING:
@@ -151,13 +151,13 @@ class SimulatedDatapath(Datapath):
         # flanneld reads its net-conf as it starts: on the node's lane, beside other nodes'.
         self.sim.read(node.name, functools.partial(self.sim.read_flannel_net_conf,
                                                    pod.namespace, flannel_config_maps(pod)),
-                      self._flannel_configured, node, pod.uid, (node.boot_id, pod.restarts))
+                      self._flannel_configured, node, pod.uid, start_attempt(node, pod))
 
     def _flannel_configured(self, net_conf: dict[str, Any], node: NodeState, uid: str,
                             attempt: tuple[str, int]) -> None:
         pod = self.sim.pods.get(uid)
         if (pod is None or not pod.started or pod.terminating
-                or attempt != (node.boot_id, pod.restarts)):
+                or attempt != start_attempt(node, pod)):
             return  # stopped, or started afresh since: that start reads again
         backend = net_conf.get("Backend") or {}
         node.flannel_backend = backend

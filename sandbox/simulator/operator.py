@@ -24,6 +24,7 @@ import yaml
 from activities.kubeapi import MERGE, Obj
 from sandbox.cilium_release import CiliumRelease, find_release
 from sandbox.simulator.ipam import CidrSet, ExhaustedError
+from sandbox.simulator.state import start_attempt
 from sandbox.toolchain import ToolchainError
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ class CiliumOperator:
         if problem is not None or release is None:
             log.info("node %s: operator %s: %s", node.name, pod.name, problem)
             back_off = sim.crash_containers(pod, problem or "")
-            sim.later(back_off, self._restart, sim, pod.uid, (node.boot_id, pod.restarts))
+            sim.later(back_off, self._restart, sim, pod.uid, start_attempt(node, pod))
             return
         config_map = sim.kube.get_or_none(
             f"/api/v1/namespaces/{pod.namespace}/configmaps/cilium-config")
@@ -108,7 +109,7 @@ class CiliumOperator:
         pod = sim.pods.get(uid)
         if pod is None or not pod.started or pod.terminating:
             return
-        if crashed != (sim.nodes[pod.node].boot_id, pod.restarts):
+        if crashed != start_attempt(sim.nodes[pod.node], pod):
             return  # started afresh since (a reboot): that start has its own timer
         sim.restart_containers(pod)
         sim.later(sim.settings.agent_ready_delay, self._start_if_running, sim, uid)
@@ -184,7 +185,7 @@ class CiliumOperator:
                 back_off = sim.crash_containers(
                     pod, f"Unable to init cluster-pool allocator: {error}")
                 sim.later(back_off, self._restart, sim, pod.uid,
-                          (sim.nodes[pod.node].boot_id, pod.restarts))
+                          start_attempt(sim.nodes[pod.node], pod))
             return
         self._sync(sim, replica.uid)
 

@@ -38,7 +38,7 @@ from activities.kubeapi import Kube, Obj
 from sandbox.simulator.faults import Fault
 from sandbox.simulator.hostfs import CILIUM_CONFLIST, CNI_DIR, run_host_command
 from sandbox.simulator.operator import CILIUM_OPERATOR, operator_container, pod_cidrs
-from sandbox.simulator.state import NodeState, PodState
+from sandbox.simulator.state import NodeState, PodState, start_attempt
 
 if TYPE_CHECKING:
     from sandbox.simulator.kubelet import AgentConfigSources, Simulator
@@ -125,13 +125,13 @@ class CiliumAgent(Personality):
         node.agent_uid = pod.uid
         node.agent_stage = "config"
         sim.read(node.name, functools.partial(sim.agent_config_sources, pod.namespace),
-                 self._configured, sim, node, pod.uid, _attempt(node, pod))
+                 self._configured, sim, node, pod.uid, start_attempt(node, pod))
 
     def _configured(self, sources: AgentConfigSources, sim: Simulator, node: NodeState,
                     uid: str, attempt: tuple[str, int]) -> None:
         """The `config` init container has its answers: the agent container starts."""
         pod = self._current(sim, node, uid)
-        if pod is None or node.agent_stage != "config" or attempt != _attempt(node, pod):
+        if pod is None or node.agent_stage != "config" or attempt != start_attempt(node, pod):
             return  # stopped, or started afresh since (a reboot): that start reads again
         node.agent_config = sim.agent_config_from(sources, node)
         node.agent_stage = None
@@ -157,20 +157,20 @@ class CiliumAgent(Personality):
             return
         node.agent_stage = "crds"
         timeout = go_duration(node.agent_config.get("crd-wait-timeout", "5m"), 300.0)
-        sim.later(timeout, self._crd_wait_timed_out, sim, node, uid, (node.boot_id, pod.restarts))
+        sim.later(timeout, self._crd_wait_timed_out, sim, node, uid, start_attempt(node, pod))
         self.advance(sim, node)
 
     def _crash(self, sim: Simulator, node: NodeState, pod: PodState, message: str) -> None:
         log.info("node %s: agent %s: %s", node.name, pod.name, message)
         node.agent_stage = None
         back_off = sim.crash_containers(pod, message)
-        sim.later(back_off, self._restart, sim, node, pod.uid, (node.boot_id, pod.restarts))
+        sim.later(back_off, self._restart, sim, node, pod.uid, start_attempt(node, pod))
 
     def _crd_wait_timed_out(self, sim: Simulator, node: NodeState, uid: str,
                             attempt: tuple[str, int]) -> None:
         """`synced.SyncCRDs` gives up after `crd-wait-timeout` and the agent exits."""
         pod = self._current(sim, node, uid)
-        if pod is None or node.agent_stage != "crds" or attempt != (node.boot_id, pod.restarts):
+        if pod is None or node.agent_stage != "crds" or attempt != start_attempt(node, pod):
             return
         missing = sorted(set(agent_crds(node.agent_config)) - sim.crds)
         self._crash(sim, node, pod, (
@@ -197,7 +197,7 @@ class CiliumAgent(Personality):
             addresses = [{"type": "InternalIP", "ip": node.spec.internal_ip}]
             sim.read(node.name, functools.partial(_update_cilium_node, sim.kube, node.name,
                                                   meta, addresses),
-                     self._cilium_node_updated, sim, node, pod.uid, _attempt(node, pod),
+                     self._cilium_node_updated, sim, node, pod.uid, start_attempt(node, pod),
                      sim.cilium_nodes.get(node.name))
             return
         if node.agent_stage == "pod-cidrs":
@@ -209,7 +209,7 @@ class CiliumAgent(Personality):
     def _cilium_node_updated(self, cilium_node: Obj | None, sim: Simulator, node: NodeState,
                              uid: str, attempt: tuple[str, int], seen: Obj | None) -> None:
         pod = self._current(sim, node, uid)
-        if pod is None or node.agent_stage != "ciliumnode" or attempt != _attempt(node, pod):
+        if pod is None or node.agent_stage != "ciliumnode" or attempt != start_attempt(node, pod):
             return
         # The watch may already have brought a newer copy (the operator's podCIDRs): keep it.
         if cilium_node is not None and sim.cilium_nodes.get(node.name) is seen:
@@ -266,7 +266,7 @@ class CiliumAgent(Personality):
     def _restart(self, sim: Simulator, node: NodeState, uid: str,
                  crashed: tuple[str, int]) -> None:
         pod = self._current(sim, node, uid)
-        if pod is None or crashed != (node.boot_id, pod.restarts):
+        if pod is None or crashed != start_attempt(node, pod):
             return  # gone, or started afresh since (a reboot): that start has its own timer
         sim.restart_containers(pod)
         sim.later(sim.settings.agent_ready_delay, self._connect, sim, node, uid)
@@ -281,11 +281,6 @@ class CiliumAgent(Personality):
             path = node.agent_config.get("write-cni-conf-when-ready") or DEFAULT_CILIUM_CONF_PATH
             node.host.remove_cni(path.rsplit("/", 1)[-1])
             sim.network_changed(node)
-
-
-def _attempt(node: NodeState, pod: PodState) -> tuple[str, int]:
-    """Which start of the agent's containers this is: a reboot or a restart makes another."""
-    return node.boot_id, pod.restarts
 
 
 def _update_cilium_node(kube: Kube, name: str, meta: Obj, addresses: list[Obj]) -> Obj | None:

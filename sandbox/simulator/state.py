@@ -105,3 +105,9 @@ class PodState:
                     value: str | None = variable.get("value")
                     return value
         return None
+
+
+def start_attempt(node: NodeState, pod: PodState) -> tuple[str, int]:
+    """Which start of the pod's containers this is: a reboot (a new bootID) or a restart (one
+    more restart) makes another. A timer or an answer meant for an earlier start is dropped."""
+    return node.boot_id, pod.restarts
